@@ -1,0 +1,42 @@
+# CityCloud — entry points. Prerequisites: Go (>= 1.26) and Rust (>= 1.89); everything else
+# (etcd, kube-apiserver, kube-controller-manager, helm) is built from Go modules and cached
+# in $(CACHE), outside the repository.
+SHELL := /bin/bash
+CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/citycloud
+CLUSTER_DIR ?= $(CURDIR)/.cluster
+CARGO ?= cargo
+TESTBED = $(CARGO) run -q -p citycloud-tests --bin testbed --
+export CITYCLOUD_CACHE = $(CACHE)
+
+.PHONY: help build control-plane cluster-up cluster-down kubeconfig crds lint test bench demo demo-down clean
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+build: ## build the operator and the test bed
+	$(CARGO) build --workspace --all-targets
+
+control-plane: ## build (or find cached) etcd, kube-apiserver, kube-controller-manager and helm
+	@bash tests/cluster/build.sh
+
+cluster-up: control-plane ## start the local control plane on loopback (admin kubeconfig in .cluster/)
+	@$(TESTBED) up --dir $(CLUSTER_DIR)
+
+cluster-down: ## stop the local control plane
+	@$(TESTBED) down --dir $(CLUSTER_DIR)
+
+kubeconfig: ## print a kubeconfig for AS_USER in AS_GROUPS (space-separated), e.g. make kubeconfig AS_USER=an AS_GROUPS=sotttt-admins
+	@$(TESTBED) kubeconfig --dir $(CLUSTER_DIR) --user "$(AS_USER)" $(foreach g,$(AS_GROUPS),--group "$(g)")
+
+crds: ## regenerate crds/ from the API types
+	$(CARGO) run -q -p citycloud-operator -- crds --dir crds
+
+lint: ## rustfmt and clippy, as CI runs them
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: control-plane lint ## everything CI runs: lint, unit tests, integration tests on a real control plane
+	$(CARGO) test --workspace --no-fail-fast
+
+clean: ## remove build output (the cached control plane stays in $(CACHE))
+	$(CARGO) clean

@@ -1,0 +1,52 @@
+//! The condition types and reasons the API promises in its statuses, and small helpers to read
+//! them. Conditions are `metav1.Condition`s and follow the API conventions.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+/// Condition types of a Tenant's status.
+pub mod tenant {
+    /// Everything below is True: the tenant's namespaces are ready to use.
+    pub const READY: &str = "Ready";
+    /// Every environment's namespace exists and belongs to this tenant.
+    pub const NAMESPACES_READY: &str = "NamespacesReady";
+    /// The owners', members' and viewers' RoleBindings are in place.
+    pub const RBAC_READY: &str = "RBACReady";
+    /// The ResourceQuota and LimitRange of every namespace follow the profile.
+    pub const QUOTA_READY: &str = "QuotaReady";
+    /// The NetworkPolicies of every namespace follow `spec.network`.
+    pub const NETWORK_READY: &str = "NetworkReady";
+}
+
+/// Condition types of a SharedService's status.
+pub mod shared_service {
+    /// The Service that `spec.endpoint` names exists.
+    pub const ENDPOINT_READY: &str = "EndpointReady";
+}
+
+/// Condition types of a SharedServiceClaim's status.
+pub mod claim {
+    /// The binding Secret and the network access are provisioned.
+    pub const BOUND: &str = "Bound";
+}
+
+/// Reasons the API names in its conditions.
+pub mod reason {
+    /// A namespace the tenant needs exists and belongs to another tenant, or to nobody.
+    pub const NAMESPACE_CONFLICT: &str = "NamespaceConflict";
+    /// The claim's tenant is not among those the service admits.
+    pub const NOT_PERMITTED: &str = "NotPermitted";
+    /// The claim names a SharedService that does not exist.
+    pub const SERVICE_NOT_FOUND: &str = "ServiceNotFound";
+    /// The claim's tenant is suspended.
+    pub const TENANT_SUSPENDED: &str = "TenantSuspended";
+}
+
+/// The condition of type `type_`, if there is one.
+pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether the condition of type `type_` is there with status "True".
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    find(conditions, type_).is_some_and(|c| c.status == "True")
+}

@@ -1,0 +1,40 @@
+//! The CityCloud API, group `citycloud.io`, version `v1alpha1`: one module per kind, and the
+//! pieces they share.
+//!
+//! - [`Tenant`]: an agency and its namespaces (cluster-scoped, `tnt`).
+//! - [`QuotaProfile`]: a standard size for tenants (cluster-scoped, `qp`).
+//! - [`SharedService`]: a shared platform service tenants may claim (cluster-scoped, `ssvc`).
+//! - [`SharedServiceClaim`]: a tenant's request for a shared service (namespaced, `ssc`).
+//!
+//! Each type carries its CRD schema: defaults, and the CEL rules
+//! (`x-kubernetes-validations`) for what one object can check alone. Cross-object problems
+//! (a missing profile, a cycle of parents) are for the controllers to report in conditions.
+
+pub mod claim;
+pub mod conditions;
+pub mod labels;
+pub mod quota_profile;
+pub mod shared_service;
+pub mod subject;
+pub mod tenant;
+pub mod validation;
+
+pub use claim::{Binding, SharedServiceClaim, SharedServiceClaimSpec, SharedServiceClaimStatus};
+pub use quota_profile::{ContainerLimits, QuotaProfile, QuotaProfileSpec, QuotaProfileStatus};
+pub use shared_service::{
+    Access, Category, Credentials, Endpoint, SharedService, SharedServiceSpec, SharedServiceStatus,
+};
+pub use subject::{Subject, SubjectKind};
+pub use tenant::{
+    DeletionPolicy, Egress, Environment, Ingress, Network, NodePlacement, PodSecurity,
+    QuotaOverrides, ResourceUsage, Tenant, TenantSpec, TenantStatus, namespace_name,
+};
+
+/// The API group of every CityCloud kind.
+pub const GROUP: &str = "citycloud.io";
+
+/// The API version of every CityCloud kind.
+pub const VERSION: &str = "v1alpha1";
+
+/// The category every CityCloud kind belongs to: `kubectl get citycloud` lists them all.
+pub const CATEGORY: &str = "citycloud";

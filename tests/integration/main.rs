@@ -1,0 +1,4 @@
+//! Integration tests against the real local control plane (one per test run, shared).
+//! Each module reads as a specification of behaviour a user would notice.
+
+mod smoke;

@@ -1,0 +1,323 @@
+//! Starts and stops etcd, kube-apiserver and kube-controller-manager on loopback, with TLS,
+//! RBAC, service-account token signing and the standard admission plugins.
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::identity::Identity;
+use crate::{Error, Result, io_err};
+
+/// The user the admin kubeconfig authenticates as (group `system:masters`).
+pub const ADMIN_USER: &str = "citycloud-admin";
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Whether the components die with this process (tests) or outlive it (`make cluster-up`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Children get SIGKILL when this process dies, however it dies (PR_SET_PDEATHSIG).
+    Owned,
+    /// Children run in their own session; `stop` finds them through `pids`.
+    Detached,
+}
+
+/// A running local control plane and the folder that describes it: `pki/`, `logs/`,
+/// `admin.kubeconfig`, `server` (the API server's URL) and `pids`.
+pub struct ControlPlane {
+    pub dir: PathBuf,
+    pub server: String,
+    kube_bin: PathBuf,
+    children: Mutex<Vec<Child>>,
+}
+
+impl ControlPlane {
+    /// Starts a control plane in `dir` with the binaries of `bin_dir`, and waits until the API
+    /// server is ready and the controller manager has created the `default` ServiceAccount.
+    pub fn start(dir: &Path, bin_dir: &Path, lifetime: Lifetime) -> Result<Self> {
+        let kube_bin = bin_dir.join("kube");
+        for sub in ["logs", "etcd"] {
+            fs::create_dir_all(dir.join(sub)).map_err(io_err(dir))?;
+        }
+        let pki = dir.join("pki");
+        run_checked(Command::new(&kube_bin).arg("pki").arg("init").arg(&pki))?;
+
+        let etcd_port = free_port()?;
+        let peer_port = free_port()?;
+        let api_port = free_port()?;
+        let server = format!("https://127.0.0.1:{api_port}");
+        let cp = ControlPlane { dir: dir.to_path_buf(), server, kube_bin, children: Mutex::new(Vec::new()) };
+
+        let admin = cp.identity(ADMIN_USER, &["system:masters"])?;
+        write(&dir.join("admin.kubeconfig"), &admin.kubeconfig(&cp))?;
+        let kcm = cp.identity("system:kube-controller-manager", &[])?;
+        write(&dir.join("kube-controller-manager.kubeconfig"), &kcm.kubeconfig(&cp))?;
+        write(&dir.join("server"), &cp.server)?;
+
+        let p = |f: &str| pki.join(f).display().to_string();
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        cp.spawn("etcd", lifetime, &[
+            "--name=citycloud".into(),
+            format!("--data-dir={}", dir.join("etcd").display()),
+            format!("--listen-client-urls={etcd_url}"),
+            format!("--advertise-client-urls={etcd_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=citycloud={peer_url}"),
+            "--unsafe-no-fsync=true".into(),
+            "--log-level=warn".into(),
+        ])?;
+        cp.spawn("kube-apiserver", lifetime, &[
+            format!("--etcd-servers={etcd_url}"),
+            format!("--secure-port={api_port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--tls-cert-file={}", p("apiserver.crt")),
+            format!("--tls-private-key-file={}", p("apiserver.key")),
+            format!("--client-ca-file={}", p("ca.crt")),
+            "--authorization-mode=Node,RBAC".into(),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            format!("--service-account-issuer={}/", cp.server),
+            format!("--service-account-key-file={}", p("sa.pub")),
+            format!("--service-account-signing-key-file={}", p("sa.key")),
+            "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,ResourceQuota,PodSecurity,DefaultTolerationSeconds,ValidatingAdmissionPolicy,NodeRestriction".into(),
+            "--allow-privileged=true".into(),
+            "--profiling=false".into(),
+            format!("--cert-dir={}", dir.join("apiserver-certs").display()),
+        ])?;
+        cp.wait_ready("kube-apiserver", || cp.api_ready())?;
+        cp.spawn("kube-controller-manager", lifetime, &[
+            format!("--kubeconfig={}", dir.join("kube-controller-manager.kubeconfig").display()),
+            format!("--service-account-private-key-file={}", p("sa.key")),
+            format!("--root-ca-file={}", p("ca.crt")),
+            "--use-service-account-credentials=true".into(),
+            "--leader-elect=false".into(),
+            "--secure-port=0".into(),
+            "--controllers=*".into(),
+            // Quota status and pod counts must follow quickly in tests and the demo.
+            "--resource-quota-sync-period=10s".into(),
+        ])?;
+        cp.wait_ready("kube-controller-manager", || cp.default_service_account_exists())?;
+        Ok(cp)
+    }
+
+    /// Attaches to a control plane started elsewhere (e.g. by `make cluster-up`).
+    pub fn attach(dir: &Path) -> Result<Self> {
+        let server_file = dir.join("server");
+        let server = fs::read_to_string(&server_file).map_err(io_err(&server_file))?;
+        let kube_bin = crate::binaries::ensure_built()?.join("kube");
+        Ok(ControlPlane { dir: dir.to_path_buf(), server: server.trim().to_string(), kube_bin, children: Mutex::new(Vec::new()) })
+    }
+
+    /// Stops the components this process started, and those listed in `pids`.
+    pub fn stop(&self) {
+        if let Ok(mut children) = self.children.lock() {
+            for child in children.iter_mut().rev() {
+                stop_child(child);
+            }
+            children.clear();
+        }
+        if let Ok(pids) = fs::read_to_string(self.dir.join("pids")) {
+            for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()).rev() {
+                stop_pid(pid);
+            }
+            let _ = fs::remove_file(self.dir.join("pids"));
+        }
+    }
+
+    /// Mints a client certificate for `user` in `groups`, signed by the cluster CA.
+    pub fn identity(&self, user: &str, groups: &[&str]) -> Result<Identity> {
+        let out = run_checked(
+            Command::new(&self.kube_bin).arg("pki").arg("user").arg(self.dir.join("pki")).arg(user).args(groups),
+        )?;
+        let pems: serde_json::Value =
+            serde_json::from_slice(&out).map_err(|e| Error::Pki(format!("kube pki user printed no JSON: {e}")))?;
+        let field = |k: &str| pems[k].as_str().map(str::to_string).ok_or_else(|| Error::Pki(format!("no {k}")));
+        Ok(Identity { user: user.to_string(), groups: groups.iter().map(|g| g.to_string()).collect(), cert_pem: field("cert")?, key_pem: field("key")? })
+    }
+
+    /// The cluster CA certificate (PEM), which also signs the API server's serving certificate.
+    pub fn ca_pem(&self) -> Result<String> {
+        let path = self.dir.join("pki/ca.crt");
+        fs::read_to_string(&path).map_err(io_err(&path))
+    }
+
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.dir.join("admin.kubeconfig")
+    }
+
+    /// The last `lines` lines of each component's log, for a failing test's report.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for c in ["etcd", "kube-apiserver", "kube-controller-manager"] {
+            let path = self.dir.join("logs").join(format!("{c}.log"));
+            let text = fs::read_to_string(&path).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("---- {} (last {lines} lines) ----\n", path.display()));
+            for l in &all[all.len().saturating_sub(lines)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    fn spawn(&self, component: &str, lifetime: Lifetime, args: &[String]) -> Result<()> {
+        let log_path = self.dir.join("logs").join(format!("{component}.log"));
+        let log = fs::File::create(&log_path).map_err(io_err(&log_path))?;
+        let err_log = log.try_clone().map_err(io_err(&log_path))?;
+        let mut cmd = Command::new(&self.kube_bin);
+        cmd.arg(component).args(args).stdin(Stdio::null()).stdout(log).stderr(err_log);
+        // SAFETY: only async-signal-safe libc calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                match lifetime {
+                    Lifetime::Owned => {
+                        libc::setpgid(0, 0);
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    }
+                    Lifetime::Detached => {
+                        libc::setsid();
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(io_err(&self.kube_bin))?;
+        let pid = child.id();
+        if lifetime == Lifetime::Detached {
+            let pids = self.dir.join("pids");
+            let mut text = fs::read_to_string(&pids).unwrap_or_default();
+            text.push_str(&format!("{pid}\n"));
+            write(&pids, &text)?;
+            std::mem::forget(child); // it outlives us; `stop` finds it by pid
+        } else if let Ok(mut children) = self.children.lock() {
+            children.push(child);
+        }
+        Ok(())
+    }
+
+    fn wait_ready(&self, component: &str, probe: impl Fn() -> bool) -> Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < READY_TIMEOUT {
+            if probe() {
+                return Ok(());
+            }
+            if self.exited(component) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Err(Error::NotReady {
+            component: component.to_string(),
+            seconds: start.elapsed().as_secs(),
+            log: self.dir.join("logs").join(format!("{component}.log")).display().to_string(),
+        })
+    }
+
+    fn exited(&self, _component: &str) -> bool {
+        match self.children.lock() {
+            Ok(mut children) => children.iter_mut().any(|c| matches!(c.try_wait(), Ok(Some(_)))),
+            Err(_) => false,
+        }
+    }
+
+    fn api_ready(&self) -> bool {
+        block_on_admin(self, |client| async move {
+            let req = http::Request::get("/readyz").body(Vec::new()).map_err(kube::Error::HttpError)?;
+            client.request_text(req).await
+        })
+        .map(|body| body.trim() == "ok")
+        .unwrap_or(false)
+    }
+
+    fn default_service_account_exists(&self) -> bool {
+        block_on_admin(self, |client| async move {
+            let sas: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> = kube::Api::namespaced(client, "default");
+            sas.get_opt("default").await
+        })
+        .map(|sa| sa.is_some())
+        .unwrap_or(false)
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if let Ok(mut children) = self.children.lock() {
+            for child in children.iter_mut().rev() {
+                stop_child(child);
+            }
+        }
+    }
+}
+
+/// Runs one admin request on a throwaway runtime (start-up code is synchronous).
+fn block_on_admin<T, F, Fut>(cp: &ControlPlane, f: F) -> Result<T>
+where
+    F: FnOnce(kube::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io { path: "tokio runtime".into(), source: e })?;
+    rt.block_on(async {
+        let kubeconfig = std::fs::read_to_string(cp.admin_kubeconfig()).map_err(io_err(&cp.admin_kubeconfig()))?;
+        let client = crate::identity::client_from_kubeconfig(&kubeconfig).await?;
+        Ok(f(client).await?)
+    })
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on a process (group) this test bed started.
+    unsafe {
+        libc::kill(-pid, sig);
+        libc::kill(pid, sig);
+    }
+}
+
+/// SIGTERM, up to 10 s to exit, then SIGKILL: a child of this process, reaped here.
+fn stop_child(child: &mut Child) {
+    signal(child.id() as i32, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(child.id() as i32, libc::SIGKILL);
+    let _ = child.wait();
+}
+
+/// The same for a detached component started by an earlier process.
+fn stop_pid(pid: i32) {
+    signal(pid, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // SAFETY: signal 0 only probes whether the process exists.
+    while Instant::now() < deadline && unsafe { libc::kill(pid, 0) } == 0 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(pid, libc::SIGKILL);
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(io_err(Path::new("127.0.0.1:0")))?;
+    let port = l.local_addr().map_err(io_err(Path::new("127.0.0.1:0")))?.port();
+    Ok(port)
+}
+
+fn run_checked(cmd: &mut Command) -> Result<Vec<u8>> {
+    let out = cmd.output().map_err(|e| Error::Pki(format!("running {cmd:?}: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Pki(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    Ok(out.stdout)
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    fs::write(path, text).map_err(io_err(path))
+}

@@ -1,0 +1,122 @@
+//! What each integration test gets: the shared control plane, an admin client, unique names
+//! and clients for any user. On a failing test, the components' logs are printed.
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crate::binaries::{ensure_built, repo_root};
+use crate::controlplane::{ControlPlane, Lifetime};
+use crate::identity::client_from_kubeconfig;
+
+static SHARED: OnceLock<Result<Arc<ControlPlane>, String>> = OnceLock::new();
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The control plane of this test run: the one `CITYCLOUD_CLUSTER` names, else one started
+/// on first use and stopped when the test process exits.
+pub fn shared_control_plane() -> Arc<ControlPlane> {
+    let shared = SHARED.get_or_init(|| {
+        if let Ok(dir) = std::env::var("CITYCLOUD_CLUSTER") {
+            return ControlPlane::attach(&PathBuf::from(dir)).map(Arc::new).map_err(|e| e.to_string());
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The components are spawned from a thread that lives as long as the process:
+        // PR_SET_PDEATHSIG fires when the spawning thread ends, so they die with the test
+        // binary however it ends (success, panic, Ctrl-C) and never before.
+        std::thread::spawn(move || {
+            let started = start_for_tests();
+            let keep = started.as_ref().ok().cloned();
+            let _ = tx.send(started);
+            let _keep = keep;
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().map_err(|e| e.to_string()).and_then(|r| r)
+    });
+    match shared {
+        Ok(cp) => cp.clone(),
+        Err(e) => panic!("the local control plane could not start: {e}"),
+    }
+}
+
+fn start_for_tests() -> Result<Arc<ControlPlane>, String> {
+    let bin = ensure_built().map_err(|e| e.to_string())?;
+    let root = repo_root().join("target/testbed");
+    prune_old_runs(&root);
+    let dir = root.join(format!("run-{}", std::process::id()));
+    ControlPlane::start(&dir, &bin, Lifetime::Owned).map(Arc::new).map_err(|e| e.to_string())
+}
+
+/// Keeps the logs of the last few runs under target/testbed, drops their etcd data.
+fn prune_old_runs(root: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    let mut runs: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    runs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    let n = runs.len();
+    for (i, run) in runs.into_iter().enumerate() {
+        let _ = std::fs::remove_dir_all(run.join("etcd"));
+        if i + 3 < n {
+            let _ = std::fs::remove_dir_all(&run);
+        }
+    }
+}
+
+/// One test's view of the test bed.
+pub struct TestEnv {
+    pub cluster: Arc<ControlPlane>,
+    pub admin: kube::Client,
+    id: String,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        let cluster = tokio::task::spawn_blocking(shared_control_plane).await.expect("control plane start-up thread");
+        let kubeconfig = std::fs::read_to_string(cluster.admin_kubeconfig()).expect("admin kubeconfig");
+        let admin = client_from_kubeconfig(&kubeconfig).await.expect("admin client");
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:x}{n}", std::process::id() % 4096);
+        TestEnv { cluster, admin, id }
+    }
+
+    /// A name unique to this test in this run: `<base>-<id>` (a DNS label).
+    pub fn name(&self, base: &str) -> String {
+        format!("{base}-{}", self.id)
+    }
+
+    /// A client acting as `user` in `groups`, through a client certificate.
+    pub async fn user(&self, user: &str, groups: &[&str]) -> kube::Client {
+        let identity = self.cluster.identity(user, groups).expect("minting a client certificate");
+        identity.client(&self.cluster).await.expect("user client")
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "test failed; control plane in {}\n{}",
+                self.cluster.dir.display(),
+                self.cluster.log_tail(30)
+            );
+        }
+    }
+}
+
+/// Polls `probe` every 200 ms until it returns `Some`, or panics after `timeout` naming `what`.
+/// Integration tests wait for convergence this way; no test asserts on elapsed time.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: std::time::Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

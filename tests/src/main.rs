@@ -1,0 +1,70 @@
+//! `testbed`: the local control plane for people and the Makefile.
+//!   testbed up   [--dir .cluster]   start it in the background, print the admin kubeconfig
+//!   testbed down [--dir .cluster]   stop it
+//!   testbed kubeconfig --user NAME [--group G]...   print a kubeconfig for any user
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use testbed::controlplane::{ControlPlane, Lifetime};
+
+#[derive(Parser)]
+#[command(name = "testbed", about = "The local Kubernetes control plane of CityCloud's tests and demo")]
+struct Cli {
+    /// Where the control plane keeps its certificates, data, logs and kubeconfigs.
+    #[arg(long, global = true, default_value = ".cluster", env = "CITYCLOUD_CLUSTER")]
+    dir: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build what is missing, start etcd, kube-apiserver and kube-controller-manager on loopback.
+    Up,
+    /// Stop the control plane started by `up` (its data stays until `--wipe`).
+    Down {
+        #[arg(long)]
+        wipe: bool,
+    },
+    /// Print a kubeconfig for a user (client certificate signed by the cluster CA).
+    Kubeconfig {
+        #[arg(long)]
+        user: String,
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Up => {
+            if cli.dir.join("pids").exists() {
+                anyhow::bail!("a control plane already runs from {} (testbed down first)", cli.dir.display());
+            }
+            let started = std::time::Instant::now();
+            let bin = testbed::binaries::ensure_built()?;
+            let built = started.elapsed();
+            let _ = std::fs::remove_dir_all(cli.dir.join("etcd"));
+            let cp = ControlPlane::start(&cli.dir, &bin, Lifetime::Detached)?;
+            let dir = std::fs::canonicalize(&cli.dir)?;
+            println!("control plane ready at {} ({:.1}s to ready, {:.1}s checking the build)", cp.server, (started.elapsed() - built).as_secs_f64(), built.as_secs_f64());
+            println!("  export KUBECONFIG={}", dir.join("admin.kubeconfig").display());
+            println!("  logs: {}", dir.join("logs").display());
+        }
+        Cmd::Down { wipe } => {
+            let cp = ControlPlane::attach(&cli.dir)?;
+            cp.stop();
+            if wipe {
+                std::fs::remove_dir_all(&cli.dir)?;
+            }
+            println!("control plane in {} stopped", cli.dir.display());
+        }
+        Cmd::Kubeconfig { user, groups } => {
+            let cp = ControlPlane::attach(&cli.dir)?;
+            let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+            print!("{}", cp.identity(&user, &groups)?.kubeconfig(&cp));
+        }
+    }
+    Ok(())
+}
