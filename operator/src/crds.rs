@@ -44,10 +44,7 @@ pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml_ng::
 /// Every CRD as YAML documents separated by `---`: what `citycloud-operator crds` prints, and
 /// the files of `crds/` one after the other.
 pub fn all_yaml() -> Result<String, serde_yaml_ng::Error> {
-    let docs = all()
-        .iter()
-        .map(to_yaml)
-        .collect::<Result<Vec<_>, _>>()?;
+    let docs = all().iter().map(to_yaml).collect::<Result<Vec<_>, _>>()?;
     Ok(docs.join("---\n"))
 }
 
@@ -153,7 +150,9 @@ mod tests {
     const UPDATE_ENV: &str = "CITYCLOUD_UPDATE_CRDS";
 
     fn crds_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("crds")
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("crds")
     }
 
     #[test]
@@ -183,9 +182,24 @@ mod tests {
     #[test]
     fn every_kind_is_in_the_group_with_its_names_and_status() {
         let expected = [
-            ("quotaprofiles.citycloud.io", "QuotaProfile", "qp", "Cluster"),
-            ("sharedserviceclaims.citycloud.io", "SharedServiceClaim", "ssc", "Namespaced"),
-            ("sharedservices.citycloud.io", "SharedService", "ssvc", "Cluster"),
+            (
+                "quotaprofiles.citycloud.io",
+                "QuotaProfile",
+                "qp",
+                "Cluster",
+            ),
+            (
+                "sharedserviceclaims.citycloud.io",
+                "SharedServiceClaim",
+                "ssc",
+                "Namespaced",
+            ),
+            (
+                "sharedservices.citycloud.io",
+                "SharedService",
+                "ssvc",
+                "Cluster",
+            ),
             ("tenants.citycloud.io", "Tenant", "tnt", "Cluster"),
         ];
         let crds = all();
@@ -194,7 +208,10 @@ mod tests {
             assert_eq!(crd.metadata.name.as_deref(), Some(name));
             assert_eq!(crd.spec.group, "citycloud.io");
             assert_eq!(crd.spec.names.kind, kind);
-            assert_eq!(crd.spec.names.short_names.as_deref(), Some(&[short.to_owned()][..]));
+            assert_eq!(
+                crd.spec.names.short_names.as_deref(),
+                Some(&[short.to_owned()][..])
+            );
             assert_eq!(
                 crd.spec.names.categories.as_deref(),
                 Some(&["citycloud".to_owned()][..])
@@ -204,11 +221,16 @@ mod tests {
             let version = &crd.spec.versions[0];
             assert_eq!(version.name, "v1alpha1");
             assert!(version.served && version.storage);
-            let status = version.subresources.as_ref().and_then(|s| s.status.as_ref());
+            let status = version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref());
             assert!(status.is_some(), "{name} has a status subresource");
             let columns = version.additional_printer_columns.as_deref().unwrap_or(&[]);
             assert_eq!(
-                columns.last().map(|c| (c.name.as_str(), c.json_path.as_str())),
+                columns
+                    .last()
+                    .map(|c| (c.name.as_str(), c.json_path.as_str())),
                 Some(("Age", ".metadata.creationTimestamp")),
                 "{name} ends its printer columns with Age"
             );
@@ -225,8 +247,10 @@ mod tests {
             .filter(|c| c.priority.unwrap_or(0) == 0)
             .map(|c| (c.name.clone(), c.json_path.clone()))
             .collect();
-        let columns: Vec<(&str, &str)> =
-            columns.iter().map(|(n, p)| (n.as_str(), p.as_str())).collect();
+        let columns: Vec<(&str, &str)> = columns
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.as_str()))
+            .collect();
         assert_eq!(
             columns,
             [
@@ -267,8 +291,16 @@ mod tests {
     /// at `node` and below; problems are pushed to `errors` with their path.
     fn check_structural(path: &str, node: &Value, errors: &mut Vec<String>) {
         let mut fail = |what: &str| errors.push(format!("{path}: {what}"));
-        for forbidden in ["$ref", "$schema", "definitions", "$defs", "allOf", "oneOf", "anyOf", "not"]
-        {
+        for forbidden in [
+            "$ref",
+            "$schema",
+            "definitions",
+            "$defs",
+            "allOf",
+            "oneOf",
+            "anyOf",
+            "not",
+        ] {
             if node.get(forbidden).is_some() {
                 fail(&format!("has `{forbidden}`"));
             }
@@ -290,7 +322,9 @@ mod tests {
                     fail("is an object with no properties: everything in it would be pruned");
                 }
                 if node.get("additionalProperties") == Some(&Value::Bool(true)) {
-                    fail("has additionalProperties: true, use x-kubernetes-preserve-unknown-fields");
+                    fail(
+                        "has additionalProperties: true, use x-kubernetes-preserve-unknown-fields",
+                    );
                 }
             }
             Some("array") if node.get("items").is_none() => fail("is an array without items"),
@@ -327,12 +361,20 @@ mod tests {
             let mut errors = vec![];
             check_structural("", &schema, &mut errors);
             let name = crd.metadata.name.unwrap_or_default();
-            assert!(errors.is_empty(), "{name} is not structural:\n{}", errors.join("\n"));
+            assert!(
+                errors.is_empty(),
+                "{name} is not structural:\n{}",
+                errors.join("\n")
+            );
             assert!(
                 schema.get("additionalProperties").is_none(),
                 "{name}: additionalProperties at the root"
             );
-            assert_eq!(schema["properties"].get("metadata"), None, "{name}: metadata in schema");
+            assert_eq!(
+                schema["properties"].get("metadata"),
+                None,
+                "{name}: metadata in schema"
+            );
         }
     }
 
@@ -343,7 +385,9 @@ mod tests {
         let bounded = |key| node.get(key).is_some();
         match node.get("type").and_then(Value::as_str) {
             Some("array") if !bounded("maxItems") => errors.push(format!("{path}: no maxItems")),
-            Some("object") if node.get("additionalProperties").is_some() && !bounded("maxProperties") => {
+            Some("object")
+                if node.get("additionalProperties").is_some() && !bounded("maxProperties") =>
+            {
                 errors.push(format!("{path}: no maxProperties"))
             }
             Some("string") if !bounded("maxLength") && !bounded("enum") => {
@@ -378,14 +422,21 @@ mod tests {
                 check_bounded(&path, node, &mut errors);
             }
             let name = crd.metadata.name.unwrap_or_default();
-            assert!(errors.is_empty(), "{name}: unbounded data under CEL rules:\n{}", errors.join("\n"));
+            assert!(
+                errors.is_empty(),
+                "{name}: unbounded data under CEL rules:\n{}",
+                errors.join("\n")
+            );
         }
     }
 
     #[test]
     fn every_cel_rule_has_a_message_naming_what_to_fix() {
         fn collect(node: &Value, out: &mut Vec<Value>) {
-            if let Some(rules) = node.get("x-kubernetes-validations").and_then(Value::as_array) {
+            if let Some(rules) = node
+                .get("x-kubernetes-validations")
+                .and_then(Value::as_array)
+            {
                 out.extend(rules.iter().cloned());
             }
             for (_, child) in children(node) {
@@ -396,9 +447,15 @@ mod tests {
             let mut rules = vec![];
             collect(&schema_of(&crd), &mut rules);
             for rule in rules {
-                let message = rule.get("message").and_then(Value::as_str).unwrap_or_default();
+                let message = rule
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 assert!(message.len() > 20, "rule {rule} has no helpful message");
-                assert!(!message.contains('\n'), "rule {rule}: messages are one line");
+                assert!(
+                    !message.contains('\n'),
+                    "rule {rule}: messages are one line"
+                );
             }
         }
     }
@@ -411,7 +468,11 @@ mod tests {
         std::fs::write(&stale, "old").expect("stale file");
         let unrelated = dir.join("README.md");
         std::fs::write(&unrelated, "keep").expect("unrelated file");
-        assert!(diff_dir(&dir).expect("readable").contains(&"widgets.citycloud.io.yaml".to_owned()));
+        assert!(
+            diff_dir(&dir)
+                .expect("readable")
+                .contains(&"widgets.citycloud.io.yaml".to_owned())
+        );
         write_dir(&dir).expect("writable");
         assert_eq!(diff_dir(&dir).expect("readable"), Vec::<String>::new());
         assert!(!stale.exists() && unrelated.exists());

@@ -8,7 +8,7 @@ cache=${CITYCLOUD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/citycloud}
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 
 key_of() { cat "$@" | sha256sum | cut -c1-12; }
-mod_version() { awk -v m="$2" '$1==m {print $2; exit}' "$1"; }
+mod_version() { awk -v m="$2" '{for (i = 1; i < NF; i++) if ($i == m && $(i+1) ~ /^v/) {print $(i+1); exit}}' "$1"; }
 
 k8s=$(mod_version "$here/go.mod" k8s.io/kubernetes)
 helm=$(mod_version "$here/helm/go.mod" helm.sh/helm/v3)

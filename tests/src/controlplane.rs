@@ -2,6 +2,7 @@
 //! RBAC, service-account token signing and the standard admission plugins.
 use std::fs;
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,6 +32,7 @@ pub struct ControlPlane {
     pub server: String,
     kube_bin: PathBuf,
     children: Mutex<Vec<Child>>,
+    lifetime: Lifetime,
 }
 
 impl ControlPlane {
@@ -41,6 +43,8 @@ impl ControlPlane {
         for sub in ["logs", "etcd"] {
             fs::create_dir_all(dir.join(sub)).map_err(io_err(dir))?;
         }
+        let etcd_dir = dir.join("etcd");
+        fs::set_permissions(&etcd_dir, fs::Permissions::from_mode(0o700)).map_err(io_err(&etcd_dir))?;
         let pki = dir.join("pki");
         run_checked(Command::new(&kube_bin).arg("pki").arg("init").arg(&pki))?;
 
@@ -48,7 +52,22 @@ impl ControlPlane {
         let peer_port = free_port()?;
         let api_port = free_port()?;
         let server = format!("https://127.0.0.1:{api_port}");
-        let cp = ControlPlane { dir: dir.to_path_buf(), server, kube_bin, children: Mutex::new(Vec::new()) };
+        let cp = ControlPlane { dir: dir.to_path_buf(), server, kube_bin, children: Mutex::new(Vec::new()), lifetime };
+        if let Err(e) = cp.start_components(&pki, etcd_port, peer_port, api_port) {
+            cp.stop();
+            return Err(e);
+        }
+        if lifetime == Lifetime::Detached {
+            // They outlive us from here on; `stop` finds them through `pids`.
+            if let Ok(mut children) = cp.children.lock() {
+                children.drain(..).for_each(std::mem::forget);
+            }
+        }
+        Ok(cp)
+    }
+
+    fn start_components(&self, pki: &Path, etcd_port: u16, peer_port: u16, api_port: u16) -> Result<()> {
+        let (cp, dir, lifetime) = (self, self.dir.as_path(), self.lifetime);
 
         let admin = cp.identity(ADMIN_USER, &["system:masters"])?;
         write(&dir.join("admin.kubeconfig"), &admin.kubeconfig(&cp))?;
@@ -85,6 +104,9 @@ impl ControlPlane {
             format!("--service-account-signing-key-file={}", p("sa.key")),
             "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,ResourceQuota,PodSecurity,DefaultTolerationSeconds,ValidatingAdmissionPolicy,NodeRestriction".into(),
             "--allow-privileged=true".into(),
+            // No kubelet or Service network here: the default endpoint reconciler refuses a
+            // loopback advertise address.
+            "--endpoint-reconciler-type=none".into(),
             "--profiling=false".into(),
             format!("--cert-dir={}", dir.join("apiserver-certs").display()),
         ])?;
@@ -100,8 +122,7 @@ impl ControlPlane {
             // Quota status and pod counts must follow quickly in tests and the demo.
             "--resource-quota-sync-period=10s".into(),
         ])?;
-        cp.wait_ready("kube-controller-manager", || cp.default_service_account_exists())?;
-        Ok(cp)
+        cp.wait_ready("kube-controller-manager", || cp.default_service_account_exists())
     }
 
     /// Attaches to a control plane started elsewhere (e.g. by `make cluster-up`).
@@ -109,7 +130,13 @@ impl ControlPlane {
         let server_file = dir.join("server");
         let server = fs::read_to_string(&server_file).map_err(io_err(&server_file))?;
         let kube_bin = crate::binaries::ensure_built()?.join("kube");
-        Ok(ControlPlane { dir: dir.to_path_buf(), server: server.trim().to_string(), kube_bin, children: Mutex::new(Vec::new()) })
+        Ok(ControlPlane {
+            dir: dir.to_path_buf(),
+            server: server.trim().to_string(),
+            kube_bin,
+            children: Mutex::new(Vec::new()),
+            lifetime: Lifetime::Detached,
+        })
     }
 
     /// Stops the components this process started, and those listed in `pids`.
@@ -193,8 +220,8 @@ impl ControlPlane {
             let mut text = fs::read_to_string(&pids).unwrap_or_default();
             text.push_str(&format!("{pid}\n"));
             write(&pids, &text)?;
-            std::mem::forget(child); // it outlives us; `stop` finds it by pid
-        } else if let Ok(mut children) = self.children.lock() {
+        }
+        if let Ok(mut children) = self.children.lock() {
             children.push(child);
         }
         Ok(())

@@ -31,8 +31,14 @@ use super::validation::dns_subdomain;
         json_path = ".status.conditions[?(@.type==\"Bound\")].reason"
     ),
     printcolumn(name = "Secret", type_ = "string", json_path = ".status.binding.name"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
+// clippy reads the repeated `type_ = ...` of the printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[serde(rename_all = "camelCase")]
 pub struct SharedServiceClaimSpec {
     /// The name of the SharedService claimed. Cannot change: claim another service with

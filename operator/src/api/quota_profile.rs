@@ -25,11 +25,26 @@ pub const DEFAULT_MAX_ENVIRONMENTS: i32 = 5;
     shortname = "qp",
     category = "citycloud",
     derive = "PartialEq",
-    printcolumn(name = "Description", type_ = "string", json_path = ".spec.description"),
-    printcolumn(name = "Max Envs", type_ = "integer", priority = 1, json_path = ".spec.maxEnvironments"),
+    printcolumn(
+        name = "Description",
+        type_ = "string",
+        json_path = ".spec.description"
+    ),
+    printcolumn(
+        name = "Max Envs",
+        type_ = "integer",
+        priority = 1,
+        json_path = ".spec.maxEnvironments"
+    ),
     printcolumn(name = "Tenants", type_ = "integer", json_path = ".status.tenants"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
+// clippy reads the repeated `type_ = ...` of the printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[serde(rename_all = "camelCase")]
 pub struct QuotaProfileSpec {
     /// What the profile is for, as people read it (e.g. "Medium agency").
@@ -124,10 +139,7 @@ impl QuotaProfile {
         &self,
         overrides: Option<&super::QuotaOverrides>,
     ) -> BTreeMap<String, Quantity> {
-        merged(
-            &self.spec.namespace,
-            overrides.map(|o| &o.namespace),
-        )
+        merged(&self.spec.namespace, overrides.map(|o| &o.namespace))
     }
 
     /// The budget of a whole tenant, with its approved `overrides` merged over the profile's.

@@ -26,7 +26,11 @@ pub const RESERVED_BINDING_KEYS: [&str; 6] = ["type", "provider", "host", "port"
     shortname = "ssvc",
     category = "citycloud",
     derive = "PartialEq",
-    printcolumn(name = "Display Name", type_ = "string", json_path = ".spec.displayName"),
+    printcolumn(
+        name = "Display Name",
+        type_ = "string",
+        json_path = ".spec.displayName"
+    ),
     printcolumn(name = "Category", type_ = "string", json_path = ".spec.category"),
     printcolumn(
         name = "Endpoint",
@@ -34,9 +38,20 @@ pub const RESERVED_BINDING_KEYS: [&str; 6] = ["type", "provider", "host", "port"
         json_path = ".status.conditions[?(@.type==\"EndpointReady\")].status"
     ),
     printcolumn(name = "Claims", type_ = "integer", json_path = ".status.claims"),
-    printcolumn(name = "Binding Type", type_ = "string", priority = 1, json_path = ".spec.bindingType"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Binding Type",
+        type_ = "string",
+        priority = 1,
+        json_path = ".spec.bindingType"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
+// clippy reads the repeated `type_ = ...` of the printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[serde(rename_all = "camelCase")]
 pub struct SharedServiceSpec {
     /// The service's name, as people read it (UTF-8); 1 to 256 characters.
@@ -67,7 +82,10 @@ pub struct SharedServiceSpec {
     /// Extra non-secret entries of every binding Secret (e.g. issuer). May not set the keys
     /// the operator fills: type, provider, host, port, uri, token.
     #[serde(default)]
-    #[schemars(extend("maxProperties" = 32), inner(length(max = 4096)))]
+    #[schemars(extend(
+        "maxProperties" = 32,
+        "additionalProperties" = {"type": "string", "maxLength": 4096}
+    ))]
     #[x_kube(
         validation = Rule::new(
             "!('type' in self) && !('provider' in self) && !('host' in self) && !('port' in self) && !('uri' in self) && !('token' in self)"
@@ -154,7 +172,9 @@ pub struct Access {
 }
 
 /// What credentials a claim gets.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 pub enum Credentials {
     /// None: the binding holds where the service is, and no token.
     None,
@@ -242,7 +262,10 @@ spec:
         assert_eq!(spec.access, Access::default());
         assert!(spec.binding_data.is_empty());
         assert_eq!(spec.endpoint.host(), "lgsp-gateway.platform-lgsp.svc");
-        assert_eq!(spec.endpoint.uri(), "https://lgsp-gateway.platform-lgsp.svc:443");
+        assert_eq!(
+            spec.endpoint.uri(),
+            "https://lgsp-gateway.platform-lgsp.svc:443"
+        );
         assert_eq!(service.consumers_secret_name(), "lgsp-consumers");
     }
 
@@ -262,16 +285,20 @@ spec:
         let department = tenant("{city.io/level: department}");
         assert_eq!(service.admits(&department, "prod").ok(), Some(true));
         assert_eq!(service.admits(&department, "staging").ok(), Some(false));
-        assert_eq!(service.admits(&tenant("{city.io/level: ward}"), "prod").ok(), Some(false));
+        assert_eq!(
+            service
+                .admits(&tenant("{city.io/level: ward}"), "prod")
+                .ok(),
+            Some(false)
+        );
     }
 
     #[test]
     fn a_malformed_selector_is_an_error_not_a_match() {
         let mut service: SharedService = serde_yaml_ng::from_str(LGSP).expect("service parses");
-        service.spec.access.tenant_selector = serde_yaml_ng::from_str(
-            "{matchExpressions: [{key: a, operator: Near, values: [b]}]}",
-        )
-        .expect("selector parses");
+        service.spec.access.tenant_selector =
+            serde_yaml_ng::from_str("{matchExpressions: [{key: a, operator: Near, values: [b]}]}")
+                .expect("selector parses");
         assert!(service.admits(&tenant("{a: b}"), "prod").is_err());
     }
 }

@@ -112,7 +112,10 @@ mod tests {
     #[test]
     fn groups_and_users_bind_in_the_rbac_group_without_namespace() {
         let subject = Subject::group("sotttt-admins").to_rbac_subject();
-        assert_eq!(subject.api_group.as_deref(), Some("rbac.authorization.k8s.io"));
+        assert_eq!(
+            subject.api_group.as_deref(),
+            Some("rbac.authorization.k8s.io")
+        );
         assert_eq!(subject.kind, "Group");
         assert_eq!(subject.name, "sotttt-admins");
         assert_eq!(subject.namespace, None);

@@ -99,7 +99,7 @@ pub struct TenantSpec {
     pub parent: Option<String>,
 
     /// Who administers the tenant's namespaces (ClusterRole admin); at least one.
-    #[schemars(length(min = 1, max = 100))]
+    #[schemars(length(max = 100))]
     #[x_kube(
         validation = Rule::new("size(self) >= 1")
             .message(Message::Message("spec.owners must name at least one owner: every Tenant needs someone who administers it".into()))
@@ -121,7 +121,7 @@ pub struct TenantSpec {
     /// environment, prod. Removing an environment never deletes its namespace unless
     /// deletionPolicy is Delete.
     #[serde(default = "default_environments")]
-    #[schemars(length(min = 1, max = 20))]
+    #[schemars(length(max = 20))]
     #[x_kube(
         validation = unique_names("spec.environments"),
         validation = Rule::new("size(self) >= 1")
@@ -149,8 +149,8 @@ pub struct TenantSpec {
     #[serde(default)]
     pub pod_security: PodSecurity,
 
-    /// Where the tenant's pods may run. The operator does not enforce this yet; it is
-    /// recorded for the platform's admission policies.
+    /// Where the tenant's pods may run: the node labels they must match and the taints they
+    /// tolerate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_placement: Option<NodePlacement>,
 
@@ -240,7 +240,9 @@ pub struct Network {
 }
 
 /// Which traffic reaches a tenant's pods.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 pub enum Ingress {
     #[default]
     Strict,
@@ -248,7 +250,9 @@ pub enum Ingress {
 }
 
 /// Where a tenant's pods may connect to.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 pub enum Egress {
     #[default]
     Open,
@@ -256,7 +260,9 @@ pub enum Egress {
 }
 
 /// A Pod Security Standard level.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PodSecurity {
     #[default]
@@ -290,7 +296,9 @@ pub struct NodePlacement {
 }
 
 /// What happens to a tenant's namespaces when they are no longer wanted.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 pub enum DeletionPolicy {
     /// Keep the namespace and everything in it, labelled citycloud.io/orphaned=true.
     #[default]
@@ -532,6 +540,18 @@ status:
         let tenant: Tenant = serde_yaml_ng::from_str(FULL).expect("full tenant parses");
         let names: Vec<&str> = tenant.subjects().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["sotttt-admins", "an.nguyen", "auditor"]);
+    }
+
+    #[test]
+    fn the_limits_in_code_are_those_of_the_schema() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(Tenant::crd()).expect("CRD serializes");
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        assert_eq!(spec["environments"]["maxItems"], MAX_ENVIRONMENTS);
+        for list in ["owners", "members", "viewers"] {
+            assert_eq!(spec[list]["maxItems"], MAX_SUBJECTS, "{list}");
+        }
+        assert_eq!(spec["parent"]["maxLength"], MAX_TENANT_NAME);
     }
 
     #[test]
