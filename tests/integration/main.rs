@@ -2,3 +2,4 @@
 //! Each module reads as a specification of behaviour a user would notice.
 
 mod smoke;
+mod tenant;

@@ -20,7 +20,11 @@ pub fn ensure_built() -> Result<PathBuf> {
         .output()
         .map_err(crate::io_err(&script))?;
     if !out.status.success() {
-        return Err(Error::Build(format!("{} exited with {}", script.display(), out.status)));
+        return Err(Error::Build(format!(
+            "{} exited with {}",
+            script.display(),
+            out.status
+        )));
     }
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }

@@ -44,7 +44,8 @@ impl ControlPlane {
             fs::create_dir_all(dir.join(sub)).map_err(io_err(dir))?;
         }
         let etcd_dir = dir.join("etcd");
-        fs::set_permissions(&etcd_dir, fs::Permissions::from_mode(0o700)).map_err(io_err(&etcd_dir))?;
+        fs::set_permissions(&etcd_dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_err(&etcd_dir))?;
         let pki = dir.join("pki");
         run_checked(Command::new(&kube_bin).arg("pki").arg("init").arg(&pki))?;
 
@@ -52,7 +53,13 @@ impl ControlPlane {
         let peer_port = free_port()?;
         let api_port = free_port()?;
         let server = format!("https://127.0.0.1:{api_port}");
-        let cp = ControlPlane { dir: dir.to_path_buf(), server, kube_bin, children: Mutex::new(Vec::new()), lifetime };
+        let cp = ControlPlane {
+            dir: dir.to_path_buf(),
+            server,
+            kube_bin,
+            children: Mutex::new(Vec::new()),
+            lifetime,
+        };
         if let Err(e) = cp.start_components(&pki, etcd_port, peer_port, api_port) {
             cp.stop();
             return Err(e);
@@ -66,29 +73,42 @@ impl ControlPlane {
         Ok(cp)
     }
 
-    fn start_components(&self, pki: &Path, etcd_port: u16, peer_port: u16, api_port: u16) -> Result<()> {
+    fn start_components(
+        &self,
+        pki: &Path,
+        etcd_port: u16,
+        peer_port: u16,
+        api_port: u16,
+    ) -> Result<()> {
         let (cp, dir, lifetime) = (self, self.dir.as_path(), self.lifetime);
 
         let admin = cp.identity(ADMIN_USER, &["system:masters"])?;
         write(&dir.join("admin.kubeconfig"), &admin.kubeconfig(&cp))?;
         let kcm = cp.identity("system:kube-controller-manager", &[])?;
-        write(&dir.join("kube-controller-manager.kubeconfig"), &kcm.kubeconfig(&cp))?;
+        write(
+            &dir.join("kube-controller-manager.kubeconfig"),
+            &kcm.kubeconfig(&cp),
+        )?;
         write(&dir.join("server"), &cp.server)?;
 
         let p = |f: &str| pki.join(f).display().to_string();
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
-        cp.spawn("etcd", lifetime, &[
-            "--name=citycloud".into(),
-            format!("--data-dir={}", dir.join("etcd").display()),
-            format!("--listen-client-urls={etcd_url}"),
-            format!("--advertise-client-urls={etcd_url}"),
-            format!("--listen-peer-urls={peer_url}"),
-            format!("--initial-advertise-peer-urls={peer_url}"),
-            format!("--initial-cluster=citycloud={peer_url}"),
-            "--unsafe-no-fsync=true".into(),
-            "--log-level=warn".into(),
-        ])?;
+        cp.spawn(
+            "etcd",
+            lifetime,
+            &[
+                "--name=citycloud".into(),
+                format!("--data-dir={}", dir.join("etcd").display()),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=citycloud={peer_url}"),
+                "--unsafe-no-fsync=true".into(),
+                "--log-level=warn".into(),
+            ],
+        )?;
         cp.spawn("kube-apiserver", lifetime, &[
             format!("--etcd-servers={etcd_url}"),
             format!("--secure-port={api_port}"),
@@ -111,18 +131,27 @@ impl ControlPlane {
             format!("--cert-dir={}", dir.join("apiserver-certs").display()),
         ])?;
         cp.wait_ready("kube-apiserver", || cp.api_ready())?;
-        cp.spawn("kube-controller-manager", lifetime, &[
-            format!("--kubeconfig={}", dir.join("kube-controller-manager.kubeconfig").display()),
-            format!("--service-account-private-key-file={}", p("sa.key")),
-            format!("--root-ca-file={}", p("ca.crt")),
-            "--use-service-account-credentials=true".into(),
-            "--leader-elect=false".into(),
-            "--secure-port=0".into(),
-            "--controllers=*".into(),
-            // Quota status and pod counts must follow quickly in tests and the demo.
-            "--resource-quota-sync-period=10s".into(),
-        ])?;
-        cp.wait_ready("kube-controller-manager", || cp.default_service_account_exists())
+        cp.spawn(
+            "kube-controller-manager",
+            lifetime,
+            &[
+                format!(
+                    "--kubeconfig={}",
+                    dir.join("kube-controller-manager.kubeconfig").display()
+                ),
+                format!("--service-account-private-key-file={}", p("sa.key")),
+                format!("--root-ca-file={}", p("ca.crt")),
+                "--use-service-account-credentials=true".into(),
+                "--leader-elect=false".into(),
+                "--secure-port=0".into(),
+                "--controllers=*".into(),
+                // Quota status and pod counts must follow quickly in tests and the demo.
+                "--resource-quota-sync-period=10s".into(),
+            ],
+        )?;
+        cp.wait_ready("kube-controller-manager", || {
+            cp.default_service_account_exists()
+        })
     }
 
     /// Attaches to a control plane started elsewhere (e.g. by `make cluster-up`).
@@ -148,7 +177,11 @@ impl ControlPlane {
             children.clear();
         }
         if let Ok(pids) = fs::read_to_string(self.dir.join("pids")) {
-            for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()).rev() {
+            for pid in pids
+                .lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok())
+                .rev()
+            {
                 stop_pid(pid);
             }
             let _ = fs::remove_file(self.dir.join("pids"));
@@ -158,12 +191,27 @@ impl ControlPlane {
     /// Mints a client certificate for `user` in `groups`, signed by the cluster CA.
     pub fn identity(&self, user: &str, groups: &[&str]) -> Result<Identity> {
         let out = run_checked(
-            Command::new(&self.kube_bin).arg("pki").arg("user").arg(self.dir.join("pki")).arg(user).args(groups),
+            Command::new(&self.kube_bin)
+                .arg("pki")
+                .arg("user")
+                .arg(self.dir.join("pki"))
+                .arg(user)
+                .args(groups),
         )?;
-        let pems: serde_json::Value =
-            serde_json::from_slice(&out).map_err(|e| Error::Pki(format!("kube pki user printed no JSON: {e}")))?;
-        let field = |k: &str| pems[k].as_str().map(str::to_string).ok_or_else(|| Error::Pki(format!("no {k}")));
-        Ok(Identity { user: user.to_string(), groups: groups.iter().map(|g| g.to_string()).collect(), cert_pem: field("cert")?, key_pem: field("key")? })
+        let pems: serde_json::Value = serde_json::from_slice(&out)
+            .map_err(|e| Error::Pki(format!("kube pki user printed no JSON: {e}")))?;
+        let field = |k: &str| {
+            pems[k]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| Error::Pki(format!("no {k}")))
+        };
+        Ok(Identity {
+            user: user.to_string(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            cert_pem: field("cert")?,
+            key_pem: field("key")?,
+        })
     }
 
     /// The cluster CA certificate (PEM), which also signs the API server's serving certificate.
@@ -183,7 +231,10 @@ impl ControlPlane {
             let path = self.dir.join("logs").join(format!("{c}.log"));
             let text = fs::read_to_string(&path).unwrap_or_default();
             let all: Vec<&str> = text.lines().collect();
-            out.push_str(&format!("---- {} (last {lines} lines) ----\n", path.display()));
+            out.push_str(&format!(
+                "---- {} (last {lines} lines) ----\n",
+                path.display()
+            ));
             for l in &all[all.len().saturating_sub(lines)..] {
                 out.push_str(l);
                 out.push('\n');
@@ -197,7 +248,11 @@ impl ControlPlane {
         let log = fs::File::create(&log_path).map_err(io_err(&log_path))?;
         let err_log = log.try_clone().map_err(io_err(&log_path))?;
         let mut cmd = Command::new(&self.kube_bin);
-        cmd.arg(component).args(args).stdin(Stdio::null()).stdout(log).stderr(err_log);
+        cmd.arg(component)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err_log);
         // SAFETY: only async-signal-safe libc calls between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
@@ -241,20 +296,29 @@ impl ControlPlane {
         Err(Error::NotReady {
             component: component.to_string(),
             seconds: start.elapsed().as_secs(),
-            log: self.dir.join("logs").join(format!("{component}.log")).display().to_string(),
+            log: self
+                .dir
+                .join("logs")
+                .join(format!("{component}.log"))
+                .display()
+                .to_string(),
         })
     }
 
     fn exited(&self, _component: &str) -> bool {
         match self.children.lock() {
-            Ok(mut children) => children.iter_mut().any(|c| matches!(c.try_wait(), Ok(Some(_)))),
+            Ok(mut children) => children
+                .iter_mut()
+                .any(|c| matches!(c.try_wait(), Ok(Some(_)))),
             Err(_) => false,
         }
     }
 
     fn api_ready(&self) -> bool {
         block_on_admin(self, |client| async move {
-            let req = http::Request::get("/readyz").body(Vec::new()).map_err(kube::Error::HttpError)?;
+            let req = http::Request::get("/readyz")
+                .body(Vec::new())
+                .map_err(kube::Error::HttpError)?;
             client.request_text(req).await
         })
         .map(|body| body.trim() == "ok")
@@ -263,7 +327,8 @@ impl ControlPlane {
 
     fn default_service_account_exists(&self) -> bool {
         block_on_admin(self, |client| async move {
-            let sas: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> = kube::Api::namespaced(client, "default");
+            let sas: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                kube::Api::namespaced(client, "default");
             sas.get_opt("default").await
         })
         .map(|sa| sa.is_some())
@@ -290,9 +355,13 @@ where
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Io { path: "tokio runtime".into(), source: e })?;
+        .map_err(|e| Error::Io {
+            path: "tokio runtime".into(),
+            source: e,
+        })?;
     rt.block_on(async {
-        let kubeconfig = std::fs::read_to_string(cp.admin_kubeconfig()).map_err(io_err(&cp.admin_kubeconfig()))?;
+        let kubeconfig = std::fs::read_to_string(cp.admin_kubeconfig())
+            .map_err(io_err(&cp.admin_kubeconfig()))?;
         let client = crate::identity::client_from_kubeconfig(&kubeconfig).await?;
         Ok(f(client).await?)
     })
@@ -333,14 +402,22 @@ fn stop_pid(pid: i32) {
 
 fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(io_err(Path::new("127.0.0.1:0")))?;
-    let port = l.local_addr().map_err(io_err(Path::new("127.0.0.1:0")))?.port();
+    let port = l
+        .local_addr()
+        .map_err(io_err(Path::new("127.0.0.1:0")))?
+        .port();
     Ok(port)
 }
 
 fn run_checked(cmd: &mut Command) -> Result<Vec<u8>> {
-    let out = cmd.output().map_err(|e| Error::Pki(format!("running {cmd:?}: {e}")))?;
+    let out = cmd
+        .output()
+        .map_err(|e| Error::Pki(format!("running {cmd:?}: {e}")))?;
     if !out.status.success() {
-        return Err(Error::Pki(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr))));
+        return Err(Error::Pki(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
     }
     Ok(out.stdout)
 }

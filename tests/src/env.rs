@@ -10,13 +10,17 @@ use crate::identity::client_from_kubeconfig;
 
 static SHARED: OnceLock<Result<Arc<ControlPlane>, String>> = OnceLock::new();
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+static SETUP: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+static OPERATOR: OnceLock<crate::operator::RunningOperator> = OnceLock::new();
 
 /// The control plane of this test run: the one `CITYCLOUD_CLUSTER` names, else one started
 /// on first use and stopped when the test process exits.
 pub fn shared_control_plane() -> Arc<ControlPlane> {
     let shared = SHARED.get_or_init(|| {
         if let Ok(dir) = std::env::var("CITYCLOUD_CLUSTER") {
-            return ControlPlane::attach(&PathBuf::from(dir)).map(Arc::new).map_err(|e| e.to_string());
+            return ControlPlane::attach(&PathBuf::from(dir))
+                .map(Arc::new)
+                .map_err(|e| e.to_string());
         }
         let (tx, rx) = std::sync::mpsc::channel();
         // The components are spawned from a thread that lives as long as the process:
@@ -44,12 +48,16 @@ fn start_for_tests() -> Result<Arc<ControlPlane>, String> {
     let root = repo_root().join("target/testbed");
     prune_old_runs(&root);
     let dir = root.join(format!("run-{}", std::process::id()));
-    ControlPlane::start(&dir, &bin, Lifetime::Owned).map(Arc::new).map_err(|e| e.to_string())
+    ControlPlane::start(&dir, &bin, Lifetime::Owned)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
 }
 
 /// Keeps the logs of the last few runs under target/testbed, drops their etcd data.
 fn prune_old_runs(root: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(root) else { return };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
     let mut runs: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
     runs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
     let n = runs.len();
@@ -70,12 +78,43 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new() -> Self {
-        let cluster = tokio::task::spawn_blocking(shared_control_plane).await.expect("control plane start-up thread");
-        let kubeconfig = std::fs::read_to_string(cluster.admin_kubeconfig()).expect("admin kubeconfig");
-        let admin = client_from_kubeconfig(&kubeconfig).await.expect("admin client");
+        let cluster = tokio::task::spawn_blocking(shared_control_plane)
+            .await
+            .expect("control plane start-up thread");
+        let kubeconfig =
+            std::fs::read_to_string(cluster.admin_kubeconfig()).expect("admin kubeconfig");
+        let admin = client_from_kubeconfig(&kubeconfig)
+            .await
+            .expect("admin client");
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let id = format!("{:x}{n}", std::process::id() % 4096);
         TestEnv { cluster, admin, id }
+    }
+
+    /// The same, with the CRDs and admission policies installed and the operator running
+    /// (one operator for the whole test run, acting as the cluster admin).
+    pub async fn with_operator() -> Self {
+        let env = TestEnv::new().await;
+        SETUP
+            .get_or_init(|| async {
+                crate::operator::install_crds(&env.admin)
+                    .await
+                    .expect("installing the CRDs");
+                let helm = ensure_built().expect("binaries").join("helm");
+                crate::operator::install_admission_policies(&env.admin, &helm)
+                    .await
+                    .expect("installing the admission policies");
+                let kubeconfig = std::fs::read_to_string(env.cluster.admin_kubeconfig())
+                    .expect("admin kubeconfig");
+                let _ = OPERATOR.set(crate::operator::RunningOperator::start(kubeconfig));
+            })
+            .await;
+        env
+    }
+
+    /// The kubeconfig text of the cluster admin.
+    pub fn admin_kubeconfig(&self) -> String {
+        std::fs::read_to_string(self.cluster.admin_kubeconfig()).expect("admin kubeconfig")
     }
 
     /// A name unique to this test in this run: `<base>-<id>` (a DNS label).
@@ -85,7 +124,10 @@ impl TestEnv {
 
     /// A client acting as `user` in `groups`, through a client certificate.
     pub async fn user(&self, user: &str, groups: &[&str]) -> kube::Client {
-        let identity = self.cluster.identity(user, groups).expect("minting a client certificate");
+        let identity = self
+            .cluster
+            .identity(user, groups)
+            .expect("minting a client certificate");
         identity.client(&self.cluster).await.expect("user client")
     }
 }

@@ -2,8 +2,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::controlplane::ControlPlane;
 use crate::Result;
+use crate::controlplane::ControlPlane;
 
 /// A user's client certificate and key, signed by the cluster CA.
 pub struct Identity {
@@ -36,6 +36,10 @@ impl Identity {
 /// A kube client from kubeconfig text.
 pub async fn client_from_kubeconfig(text: &str) -> Result<kube::Client> {
     let kubeconfig = kube::config::Kubeconfig::from_yaml(text)?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
     Ok(kube::Client::try_from(config)?)
 }

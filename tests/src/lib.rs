@@ -8,7 +8,9 @@
 pub mod binaries;
 pub mod controlplane;
 pub mod env;
+pub mod fixtures;
 pub mod identity;
+pub mod operator;
 
 pub use controlplane::ControlPlane;
 pub use env::{TestEnv, eventually};
@@ -20,11 +22,18 @@ pub enum Error {
     #[error("building the control plane's binaries failed: {0}")]
     Build(String),
     #[error("{component} did not become ready within {seconds}s; its log is at {log}")]
-    NotReady { component: String, seconds: u64, log: String },
+    NotReady {
+        component: String,
+        seconds: u64,
+        log: String,
+    },
     #[error("{0}")]
     Pki(String),
     #[error("I/O on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("kube client: {0}")]
     Kube(#[from] kube::Error),
     #[error("kubeconfig: {0}")]
@@ -34,5 +43,8 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.display().to_string(), source }
+    move |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }

@@ -8,10 +8,18 @@ use clap::{Parser, Subcommand};
 use testbed::controlplane::{ControlPlane, Lifetime};
 
 #[derive(Parser)]
-#[command(name = "testbed", about = "The local Kubernetes control plane of CityCloud's tests and demo")]
+#[command(
+    name = "testbed",
+    about = "The local Kubernetes control plane of CityCloud's tests and demo"
+)]
 struct Cli {
     /// Where the control plane keeps its certificates, data, logs and kubeconfigs.
-    #[arg(long, global = true, default_value = ".cluster", env = "CITYCLOUD_CLUSTER")]
+    #[arg(
+        long,
+        global = true,
+        default_value = ".cluster",
+        env = "CITYCLOUD_CLUSTER"
+    )]
     dir: PathBuf,
     #[command(subcommand)]
     command: Cmd,
@@ -40,7 +48,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Up => {
             if cli.dir.join("pids").exists() {
-                anyhow::bail!("a control plane already runs from {} (testbed down first)", cli.dir.display());
+                anyhow::bail!(
+                    "a control plane already runs from {} (testbed down first)",
+                    cli.dir.display()
+                );
             }
             let started = std::time::Instant::now();
             let bin = testbed::binaries::ensure_built()?;
@@ -48,8 +59,16 @@ fn main() -> anyhow::Result<()> {
             let _ = std::fs::remove_dir_all(cli.dir.join("etcd"));
             let cp = ControlPlane::start(&cli.dir, &bin, Lifetime::Detached)?;
             let dir = std::fs::canonicalize(&cli.dir)?;
-            println!("control plane ready at {} ({:.1}s to ready, {:.1}s checking the build)", cp.server, (started.elapsed() - built).as_secs_f64(), built.as_secs_f64());
-            println!("  export KUBECONFIG={}", dir.join("admin.kubeconfig").display());
+            println!(
+                "control plane ready at {} ({:.1}s to ready, {:.1}s checking the build)",
+                cp.server,
+                (started.elapsed() - built).as_secs_f64(),
+                built.as_secs_f64()
+            );
+            println!(
+                "  export KUBECONFIG={}",
+                dir.join("admin.kubeconfig").display()
+            );
             println!("  logs: {}", dir.join("logs").display());
         }
         Cmd::Down { wipe } => {

@@ -1,0 +1,130 @@
+//! The one way the operator writes objects: server-side apply under one field manager,
+//! skipped when the live object already holds what we would apply.
+//!
+//! "Already holds" means: the live object carries the hash of the desired object in
+//! [`APPLIED_HASH`] (so a desired field we dropped is noticed and removed by apply), and every
+//! desired field is present with the same value (so someone else's edit is repaired).
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
+use kube::Resource;
+use kube::api::{Api, Patch, PatchParams};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::{Error, FIELD_MANAGER, Result};
+
+/// Annotation holding a hash of the last applied desired object.
+pub const APPLIED_HASH: &str = "citycloud.io/applied-hash";
+
+/// What applying one object did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Unchanged,
+    Created,
+    /// It existed but differed: drift repaired, or the spec changed.
+    Updated,
+}
+
+/// Stamps the hash annotation on `desired` and applies it unless `live` already matches.
+pub async fn apply<K>(api: &Api<K>, desired: &K, live: Option<&K>) -> Result<Outcome>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let mut desired_json = serde_json::to_value(desired).map_err(|source| Error::Serialize {
+        kind: "object",
+        source,
+    })?;
+    let hash = hash_of(&desired_json);
+    desired_json["metadata"]["annotations"][APPLIED_HASH] = Value::String(hash);
+    if let Some(live) = live {
+        let live_json = serde_json::to_value(live).map_err(|source| Error::Serialize {
+            kind: "object",
+            source,
+        })?;
+        if contains(&live_json, &desired_json) {
+            return Ok(Outcome::Unchanged);
+        }
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&name, &params, &Patch::Apply(&desired_json))
+        .await?;
+    Ok(if live.is_some() {
+        Outcome::Updated
+    } else {
+        Outcome::Created
+    })
+}
+
+/// Reads the live object, then [`apply`]s.
+pub async fn get_and_apply<K>(api: &Api<K>, desired: &K) -> Result<Outcome>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let live = api.get_opt(&name).await?;
+    apply(api, desired, live.as_ref()).await
+}
+
+/// A stable hash of a JSON value (serde_json keeps object keys sorted).
+pub fn hash_of(value: &Value) -> String {
+    let mut h = DefaultHasher::new();
+    value.to_string().hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// Whether `live` holds every field of `desired` with the same value. Objects are compared
+/// key by key (the server adds fields of its own); arrays and scalars must be equal.
+pub fn contains(live: &Value, desired: &Value) -> bool {
+    match (live, desired) {
+        (Value::Object(l), Value::Object(d)) => d.iter().all(|(k, dv)| match l.get(k) {
+            Some(lv) => contains(lv, dv),
+            None => {
+                dv.is_null()
+                    || matches!(dv, Value::Object(o) if o.is_empty())
+                    || matches!(dv, Value::Array(a) if a.is_empty())
+            }
+        }),
+        (Value::Array(l), Value::Array(d)) => {
+            l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| contains(lv, dv))
+        }
+        (l, d) => l == d,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn live_with_server_fields_contains_desired() {
+        let live = json!({"metadata": {"name": "a", "uid": "1", "labels": {"x": "1", "y": "2"}}, "spec": {"hard": {"pods": "5"}}});
+        let desired = json!({"metadata": {"name": "a", "labels": {"x": "1"}}, "spec": {"hard": {"pods": "5"}}});
+        assert!(contains(&live, &desired));
+    }
+
+    #[test]
+    fn an_edited_value_or_an_extra_list_item_is_drift() {
+        let desired = json!({"subjects": [{"kind": "Group", "name": "a"}], "hard": {"pods": "5"}});
+        assert!(!contains(
+            &json!({"subjects": [{"kind": "Group", "name": "a"}], "hard": {"pods": "50"}}),
+            &desired
+        ));
+        assert!(!contains(
+            &json!({"subjects": [{"kind": "Group", "name": "a"}, {"kind": "User", "name": "eve"}], "hard": {"pods": "5"}}),
+            &desired
+        ));
+    }
+
+    #[test]
+    fn the_hash_follows_the_content() {
+        assert_eq!(
+            hash_of(&json!({"a": 1, "b": 2})),
+            hash_of(&json!({"b": 2, "a": 1}))
+        );
+        assert_ne!(hash_of(&json!({"a": 1})), hash_of(&json!({"a": 2})));
+    }
+}

@@ -1,0 +1,68 @@
+//! What every reconcile shares: the client, metrics, the event recorder and readiness.
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::metrics::Metrics;
+
+/// Process-wide state, also read by the HTTP endpoints.
+#[derive(Default)]
+pub struct Shared {
+    pub metrics: Metrics,
+    /// Set once every controller has started watching.
+    pub ready: AtomicBool,
+    /// Each tenant's last readiness, by name.
+    readiness: std::sync::Mutex<std::collections::BTreeMap<String, bool>>,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub shared: Arc<Shared>,
+    pub recorder: Recorder,
+}
+
+impl Context {
+    pub fn new(client: Client, shared: Arc<Shared>) -> Arc<Self> {
+        let reporter = Reporter {
+            controller: crate::FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Arc::new(Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            shared,
+        })
+    }
+}
+
+impl Shared {
+    /// Records a tenant's readiness for the `citycloud_tenants` gauge.
+    pub fn tenant_readiness(&self, tenant: &str, ready: bool) {
+        if let Ok(mut map) = self.readiness.lock() {
+            map.insert(tenant.to_string(), ready);
+            self.publish_readiness(&map);
+        }
+    }
+
+    pub fn forget_tenant(&self, tenant: &str) {
+        if let Ok(mut map) = self.readiness.lock() {
+            map.remove(tenant);
+            self.publish_readiness(&map);
+        }
+    }
+
+    fn publish_readiness(&self, map: &std::collections::BTreeMap<String, bool>) {
+        let ready = map.values().filter(|r| **r).count() as i64;
+        let labels = |ready| crate::metrics::ReadyLabel { ready };
+        self.metrics
+            .tenants
+            .get_or_create(&labels("true"))
+            .set(ready);
+        self.metrics
+            .tenants
+            .get_or_create(&labels("false"))
+            .set(map.len() as i64 - ready);
+    }
+}

@@ -1,0 +1,94 @@
+//! Reads what a Tenant's spec points to: its QuotaProfiles, its ancestors, and the live
+//! namespaces that carry its names or its label.
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+
+use super::build::Inputs;
+use crate::Result;
+use crate::api::labels::TENANT;
+use crate::api::{QuotaProfile, Tenant};
+
+/// How deep a hierarchy may go before it is reported as a cycle.
+const MAX_DEPTH: usize = 16;
+
+/// A problem with `spec.parent`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParentProblem {
+    NotFound(String),
+    Cycle(Vec<String>),
+}
+
+pub struct Dereferenced {
+    pub inputs: Inputs,
+    pub missing_profiles: Vec<String>,
+    pub parent_problem: Option<ParentProblem>,
+    /// Live namespaces named like the tenant's environments, by name.
+    pub named: BTreeMap<String, Namespace>,
+    /// Live namespaces labelled as this tenant's (including ones of dropped environments).
+    pub labelled: Vec<Namespace>,
+}
+
+pub async fn dereference(client: &Client, tenant: &Tenant) -> Result<Dereferenced> {
+    let name = tenant.name_any();
+    let profiles_api = Api::<QuotaProfile>::all(client.clone());
+    let mut profiles = BTreeMap::new();
+    let mut missing_profiles = Vec::new();
+    for wanted in tenant.quota_profiles().into_iter().collect::<BTreeSet<_>>() {
+        match profiles_api.get_opt(wanted).await? {
+            Some(p) => {
+                profiles.insert(wanted.to_string(), p);
+            }
+            None => missing_profiles.push(wanted.to_string()),
+        }
+    }
+
+    let (ancestor_owners, parent_problem) = ancestors(client, tenant).await?;
+
+    let ns_api = Api::<Namespace>::all(client.clone());
+    let mut named = BTreeMap::new();
+    for ns in tenant.namespaces() {
+        if let Some(live) = ns_api.get_opt(&ns).await? {
+            named.insert(ns, live);
+        }
+    }
+    let labelled = ns_api
+        .list(&ListParams::default().labels(&format!("{TENANT}={name}")))
+        .await?
+        .items;
+    Ok(Dereferenced {
+        inputs: Inputs {
+            profiles,
+            ancestor_owners,
+        },
+        missing_profiles,
+        parent_problem,
+        named,
+        labelled,
+    })
+}
+
+async fn ancestors(
+    client: &Client,
+    tenant: &Tenant,
+) -> Result<(Vec<crate::api::Subject>, Option<ParentProblem>)> {
+    let api = Api::<Tenant>::all(client.clone());
+    let mut chain = vec![tenant.name_any()];
+    let mut owners = Vec::new();
+    let mut next = tenant.spec.parent.clone();
+    while let Some(parent) = next {
+        if chain.contains(&parent) || chain.len() > MAX_DEPTH {
+            chain.push(parent);
+            return Ok((owners, Some(ParentProblem::Cycle(chain))));
+        }
+        let Some(p) = api.get_opt(&parent).await? else {
+            return Ok((owners, Some(ParentProblem::NotFound(parent))));
+        };
+        owners.extend(p.spec.owners.iter().cloned());
+        chain.push(parent);
+        next = p.spec.parent.clone();
+    }
+    Ok((owners, None))
+}

@@ -1,0 +1,227 @@
+//! The Tenant controller: dereference → validate → build → apply → status.
+pub mod apply;
+pub mod build;
+pub mod dereference;
+pub mod status;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, info_span, warn};
+
+use crate::api::conditions::tenant as cond;
+use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE, TENANT};
+use crate::api::{QuotaProfile, Tenant, TenantStatus};
+use crate::conditions::stamp;
+use crate::context::Context;
+use crate::{Error, FIELD_MANAGER, Result};
+
+pub const FINALIZER: &str = "citycloud.io/tenant-cleanup";
+const CONTROLLER: &str = "tenant";
+/// A full resync repairs anything a missed watch event left behind.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Runs the Tenant controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    concurrency: u16,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let managed =
+        watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE},{TENANT}"));
+    let controller = Controller::new(
+        Api::<Tenant>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(Config::default().concurrency(concurrency));
+    let tenants = controller.store();
+    controller
+        .watches(
+            Api::<Namespace>::all(client.clone()),
+            managed.clone(),
+            by_tenant_label,
+        )
+        .watches(
+            Api::<RoleBinding>::all(client.clone()),
+            managed.clone(),
+            by_tenant_label,
+        )
+        .watches(
+            Api::<ResourceQuota>::all(client.clone()),
+            managed.clone(),
+            by_tenant_label,
+        )
+        .watches(
+            Api::<LimitRange>::all(client.clone()),
+            managed.clone(),
+            by_tenant_label,
+        )
+        .watches(
+            Api::<NetworkPolicy>::all(client.clone()),
+            managed.clone(),
+            by_tenant_label,
+        )
+        .watches(
+            Api::<ClusterRole>::all(client.clone()),
+            managed.clone(),
+            by_tenant_label,
+        )
+        .watches(
+            Api::<ClusterRoleBinding>::all(client.clone()),
+            managed,
+            by_tenant_label,
+        )
+        .watches(
+            Api::<QuotaProfile>::all(client),
+            watcher::Config::default(),
+            move |profile| {
+                let name = profile.name_any();
+                tenants
+                    .state()
+                    .into_iter()
+                    .filter(|t| t.quota_profiles().contains(&name.as_str()))
+                    .map(|t| ObjectRef::from_obj(&*t))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+fn by_tenant_label<K: Resource>(obj: K) -> Option<ObjectRef<Tenant>> {
+    obj.meta()
+        .labels
+        .as_ref()?
+        .get(TENANT)
+        .map(|t| ObjectRef::new(t))
+}
+
+async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
+    let span = info_span!("reconcile", controller = CONTROLLER, tenant = %tenant.name_any());
+    let _timer = ctx.shared.metrics.time(CONTROLLER);
+    let api = Api::<Tenant>::all(ctx.client.clone());
+    let result = finalizer(&api, FINALIZER, tenant, |event| async {
+        match event {
+            Finalizer::Apply(t) => provision(&t, &ctx).await,
+            Finalizer::Cleanup(t) => cleanup(&t, &ctx).await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| Error::Finalizer(e.to_string()));
+    ctx.shared.metrics.reconciled(CONTROLLER, result.is_ok());
+    result
+}
+
+fn error_policy(tenant: Arc<Tenant>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(tenant = %tenant.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Action> {
+    let name = tenant.name_any();
+    let found = dereference::dereference(&ctx.client, tenant).await?;
+    let conflicts = validate::conflicts(&name, &tenant.namespaces(), &found.named);
+    let desired = build::build(tenant, &found.inputs);
+    let applied = apply::apply_all(ctx, tenant, &desired, &found.named, &conflicts).await?;
+    // Environments dropped from the spec; conflicted names are never ours to release.
+    apply::release_namespaces(ctx, tenant, &found.labelled, &tenant.namespaces()).await?;
+
+    let quotas = Api::<ResourceQuota>::all(ctx.client.clone())
+        .list(&ListParams::default().labels(&format!("{TENANT}={name},!{}", apply::CLAIM_LABEL)))
+        .await?
+        .items
+        .into_iter()
+        .filter(|q| {
+            q.namespace()
+                .is_some_and(|ns| applied.namespaces.contains(&ns))
+        })
+        .collect::<Vec<_>>();
+    let budget = found
+        .inputs
+        .profiles
+        .get(&tenant.spec.quota_profile)
+        .map(|p| p.tenant_budget(tenant.spec.quota_overrides.as_ref()))
+        .unwrap_or_default();
+    let findings = status::Findings {
+        conflicts: &conflicts,
+        missing_profiles: &found.missing_profiles,
+        parent_problem: found.parent_problem.as_ref(),
+        namespaces: &applied.namespaces,
+    };
+    let conds = status::conditions(tenant, &findings);
+    let previous = tenant.status.clone().unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let new = TenantStatus {
+        observed_generation: tenant.metadata.generation,
+        conditions: stamp(
+            &previous.conditions,
+            &conds,
+            tenant.metadata.generation,
+            &now,
+        ),
+        namespaces: applied.namespaces.clone(),
+        usage: status::usage(&quotas, &budget),
+        bound_services: previous.bound_services.clone(),
+    };
+    if let Some(c) = conds
+        .iter()
+        .find(|c| c.type_ == cond::NAMESPACES_READY && !c.ok)
+    {
+        let was = crate::api::conditions::find(&previous.conditions, cond::NAMESPACES_READY);
+        if was.is_none_or(|w| w.reason != c.reason || w.message != c.message) {
+            apply::publish(
+                ctx,
+                tenant,
+                EventType::Warning,
+                &c.reason,
+                c.message.clone(),
+            )
+            .await;
+        }
+    }
+    if new != previous {
+        let patch = json!({"apiVersion": "citycloud.io/v1alpha1", "kind": "Tenant", "status": new});
+        Api::<Tenant>::all(ctx.client.clone())
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+    }
+    let ready = new
+        .conditions
+        .iter()
+        .any(|c| c.type_ == cond::READY && c.status == "True");
+    ctx.shared.tenant_readiness(&name, ready);
+    Ok(Action::requeue(RESYNC))
+}
+
+async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action> {
+    let name = tenant.name_any();
+    let labelled = Api::<Namespace>::all(ctx.client.clone())
+        .list(&ListParams::default().labels(&format!("{TENANT}={name}")))
+        .await?
+        .items;
+    apply::release_namespaces(ctx, tenant, &labelled, &[]).await?;
+    ctx.shared.forget_tenant(&name);
+    Ok(Action::await_change())
+}

@@ -1,0 +1,190 @@
+//! A tenant's status from what reconciling found: conditions a person can act on, its
+//! namespaces, and quota use summed over them.
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceQuota;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use super::dereference::ParentProblem;
+use super::validate::Conflict;
+use crate::api::conditions::{reason, tenant as cond};
+use crate::api::{ResourceUsage, Tenant};
+use crate::conditions::Cond;
+use crate::quantity::{Milli, is_bytes};
+
+pub struct Findings<'a> {
+    pub conflicts: &'a [Conflict],
+    pub missing_profiles: &'a [String],
+    pub parent_problem: Option<&'a ParentProblem>,
+    pub namespaces: &'a [String],
+}
+
+pub fn conditions(tenant: &Tenant, f: &Findings) -> Vec<Cond> {
+    let namespaces = if f.conflicts.is_empty() {
+        Cond::ok(
+            cond::NAMESPACES_READY,
+            "Provisioned",
+            format!("{} namespace(s) provisioned", f.namespaces.len()),
+        )
+    } else {
+        let msg = f
+            .conflicts
+            .iter()
+            .map(Conflict::message)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Cond::fail(cond::NAMESPACES_READY, reason::NAMESPACE_CONFLICT, msg)
+    };
+    let rbac = Cond::ok(
+        cond::RBAC_READY,
+        "Bound",
+        format!(
+            "owners have admin, members edit, viewers view in {} namespace(s)",
+            f.namespaces.len()
+        ),
+    );
+    let quota = if !f.missing_profiles.is_empty() {
+        Cond::fail(
+            cond::QUOTA_READY,
+            "QuotaProfileNotFound",
+            format!(
+                "QuotaProfile {} does not exist: create it or point spec.quotaProfile (or the environment's quotaProfile) at an existing one; until then no pods can be created in the affected namespaces",
+                f.missing_profiles.join(", ")
+            ),
+        )
+    } else if tenant.is_suspended() {
+        Cond::ok(
+            cond::QUOTA_READY,
+            "Suspended",
+            "the tenant is suspended: quota allows no pods (pods: 0); nothing was deleted",
+        )
+    } else {
+        Cond::ok(
+            cond::QUOTA_READY,
+            "Applied",
+            "ResourceQuota and LimitRange follow the quota profile",
+        )
+    };
+    let network = Cond::ok(
+        cond::NETWORK_READY,
+        "Applied",
+        format!(
+            "ingress {:?}, egress {:?}",
+            tenant.spec.network.ingress, tenant.spec.network.egress
+        ),
+    );
+    let parts = [&namespaces, &rbac, &quota, &network];
+    let ready = if let Some(failed) = parts.iter().find(|c| !c.ok) {
+        Cond::fail(cond::READY, &failed.reason, failed.message.clone())
+    } else if let Some(problem) = f.parent_problem {
+        match problem {
+            ParentProblem::NotFound(p) => Cond::fail(
+                cond::READY,
+                "ParentNotFound",
+                format!(
+                    "spec.parent names Tenant {p}, which does not exist: create it or fix spec.parent"
+                ),
+            ),
+            ParentProblem::Cycle(chain) => Cond::fail(
+                cond::READY,
+                "ParentCycle",
+                format!(
+                    "spec.parent makes a cycle ({}): a tenant cannot be its own ancestor",
+                    chain.join(" → ")
+                ),
+            ),
+        }
+    } else if tenant.is_suspended() {
+        Cond::fail(
+            cond::READY,
+            "Suspended",
+            "the tenant is suspended: no new workloads; shared-service bindings revoked",
+        )
+    } else {
+        Cond::ok(
+            cond::READY,
+            "Provisioned",
+            format!("{} namespace(s) ready", f.namespaces.len()),
+        )
+    };
+    vec![ready, namespaces, rbac, quota, network]
+}
+
+/// Tenant-wide use per resource: `used` summed over the namespaces' quotas; `hard` is the
+/// tenant budget where one is set, else the sum of the namespaces' caps.
+pub fn usage(
+    quotas: &[ResourceQuota],
+    budget: &BTreeMap<String, Quantity>,
+) -> BTreeMap<String, ResourceUsage> {
+    let mut used: BTreeMap<String, Milli> = BTreeMap::new();
+    let mut hard: BTreeMap<String, Milli> = BTreeMap::new();
+    for q in quotas {
+        let Some(status) = &q.status else { continue };
+        for (k, v) in status.used.iter().flatten() {
+            used.entry(k.clone()).or_default().0 += Milli::of(v).unwrap_or_default().0;
+        }
+        for (k, v) in status.hard.iter().flatten() {
+            hard.entry(k.clone()).or_default().0 += Milli::of(v).unwrap_or_default().0;
+        }
+    }
+    for (k, v) in budget {
+        if let Ok(m) = Milli::of(v) {
+            hard.insert(k.clone(), m);
+        }
+    }
+    hard.iter()
+        .map(|(k, h)| {
+            let u = used.get(k).copied().unwrap_or_default();
+            (
+                k.clone(),
+                ResourceUsage {
+                    used: u.to_quantity(is_bytes(k)),
+                    hard: h.to_quantity(is_bytes(k)),
+                },
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ResourceQuotaStatus;
+
+    fn rq(used: &[(&str, &str)], hard: &[(&str, &str)]) -> ResourceQuota {
+        let m = |p: &[(&str, &str)]| {
+            Some(
+                p.iter()
+                    .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                    .collect(),
+            )
+        };
+        ResourceQuota {
+            status: Some(ResourceQuotaStatus {
+                used: m(used),
+                hard: m(hard),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn usage_sums_namespaces_and_reports_the_tenant_budget() {
+        let quotas = [
+            rq(
+                &[("requests.cpu", "1500m"), ("requests.memory", "512Mi")],
+                &[("requests.cpu", "4"), ("requests.memory", "8Gi")],
+            ),
+            rq(
+                &[("requests.cpu", "500m"), ("requests.memory", "512Mi")],
+                &[("requests.cpu", "4"), ("requests.memory", "8Gi")],
+            ),
+        ];
+        let budget = BTreeMap::from([("requests.cpu".to_string(), Quantity("6".into()))]);
+        let u = usage(&quotas, &budget);
+        assert_eq!(u["requests.cpu"].used.0, "2");
+        assert_eq!(u["requests.cpu"].hard.0, "6", "the budget, not 4+4");
+        assert_eq!(u["requests.memory"].used.0, "1Gi");
+        assert_eq!(u["requests.memory"].hard.0, "16Gi");
+    }
+}

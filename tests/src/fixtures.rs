@@ -1,0 +1,109 @@
+//! Small helpers tests use to act as a platform engineer would: apply YAML, wait for status.
+use std::time::Duration;
+
+use citycloud::api::Tenant;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::NamespaceResourceScope;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::eventually;
+
+/// How long a test waits for the operator to converge before it fails.
+pub const CONVERGE: Duration = Duration::from_secs(60);
+
+/// Server-side applies a cluster-scoped object written as YAML, as `kubectl apply --server-side`.
+pub async fn apply<K>(client: &kube::Client, yaml: &str) -> Result<K, kube::Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K::Scope: ClusterScoped,
+{
+    let obj: K = serde_yaml_ng::from_str(yaml).expect("test YAML");
+    let name = obj.meta().name.clone().expect("name");
+    Api::<K>::all(client.clone())
+        .patch(
+            &name,
+            &PatchParams::apply("platform-engineer").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+}
+
+/// The same for a namespaced object.
+pub async fn apply_in<K>(client: &kube::Client, ns: &str, yaml: &str) -> Result<K, kube::Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let obj: K = serde_yaml_ng::from_str(yaml).expect("test YAML");
+    let name = obj.meta().name.clone().expect("name");
+    Api::<K>::namespaced(client.clone(), ns)
+        .patch(
+            &name,
+            &PatchParams::apply("platform-engineer").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+}
+
+/// Marker for cluster-scoped kinds.
+pub trait ClusterScoped {}
+impl ClusterScoped for k8s_openapi::ClusterResourceScope {}
+
+/// Waits until the Tenant's condition `type_` has `status` (and `reason`, when given) for the
+/// current generation.
+pub async fn wait_condition(
+    client: &kube::Client,
+    tenant: &str,
+    type_: &str,
+    status: &str,
+    reason: Option<&str>,
+) -> Tenant {
+    let api = Api::<Tenant>::all(client.clone());
+    eventually(
+        &format!("tenant {tenant} {type_}={status} {reason:?}"),
+        CONVERGE,
+        || async {
+            let t = api.get(tenant).await.ok()?;
+            let st = t.status.as_ref()?;
+            (st.observed_generation == t.metadata.generation).then_some(())?;
+            let c = st.conditions.iter().find(|c| c.type_ == type_)?;
+            (c.status == status && reason.is_none_or(|r| c.reason == r)).then_some(())?;
+            Some(t)
+        },
+    )
+    .await
+}
+
+pub async fn wait_ready(client: &kube::Client, tenant: &str) -> Tenant {
+    wait_condition(client, tenant, "Ready", "True", None).await
+}
+
+/// The HTTP status of a failed call, for asserting refusals.
+pub fn code(err: &kube::Error) -> Option<u16> {
+    match err {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+/// Applies a Tenant as untyped YAML, exactly as written (as kubectl sends it), so that invalid
+/// values reach the API server's validation.
+pub async fn apply_raw_tenant(
+    client: &kube::Client,
+    yaml: &str,
+) -> Result<kube::api::DynamicObject, kube::Error> {
+    let obj: kube::api::DynamicObject = serde_yaml_ng::from_str(yaml).expect("test YAML");
+    let name = obj.metadata.name.clone().expect("name");
+    let resource = kube::api::ApiResource::erase::<Tenant>(&());
+    Api::<kube::api::DynamicObject>::all_with(client.clone(), &resource)
+        .patch(
+            &name,
+            &PatchParams::apply("platform-engineer").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+}

@@ -1,0 +1,172 @@
+//! The operator, run in-process against the test bed: CRDs and admission policies installed
+//! first, then `citycloud::run::run` on a runtime of its own, as `citycloud-operator run` would.
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use citycloud::context::Shared;
+use k8s_apiextensions::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as k8s_apiextensions;
+use kube::api::{Api, Patch, PatchParams};
+
+use crate::binaries::repo_root;
+
+/// A running operator; dropping it shuts it down gracefully and waits.
+pub struct RunningOperator {
+    pub shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RunningOperator {
+    /// Starts an operator acting with `kubeconfig` (text).
+    pub fn start(kubeconfig: String) -> RunningOperator {
+        let shared = Arc::new(Shared::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let for_thread = shared.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let client = crate::identity::client_from_kubeconfig(&kubeconfig)
+                    .await
+                    .expect("operator client");
+                let options = citycloud::run::Options {
+                    listen: None,
+                    concurrency: 8,
+                };
+                let shutdown = async move {
+                    let _ = stopped.await;
+                };
+                if let Err(e) = citycloud::run::run(client, options, for_thread, shutdown).await {
+                    eprintln!("operator stopped with an error: {e:#}");
+                }
+            });
+        });
+        RunningOperator {
+            shared,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Successful reconciles so far by `controller`.
+    pub fn reconciles(&self, controller: &'static str) -> u64 {
+        self.shared
+            .metrics
+            .reconciles
+            .get_or_create(&citycloud::metrics::ReconcileLabels {
+                controller,
+                result: "success",
+            })
+            .get()
+    }
+
+    /// Objects written so far by `controller`.
+    pub fn writes(&self, controller: &'static str) -> u64 {
+        self.shared
+            .metrics
+            .writes
+            .get_or_create(&citycloud::metrics::ControllerLabel { controller })
+            .get()
+    }
+}
+
+impl Drop for RunningOperator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Applies the repository's CRDs and waits until the API server serves them.
+pub async fn install_crds(admin: &kube::Client) -> anyhow::Result<()> {
+    let api = Api::<CustomResourceDefinition>::all(admin.clone());
+    let dir = repo_root().join("crds");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let crd: CustomResourceDefinition =
+                serde_yaml_ng::from_str(&std::fs::read_to_string(&path)?)?;
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            api.patch(
+                &name,
+                &PatchParams::apply("citycloud-tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await?;
+            names.push(name);
+        }
+    }
+    for name in names {
+        crate::eventually(
+            &format!("CRD {name} established"),
+            std::time::Duration::from_secs(60),
+            || async {
+                let crd = api.get(&name).await.ok()?;
+                crd.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Applies the chart's ValidatingAdmissionPolicies (rendered by helm) as they ship.
+pub async fn install_admission_policies(
+    admin: &kube::Client,
+    helm: &std::path::Path,
+) -> anyhow::Result<()> {
+    let out = std::process::Command::new(helm)
+        .args(["template", "citycloud-operator"])
+        .arg(repo_root().join("charts/citycloud-operator"))
+        .args([
+            "--namespace",
+            "citycloud-system",
+            "--kube-version",
+            "1.37.2",
+            "--show-only",
+            "templates/admission-policies.yaml",
+        ])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout)?;
+    let discovery = kube::Discovery::new(admin.clone()).run().await?;
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let obj: Option<kube::api::DynamicObject> = serde::Deserialize::deserialize(doc)?;
+        let Some(obj) = obj else { continue };
+        let gvk = obj
+            .types
+            .as_ref()
+            .map(kube::core::GroupVersionKind::try_from)
+            .transpose()?
+            .ok_or_else(|| anyhow::anyhow!("object without apiVersion/kind"))?;
+        let (resource, _) = discovery
+            .resolve_gvk(&gvk)
+            .ok_or_else(|| anyhow::anyhow!("unknown kind {gvk:?}"))?;
+        let api = Api::<kube::api::DynamicObject>::all_with(admin.clone(), &resource);
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        api.patch(
+            &name,
+            &PatchParams::apply("citycloud-tests").force(),
+            &Patch::Apply(&obj),
+        )
+        .await?;
+    }
+    Ok(())
+}
