@@ -13,6 +13,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Set once every controller has started watching.
     pub ready: AtomicBool,
+    /// Namespaces that recently wanted more quota.
+    pub demand: crate::quota::demand::Demand,
     /// Each tenant's last readiness, by name.
     readiness: std::sync::Mutex<std::collections::BTreeMap<String, bool>>,
 }
@@ -43,6 +45,33 @@ impl Shared {
         if let Ok(mut map) = self.readiness.lock() {
             map.insert(tenant.to_string(), ready);
             self.publish_readiness(&map);
+        }
+    }
+
+    /// Publishes a tenant's quota use for `citycloud_tenant_quota_used` / `_hard`.
+    pub fn tenant_usage(
+        &self,
+        tenant: &str,
+        usage: &std::collections::BTreeMap<String, crate::api::ResourceUsage>,
+    ) {
+        for (resource, u) in usage {
+            let labels = crate::metrics::QuotaLabels {
+                tenant: tenant.to_string(),
+                resource: resource.clone(),
+            };
+            let value = |q| {
+                crate::quantity::Milli::of(q)
+                    .map(|m| m.0 as f64 / 1000.0)
+                    .unwrap_or_default()
+            };
+            self.metrics
+                .quota_used
+                .get_or_create(&labels)
+                .set(value(&u.used));
+            self.metrics
+                .quota_hard
+                .get_or_create(&labels)
+                .set(value(&u.hard));
         }
     }
 

@@ -6,13 +6,16 @@
 
 pub mod api;
 pub mod apply;
+pub mod claim;
 pub mod conditions;
 pub mod context;
 pub mod crds;
 pub mod metrics;
 pub mod quantity;
+pub mod quota;
 pub mod run;
 pub mod server;
+pub mod shared_service;
 pub mod telemetry;
 pub mod tenant;
 

@@ -1,5 +1,5 @@
 //! Prometheus metrics: reconciles and their duration by controller and result, tenants by
-//! readiness, tenant quota used/hard by resource.
+//! readiness, tenant quota used/hard by resource, claims by service and state.
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -32,6 +32,13 @@ pub struct QuotaLabels {
     pub resource: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClaimLabels {
+    pub service: String,
+    /// bound | refused
+    pub state: &'static str,
+}
+
 pub struct Metrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub reconcile_duration: Family<ControllerLabel, Histogram>,
@@ -39,6 +46,7 @@ pub struct Metrics {
     pub tenants: Family<ReadyLabel, Gauge>,
     pub quota_used: Family<QuotaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub quota_hard: Family<QuotaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub claims: Family<ClaimLabels, Gauge>,
     registry: Mutex<Registry>,
 }
 
@@ -52,6 +60,7 @@ impl Default for Metrics {
         let tenants = Family::<ReadyLabel, Gauge>::default();
         let quota_used = Family::default();
         let quota_hard = Family::default();
+        let claims = Family::<ClaimLabels, Gauge>::default();
         let mut registry = Registry::with_prefix("citycloud");
         registry.register(
             "reconciles",
@@ -79,6 +88,11 @@ impl Default for Metrics {
             "Tenant-wide quota budget, by tenant and resource",
             quota_hard.clone(),
         );
+        registry.register(
+            "claims",
+            "SharedServiceClaims by service and state (bound, refused)",
+            claims.clone(),
+        );
         Metrics {
             reconciles,
             reconcile_duration,
@@ -86,6 +100,7 @@ impl Default for Metrics {
             tenants,
             quota_used,
             quota_hard,
+            claims,
             registry: Mutex::new(registry),
         }
     }

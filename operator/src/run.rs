@@ -47,6 +47,21 @@ pub async fn run(
         options.concurrency,
         stopped(),
     ));
+    let profiles = tokio::spawn(crate::quota::profile::run(ctx.clone(), stopped()));
+    // The claim controller re-reconciles a SharedService when a claim's token changes.
+    let (service_pokes, pokes) = crate::shared_service::pokes();
+    let claims = tokio::spawn(crate::claim::run(
+        ctx.clone(),
+        options.concurrency,
+        service_pokes,
+        stopped(),
+    ));
+    let services = tokio::spawn(crate::shared_service::run(
+        ctx.clone(),
+        options.concurrency,
+        pokes,
+        stopped(),
+    ));
     let server = options
         .listen
         .map(|addr| tokio::spawn(crate::server::serve(addr, shared.clone(), stopped())));
@@ -58,6 +73,9 @@ pub async fn run(
     shared.ready.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     tenants.await?;
+    claims.await?;
+    services.await?;
+    profiles.await?;
     if let Some(server) = server {
         server.map(|r| r.map_err(anyhow::Error::from)).await??;
     }

@@ -1,5 +1,6 @@
 //! Integration tests against the real local control plane (one per test run, shared).
 //! Each module reads as a specification of behaviour a user would notice.
 
+mod quota;
 mod smoke;
 mod tenant;

@@ -83,11 +83,11 @@ impl ControlPlane {
         let (cp, dir, lifetime) = (self, self.dir.as_path(), self.lifetime);
 
         let admin = cp.identity(ADMIN_USER, &["system:masters"])?;
-        write(&dir.join("admin.kubeconfig"), &admin.kubeconfig(&cp))?;
+        write(&dir.join("admin.kubeconfig"), &admin.kubeconfig(cp))?;
         let kcm = cp.identity("system:kube-controller-manager", &[])?;
         write(
             &dir.join("kube-controller-manager.kubeconfig"),
-            &kcm.kubeconfig(&cp),
+            &kcm.kubeconfig(cp),
         )?;
         write(&dir.join("server"), &cp.server)?;
 
@@ -227,7 +227,12 @@ impl ControlPlane {
     /// The last `lines` lines of each component's log, for a failing test's report.
     pub fn log_tail(&self, lines: usize) -> String {
         let mut out = String::new();
-        for c in ["etcd", "kube-apiserver", "kube-controller-manager"] {
+        for c in [
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "operator",
+        ] {
             let path = self.dir.join("logs").join(format!("{c}.log"));
             let text = fs::read_to_string(&path).unwrap_or_default();
             let all: Vec<&str> = text.lines().collect();

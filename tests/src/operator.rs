@@ -20,6 +20,7 @@ pub struct RunningOperator {
 impl RunningOperator {
     /// Starts an operator acting with `kubeconfig` (text).
     pub fn start(kubeconfig: String) -> RunningOperator {
+        init_logs();
         let shared = Arc::new(Shared::default());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let for_thread = shared.clone();
@@ -83,6 +84,23 @@ impl Drop for RunningOperator {
             let _ = thread.join();
         }
     }
+}
+
+/// The in-process operators log to `logs/operator.log` beside the control plane's logs.
+fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dir = crate::env::shared_control_plane().dir.join("logs");
+        if let Ok(file) = std::fs::File::create(dir.join("operator.log")) {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .try_init();
+        }
+    });
 }
 
 /// Applies the repository's CRDs and waits until the API server serves them.

@@ -39,6 +39,24 @@ pub mod reason {
     pub const SERVICE_NOT_FOUND: &str = "ServiceNotFound";
     /// The claim's tenant is suspended.
     pub const TENANT_SUSPENDED: &str = "TenantSuspended";
+    /// The claim's environment is not among the service's `access.environments`.
+    pub const ENVIRONMENT_NOT_PERMITTED: &str = "EnvironmentNotPermitted";
+    /// The claim's namespace names a Tenant that does not exist (or is being deleted).
+    pub const TENANT_NOT_FOUND: &str = "TenantNotFound";
+    /// The claim is in a namespace that belongs to no tenant.
+    pub const NOT_A_TENANT_NAMESPACE: &str = "NotATenantNamespace";
+    /// The claim's `secretName` is taken by a Secret the claim did not create.
+    pub const SECRET_CONFLICT: &str = "SecretConflict";
+    /// The service's endpoint namespace does not exist, so it cannot be reached.
+    pub const ENDPOINT_NOT_READY: &str = "EndpointNotReady";
+    /// The service's `bindingData` has a key a Secret cannot hold.
+    pub const INVALID_BINDING_DATA: &str = "InvalidBindingData";
+    /// The claim is bound: binding Secret and network access provisioned.
+    pub const BOUND: &str = "Bound";
+    /// The Service a SharedService's endpoint names exists.
+    pub const SERVICE_FOUND: &str = "ServiceFound";
+    /// The Service a SharedService's endpoint names does not exist.
+    pub const SERVICE_MISSING: &str = "ServiceMissing";
 }
 
 /// The condition of type `type_`, if there is one.

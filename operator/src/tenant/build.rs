@@ -43,6 +43,8 @@ pub struct Inputs {
     pub profiles: BTreeMap<String, QuotaProfile>,
     /// Owners of the tenant's ancestors (parent, its parent, ...): they get read access.
     pub ancestor_owners: Vec<Subject>,
+    /// The tenant budget's split: the budgeted resources' hard of each namespace, by name.
+    pub allocations: BTreeMap<String, BTreeMap<String, Quantity>>,
 }
 
 /// The desired objects of one environment's namespace.
@@ -116,7 +118,7 @@ fn namespace_resources(
         environment: env.name.clone(),
         namespace: namespace(tenant, env),
         role_bindings,
-        quota: quota(tenant, name, &ns, profile),
+        quota: quota(tenant, name, &ns, profile, inputs.allocations.get(&ns)),
         limit_range: profile.and_then(|p| limit_range(name, &ns, p)),
         network_policies: network_policies(tenant, name, &ns),
     }
@@ -207,13 +209,28 @@ fn role_binding(
     }
 }
 
-/// The namespace's ResourceQuota. A missing profile fails closed (`pods: 0`) rather than
+/// The namespace's ResourceQuota: the profile's caps, with the tenant budget's share for
+/// budgeted resources (see `quota::budget`). A missing profile fails closed (`pods: 0`) rather than
 /// leaving the namespace unbounded; so does suspension.
-fn quota(tenant: &Tenant, name: &str, ns: &str, profile: Option<&QuotaProfile>) -> ResourceQuota {
+fn quota(
+    tenant: &Tenant,
+    name: &str,
+    ns: &str,
+    profile: Option<&QuotaProfile>,
+    allocation: Option<&BTreeMap<String, Quantity>>,
+) -> ResourceQuota {
     let mut hard = match profile {
         Some(p) => p.namespace_hard(tenant.spec.quota_overrides.as_ref()),
         None => BTreeMap::new(),
     };
+    if profile.is_some() {
+        hard.extend(
+            allocation
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+    }
     if profile.is_none() || tenant.is_suspended() {
         hard.insert("pods".into(), Quantity("0".into()));
     }

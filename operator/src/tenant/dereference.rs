@@ -2,11 +2,12 @@
 //! namespaces that carry its names or its label.
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
-use super::build::Inputs;
+use super::apply::CLAIM_LABEL;
+use super::build::{Inputs, QUOTA};
 use crate::Result;
 use crate::api::labels::TENANT;
 use crate::api::{QuotaProfile, Tenant};
@@ -29,6 +30,8 @@ pub struct Dereferenced {
     pub named: BTreeMap<String, Namespace>,
     /// Live namespaces labelled as this tenant's (including ones of dropped environments).
     pub labelled: Vec<Namespace>,
+    /// The live `citycloud-quota` of each of the tenant's namespaces, by namespace.
+    pub quotas: BTreeMap<String, ResourceQuota>,
 }
 
 pub async fn dereference(client: &Client, tenant: &Tenant) -> Result<Dereferenced> {
@@ -58,15 +61,26 @@ pub async fn dereference(client: &Client, tenant: &Tenant) -> Result<Dereference
         .list(&ListParams::default().labels(&format!("{TENANT}={name}")))
         .await?
         .items;
+    // Read fresh, never from a cache: the budget split must see every admission so far.
+    let quotas = Api::<ResourceQuota>::all(client.clone())
+        .list(&ListParams::default().labels(&format!("{TENANT}={name},!{CLAIM_LABEL}")))
+        .await?
+        .items
+        .into_iter()
+        .filter(|q| q.name_any() == QUOTA)
+        .filter_map(|q| Some((q.namespace()?, q)))
+        .collect();
     Ok(Dereferenced {
         inputs: Inputs {
             profiles,
             ancestor_owners,
+            allocations: BTreeMap::new(),
         },
         missing_profiles,
         parent_problem,
         named,
         labelled,
+        quotas,
     })
 }
 

@@ -5,13 +5,16 @@ pub mod dereference;
 pub mod status;
 pub mod validate;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::quota;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::core::v1::{Event, LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
@@ -50,6 +53,7 @@ pub async fn run(
     )
     .with_config(Config::default().concurrency(concurrency));
     let tenants = controller.store();
+    let (by_namespace, shared) = (tenants.clone(), ctx.shared.clone());
     controller
         .watches(
             Api::<Namespace>::all(client.clone()),
@@ -99,6 +103,20 @@ pub async fn run(
                     .collect::<Vec<_>>()
             },
         )
+        // Controllers refused over quota: demand for budget in that namespace.
+        .watches(
+            Api::<Event>::all(ctx.client.clone()),
+            watcher::Config::default().fields("reason=FailedCreate"),
+            move |event| {
+                let ns = quota::demand::quota_refusal(&event)?;
+                shared.demand.record(&ns);
+                by_namespace
+                    .state()
+                    .into_iter()
+                    .find(|t| t.namespaces().contains(&ns))
+                    .map(|t| ObjectRef::from_obj(&*t))
+            },
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
@@ -137,34 +155,50 @@ fn error_policy(tenant: Arc<Tenant>, error: &Error, _ctx: Arc<Context>) -> Actio
 
 async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     let name = tenant.name_any();
-    let found = dereference::dereference(&ctx.client, tenant).await?;
+    let mut found = dereference::dereference(&ctx.client, tenant).await?;
     let conflicts = validate::conflicts(&name, &tenant.namespaces(), &found.named);
-    let desired = build::build(tenant, &found.inputs);
-    let applied = apply::apply_all(ctx, tenant, &desired, &found.named, &conflicts).await?;
-    // Environments dropped from the spec; conflicted names are never ours to release.
-    apply::release_namespaces(ctx, tenant, &found.labelled, &tenant.namespaces()).await?;
 
-    let quotas = Api::<ResourceQuota>::all(ctx.client.clone())
-        .list(&ListParams::default().labels(&format!("{TENANT}={name},!{}", apply::CLAIM_LABEL)))
-        .await?
-        .items
+    // The profile caps first, then the tenant budget split over the namespaces we provision.
+    let caps: BTreeMap<String, BTreeMap<String, Quantity>> = build::build(tenant, &found.inputs)
+        .namespaces
         .into_iter()
-        .filter(|q| {
-            q.namespace()
-                .is_some_and(|ns| applied.namespaces.contains(&ns))
+        .filter(|n| {
+            !conflicts
+                .iter()
+                .any(|c| Some(&c.namespace) == n.namespace.metadata.name.as_ref())
         })
-        .collect::<Vec<_>>();
+        .filter_map(|n| Some((n.namespace.metadata.name?, n.quota.spec?.hard?)))
+        .collect();
     let budget = found
         .inputs
         .profiles
         .get(&tenant.spec.quota_profile)
         .map(|p| p.tenant_budget(tenant.spec.quota_overrides.as_ref()))
         .unwrap_or_default();
+    let demand = &ctx.shared.demand;
+    demand.expire();
+    let allocation = quota::allocate(&budget, &caps, &found.quotas, |ns| demand.active(ns));
+    allocation.saturated.iter().for_each(|ns| demand.record(ns));
+    found.inputs.allocations = allocation.hard;
+
+    let desired = build::build(tenant, &found.inputs);
+    let applied = apply::apply_all(ctx, tenant, &desired, &found.named, &conflicts).await?;
+    // Environments dropped from the spec; conflicted names are never ours to release.
+    apply::release_namespaces(ctx, tenant, &found.labelled, &tenant.namespaces()).await?;
+
+    let quotas: Vec<ResourceQuota> = found
+        .quotas
+        .iter()
+        .filter(|(ns, _)| applied.namespaces.contains(ns))
+        .map(|(_, q)| q.clone())
+        .collect();
+    let usage = status::usage(&quotas, &budget);
     let findings = status::Findings {
         conflicts: &conflicts,
         missing_profiles: &found.missing_profiles,
         parent_problem: found.parent_problem.as_ref(),
         namespaces: &applied.namespaces,
+        exhausted: status::exhausted(&usage, &budget),
     };
     let conds = status::conditions(tenant, &findings);
     let previous = tenant.status.clone().unwrap_or_default();
@@ -178,14 +212,14 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Action> {
             &now,
         ),
         namespaces: applied.namespaces.clone(),
-        usage: status::usage(&quotas, &budget),
+        usage,
         bound_services: previous.bound_services.clone(),
     };
-    if let Some(c) = conds
+    for c in conds
         .iter()
-        .find(|c| c.type_ == cond::NAMESPACES_READY && !c.ok)
+        .filter(|c| !c.ok && (c.type_ == cond::NAMESPACES_READY || c.type_ == cond::QUOTA_READY))
     {
-        let was = crate::api::conditions::find(&previous.conditions, cond::NAMESPACES_READY);
+        let was = crate::api::conditions::find(&previous.conditions, c.type_);
         if was.is_none_or(|w| w.reason != c.reason || w.message != c.message) {
             apply::publish(
                 ctx,
@@ -212,7 +246,16 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         .iter()
         .any(|c| c.type_ == cond::READY && c.status == "True");
     ctx.shared.tenant_readiness(&name, ready);
-    Ok(Action::requeue(RESYNC))
+    ctx.shared.tenant_usage(&name, &new.usage);
+    Ok(if allocation.settling {
+        // A raise waits for another namespace's lowered hard to be enforced.
+        Action::requeue(Duration::from_secs(1))
+    } else if applied.namespaces.iter().any(|ns| demand.active(ns)) {
+        // Demand expires: split evenly again afterwards.
+        Action::requeue(quota::demand::WINDOW)
+    } else {
+        Action::requeue(RESYNC)
+    })
 }
 
 async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action> {

@@ -17,6 +17,29 @@ pub struct Findings<'a> {
     pub missing_profiles: &'a [String],
     pub parent_problem: Option<&'a ParentProblem>,
     pub namespaces: &'a [String],
+    /// Budgeted resources the tenant uses all of, with a message each.
+    pub exhausted: Vec<String>,
+}
+
+/// The budgeted resources whose tenant-wide use has reached the budget.
+pub fn exhausted(
+    usage: &BTreeMap<String, ResourceUsage>,
+    budget: &BTreeMap<String, Quantity>,
+) -> Vec<String> {
+    budget
+        .keys()
+        .filter_map(|r| {
+            let u = usage.get(r)?;
+            let (used, hard) = (Milli::of(&u.used).ok()?, Milli::of(&u.hard).ok()?);
+            (used >= hard).then(|| {
+                if used > hard {
+                    format!("{r}: {} used of a {} budget; running workloads are kept, new use is refused until usage falls below the budget", u.used.0, u.hard.0)
+                } else {
+                    format!("{r}: all {} of the tenant budget is in use; new use is refused until some is freed or quotaOverrides.tenant raises it", u.hard.0)
+                }
+            })
+        })
+        .collect()
 }
 
 pub fn conditions(tenant: &Tenant, f: &Findings) -> Vec<Cond> {
@@ -52,6 +75,8 @@ pub fn conditions(tenant: &Tenant, f: &Findings) -> Vec<Cond> {
                 f.missing_profiles.join(", ")
             ),
         )
+    } else if !f.exhausted.is_empty() {
+        Cond::fail(cond::QUOTA_READY, "BudgetExhausted", f.exhausted.join("; "))
     } else if tenant.is_suspended() {
         Cond::ok(
             cond::QUOTA_READY,
@@ -74,7 +99,11 @@ pub fn conditions(tenant: &Tenant, f: &Findings) -> Vec<Cond> {
         ),
     );
     let parts = [&namespaces, &rbac, &quota, &network];
-    let ready = if let Some(failed) = parts.iter().find(|c| !c.ok) {
+    // A tenant using all its budget is working as intended: not a reason to be un-Ready.
+    let ready = if let Some(failed) = parts
+        .iter()
+        .find(|c| !c.ok && c.reason != "BudgetExhausted")
+    {
         Cond::fail(cond::READY, &failed.reason, failed.message.clone())
     } else if let Some(problem) = f.parent_problem {
         match problem {

@@ -50,6 +50,7 @@ fn inputs(profiles: &[&str]) -> Inputs {
             .map(|p| (p.metadata.name.clone().unwrap_or_default(), p))
             .collect(),
         ancestor_owners: vec![],
+        allocations: BTreeMap::new(),
     }
 }
 

@@ -1,0 +1,429 @@
+//! The SharedServiceClaim controller: dereference → validate → build → apply → status.
+//!
+//! A permitted claim gets its binding Secret, the provider-side NetworkPolicy and (egress:
+//! Restricted) the egress NetworkPolicy; a refused or deleted one keeps nothing. The
+//! provider's `<service>-consumers` Secret is not written here: the SharedService controller
+//! alone recomputes it from the bound claims (one writer, no lost updates).
+pub mod apply;
+pub mod build;
+pub mod dereference;
+pub mod status;
+pub mod token;
+pub mod validate;
+pub mod watch;
+
+#[cfg(test)]
+mod fixtures;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::channel::mpsc::{UnboundedSender, unbounded};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, info_span, warn};
+
+use self::build::claim_id;
+use self::validate::Refusal;
+use crate::api::conditions::{claim as cond, find, is_true};
+use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE, TENANT};
+use crate::api::{Credentials, SharedService, SharedServiceClaim, Tenant};
+use crate::context::Context;
+use crate::metrics::{ClaimLabels, Metrics};
+use crate::tenant::apply::CLAIM_LABEL;
+use crate::{Error, FIELD_MANAGER, Result};
+
+pub const FINALIZER: &str = "citycloud.io/claim-cleanup";
+pub(crate) const CONTROLLER: &str = "claim";
+/// A full resync repairs anything a missed watch event left behind.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// What the claim controller's reconciles share.
+struct ClaimContext {
+    base: Arc<Context>,
+    watches: watch::BindingWatches,
+    states: ClaimStates,
+}
+
+/// Runs the claim controller until `shutdown` resolves. `services` re-reconciles a
+/// SharedService (the SharedService controller's input) when a claim's token changes.
+pub async fn run(
+    ctx: Arc<Context>,
+    concurrency: u16,
+    services: UnboundedSender<ObjectRef<SharedService>>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let controller = Controller::new(
+        Api::<SharedServiceClaim>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(Config::default().concurrency(concurrency));
+    let claims = controller.store();
+    let (claim_tx, claim_rx) = unbounded();
+
+    // SharedServices: a change (created, access changed, deleted) re-reconciles the claims
+    // naming it; the store maps a Service to the SharedServices that point at it.
+    let (catalogue, writer) = reflector::store::<SharedService>();
+    let catalogue_task = {
+        let (claims, claim_tx) = (claims.clone(), claim_tx.clone());
+        let stream = reflector::reflector(
+            writer,
+            watcher(
+                Api::<SharedService>::all(client.clone()),
+                watcher::Config::default(),
+            ),
+        );
+        tokio::spawn(
+            stream
+                .default_backoff()
+                .touched_objects()
+                .for_each(move |service| {
+                    if let Ok(service) = service {
+                        for claim in naming(&claims, &service.name_any()) {
+                            let _ = claim_tx.unbounded_send(claim);
+                        }
+                    }
+                    futures::future::ready(())
+                }),
+        )
+    };
+
+    let context = Arc::new(ClaimContext {
+        base: ctx,
+        watches: watch::BindingWatches::new(client.clone(), claims.clone(), claim_tx, services),
+        states: ClaimStates::default(),
+    });
+    let (by_tenant, by_namespace, by_policy, by_service) =
+        (claims.clone(), claims.clone(), claims.clone(), claims);
+    controller
+        .watches(
+            Api::<Tenant>::all(client.clone()),
+            watcher::Config::default(),
+            move |tenant| {
+                let mut namespaces = tenant.namespaces();
+                namespaces.extend(tenant.status.iter().flat_map(|s| s.namespaces.clone()));
+                in_namespaces(&by_tenant, &namespaces)
+            },
+        )
+        .watches(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default().labels(TENANT),
+            move |ns| in_namespaces(&by_namespace, &[ns.name_any()]),
+        )
+        .watches(
+            Api::<NetworkPolicy>::all(client.clone()),
+            watcher::Config::default()
+                .labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE},{CLAIM_LABEL}")),
+            move |policy| {
+                let id = policy
+                    .labels()
+                    .get(CLAIM_LABEL)
+                    .cloned()
+                    .unwrap_or_default();
+                by_policy
+                    .state()
+                    .iter()
+                    .filter(|c| claim_id(&c.namespace().unwrap_or_default(), &c.name_any()) == id)
+                    .map(|c| ObjectRef::from_obj(&**c))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(
+            Api::<Service>::all(client),
+            watcher::Config::default(),
+            move |svc| {
+                let (ns, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
+                catalogue
+                    .state()
+                    .iter()
+                    .filter(|s| s.spec.endpoint.namespace == ns && s.spec.endpoint.service == name)
+                    .flat_map(|s| naming(&by_service, &s.name_any()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .reconcile_on(claim_rx)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|_| async {})
+        .await;
+    catalogue_task.abort();
+}
+
+/// The claims that name the SharedService `service`.
+fn naming(claims: &Store<SharedServiceClaim>, service: &str) -> Vec<ObjectRef<SharedServiceClaim>> {
+    claims
+        .state()
+        .iter()
+        .filter(|c| c.service_name() == service)
+        .map(|c| ObjectRef::from_obj(&**c))
+        .collect()
+}
+
+/// The claims in any of `namespaces`.
+fn in_namespaces(
+    claims: &Store<SharedServiceClaim>,
+    namespaces: &[String],
+) -> Vec<ObjectRef<SharedServiceClaim>> {
+    claims
+        .state()
+        .iter()
+        .filter(|c| c.namespace().is_some_and(|ns| namespaces.contains(&ns)))
+        .map(|c| ObjectRef::from_obj(&**c))
+        .collect()
+}
+
+async fn reconcile(claim: Arc<SharedServiceClaim>, ctx: Arc<ClaimContext>) -> Result<Action> {
+    let ns = claim.namespace().unwrap_or_default();
+    let span = info_span!("reconcile", controller = CONTROLLER, namespace = %ns, claim = %claim.name_any());
+    let _timer = ctx.base.shared.metrics.time(CONTROLLER);
+    let api = Api::<SharedServiceClaim>::namespaced(ctx.base.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, claim, |event| async {
+        match event {
+            Finalizer::Apply(c) => provision(&c, &ctx).await,
+            Finalizer::Cleanup(c) => cleanup(&c, &ctx).await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| Error::Finalizer(e.to_string()));
+    ctx.base
+        .shared
+        .metrics
+        .reconciled(CONTROLLER, result.is_ok());
+    result
+}
+
+fn error_policy(claim: Arc<SharedServiceClaim>, error: &Error, _ctx: Arc<ClaimContext>) -> Action {
+    warn!(namespace = %claim.namespace().unwrap_or_default(), claim = %claim.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn provision(claim: &SharedServiceClaim, ctx: &ClaimContext) -> Result<Action> {
+    let base = &ctx.base;
+    let (ns, name) = (claim.namespace().unwrap_or_default(), claim.name_any());
+    let found = dereference::dereference(&base.client, claim).await?;
+    let previous = claim.status.clone().unwrap_or_default();
+    let was_bound = is_true(&previous.conditions, cond::BOUND);
+
+    let mut removed = 0;
+    let outcome: Result<String, Refusal> = match validate::decide(claim, &found) {
+        Ok(permit) => {
+            ctx.watches.ensure(&ns);
+            let id = claim_id(&ns, &name);
+            let (token, issued) = match permit.service.spec.credentials {
+                Credentials::None => (None, false),
+                Credentials::PerClaim => match token::kept(found.secret.as_ref(), &id) {
+                    Some(t) => (Some(t), false),
+                    None => (Some(token::issue()?), true),
+                },
+            };
+            let desired = build::build(claim, &permit, found.provider.as_ref(), token.as_deref());
+            let bound = apply::bind(base, claim, &desired, found.secret.as_ref()).await?;
+            if was_bound && issued {
+                publish(
+                    base,
+                    claim,
+                    EventType::Normal,
+                    "TokenIssued",
+                    format!(
+                        "Issued a new token in Secret {} (the previous Secret was deleted, or its token changed); the service accepts only the new one",
+                        claim.secret_name()
+                    ),
+                )
+                .await;
+            } else if was_bound && bound.secret_created {
+                publish(
+                    base,
+                    claim,
+                    EventType::Normal,
+                    "SecretRecreated",
+                    format!("Recreated the binding Secret {}", claim.secret_name()),
+                )
+                .await;
+            }
+            Ok(claim.secret_name())
+        }
+        Err(refusal) => {
+            removed = apply::prune(base, claim, None).await?;
+            Err(refusal)
+        }
+    };
+
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let new = status::status(claim, &outcome, &now);
+    if new != previous {
+        let patch = json!({"apiVersion": "citycloud.io/v1alpha1", "kind": "SharedServiceClaim", "status": new});
+        Api::<SharedServiceClaim>::namespaced(base.client.clone(), &ns)
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+    }
+    let was_reason = find(&previous.conditions, cond::BOUND).map(|c| c.reason.as_str());
+    match &outcome {
+        Ok(_) if !was_bound => {
+            let message = status::bound_condition(&outcome, claim.service_name()).message;
+            publish(base, claim, EventType::Normal, "Bound", message).await;
+        }
+        Err(refusal) if was_bound || removed > 0 => {
+            let note = format!(
+                "Revoked the binding: removed the binding Secret and the NetworkPolicies on both sides ({})",
+                refusal.message()
+            );
+            publish(base, claim, EventType::Warning, "Revoked", note).await;
+        }
+        Err(refusal) if was_reason != Some(refusal.reason()) => {
+            publish(
+                base,
+                claim,
+                EventType::Warning,
+                refusal.reason(),
+                refusal.message(),
+            )
+            .await;
+        }
+        _ => {}
+    }
+    ctx.states.set(
+        &base.shared.metrics,
+        format!("{ns}/{name}"),
+        claim.service_name(),
+        outcome.is_ok(),
+    );
+    Ok(Action::requeue(RESYNC))
+}
+
+async fn cleanup(claim: &SharedServiceClaim, ctx: &ClaimContext) -> Result<Action> {
+    let ns = claim.namespace().unwrap_or_default();
+    let removed = apply::prune(&ctx.base, claim, None).await?;
+    if removed > 0 {
+        publish(
+            &ctx.base,
+            claim,
+            EventType::Normal,
+            "Revoked",
+            "Claim deleted: removed its binding Secret and the NetworkPolicies on both sides"
+                .into(),
+        )
+        .await;
+    }
+    ctx.watches.release(&ns, claim);
+    ctx.states.forget(
+        &ctx.base.shared.metrics,
+        &format!("{ns}/{}", claim.name_any()),
+    );
+    Ok(Action::await_change())
+}
+
+/// An event on the claim, for its agency to read (`kubectl describe ssc`). Never a token.
+async fn publish(
+    ctx: &Context,
+    claim: &SharedServiceClaim,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &claim.object_ref(&())).await {
+        warn!(error = %e, "could not publish an event");
+    }
+}
+
+/// Each claim's last state, for the `citycloud_claims{service,state}` gauge.
+#[derive(Default)]
+struct ClaimStates {
+    inner: Mutex<StatesInner>,
+}
+
+#[derive(Default)]
+struct StatesInner {
+    /// "<namespace>/<name>" → (service, bound).
+    claims: BTreeMap<String, (String, bool)>,
+    /// Every label set published so far, so a count that drops to zero is published as 0.
+    published: BTreeSet<(String, &'static str)>,
+}
+
+impl ClaimStates {
+    fn set(&self, metrics: &Metrics, key: String, service: &str, bound: bool) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.claims.insert(key, (service.to_string(), bound));
+            inner.publish(metrics);
+        }
+    }
+
+    fn forget(&self, metrics: &Metrics, key: &str) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.claims.remove(key);
+            inner.publish(metrics);
+        }
+    }
+}
+
+impl StatesInner {
+    fn publish(&mut self, metrics: &Metrics) {
+        let mut counts: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
+        for (service, bound) in self.claims.values() {
+            let state = if *bound { "bound" } else { "refused" };
+            *counts.entry((service.clone(), state)).or_default() += 1;
+        }
+        self.published.extend(counts.keys().cloned());
+        for key in &self.published {
+            metrics
+                .claims
+                .get_or_create(&ClaimLabels {
+                    service: key.0.clone(),
+                    state: key.1,
+                })
+                .set(counts.get(key).copied().unwrap_or_default());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_claims_gauge_counts_by_service_and_state_and_drops_to_zero() {
+        let metrics = Metrics::default();
+        let states = ClaimStates::default();
+        states.set(&metrics, "a/x".into(), "sso", true);
+        states.set(&metrics, "b/x".into(), "sso", true);
+        states.set(&metrics, "c/x".into(), "sso", false);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"citycloud_claims{service="sso",state="bound"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"citycloud_claims{service="sso",state="refused"} 1"#),
+            "{text}"
+        );
+        states.forget(&metrics, "c/x");
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"citycloud_claims{service="sso",state="refused"} 0"#),
+            "{text}"
+        );
+    }
+}
