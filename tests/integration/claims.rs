@@ -1,0 +1,685 @@
+//! Shared services, as the platform team publishes them and agencies claim them, self-service.
+use std::collections::{BTreeMap, BTreeSet};
+
+use citycloud::api::{QuotaProfile, SharedService, SharedServiceClaim, Tenant};
+use k8s_openapi::api::core::v1::{Event, Namespace, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use serde_json::json;
+use testbed::fixtures::{CONVERGE, apply, apply_in, code, wait_ready};
+use testbed::{TestEnv, eventually};
+
+/// One test's world: a quota profile, a provider namespace with its Service, a SharedService.
+struct World {
+    profile: String,
+    provider_ns: String,
+    service: String,
+}
+
+async fn world(env: &TestEnv, extra_spec: &str) -> World {
+    let w = World {
+        profile: env.name("p"),
+        provider_ns: env.name("platform"),
+        service: env.name("lgsp"),
+    };
+    apply::<QuotaProfile>(
+        &env.admin,
+        &format!(
+            "{{apiVersion: citycloud.io/v1alpha1, kind: QuotaProfile, metadata: {{name: {}}}, \
+             spec: {{description: claims, namespace: {{pods: '10'}}}}}}",
+            w.profile
+        ),
+    )
+    .await
+    .unwrap();
+    apply::<Namespace>(
+        &env.admin,
+        &format!(
+            "{{apiVersion: v1, kind: Namespace, metadata: {{name: {}}}}}",
+            w.provider_ns
+        ),
+    )
+    .await
+    .unwrap();
+    apply_in::<Service>(
+        &env.admin,
+        &w.provider_ns,
+        "{apiVersion: v1, kind: Service, metadata: {name: gateway}, \
+         spec: {selector: {app: lgsp-gateway}, ports: [{name: https, port: 443, targetPort: 8443}]}}",
+    )
+    .await
+    .unwrap();
+    shared_service(env, &w, &w.service, extra_spec).await;
+    w
+}
+
+async fn shared_service(env: &TestEnv, w: &World, name: &str, extra_spec: &str) {
+    apply::<SharedService>(
+        &env.admin,
+        &format!(
+            r#"
+apiVersion: citycloud.io/v1alpha1
+kind: SharedService
+metadata: {{name: {name}}}
+spec:
+  displayName: "Nền tảng tích hợp, chia sẻ dữ liệu (LGSP)"
+  category: Integration
+  endpoint: {{namespace: {ns}, service: gateway, port: 443}}
+  bindingType: lgsp
+  bindingData: {{gateway-version: "2"}}
+{extra_spec}
+"#,
+            ns = w.provider_ns
+        ),
+    )
+    .await
+    .unwrap();
+}
+
+/// A ready tenant with the given labels and spec lines; its owners are the group `owners`.
+async fn tenant(env: &TestEnv, w: &World, name: &str, owners: &str, labels: &str, extra: &str) {
+    apply::<Tenant>(
+        &env.admin,
+        &format!(
+            r#"
+apiVersion: citycloud.io/v1alpha1
+kind: Tenant
+metadata: {{name: {name}, labels: {labels}}}
+spec:
+  displayName: "Sở {name}"
+  owners: [{{kind: Group, name: {owners}}}]
+  quotaProfile: {profile}
+{extra}
+"#,
+            profile = w.profile
+        ),
+    )
+    .await
+    .unwrap();
+    wait_ready(&env.admin, name).await;
+}
+
+fn claim_yaml(name: &str, service: &str, secret: Option<&str>) -> String {
+    let secret = secret
+        .map(|s| format!(", secretName: {s}"))
+        .unwrap_or_default();
+    format!(
+        "{{apiVersion: citycloud.io/v1alpha1, kind: SharedServiceClaim, metadata: {{name: {name}}}, \
+         spec: {{service: {service}{secret}}}}}"
+    )
+}
+
+/// Creates a claim as the agency `user`. Until the chart aggregates SharedServiceClaim into
+/// the `admin` ClusterRole (citycloud-claims-admin), an owner may get 403: then the claim is
+/// created as the cluster admin, and the test goes on.
+async fn claim_as(env: &TestEnv, user: &kube::Client, ns: &str, yaml: &str) {
+    match apply_in::<SharedServiceClaim>(user, ns, yaml).await {
+        Ok(_) => {}
+        Err(e) if code(&e) == Some(403) => {
+            eprintln!(
+                "note: the owner may not create SharedServiceClaims yet (no aggregated ClusterRole): created as admin"
+            );
+            apply_in::<SharedServiceClaim>(&env.admin, ns, yaml)
+                .await
+                .unwrap();
+        }
+        Err(e) => panic!("creating the claim: {e}"),
+    }
+}
+
+/// Waits until the claim's Bound condition has `status` and `reason`, for its generation.
+async fn wait_bound(
+    env: &TestEnv,
+    ns: &str,
+    name: &str,
+    status: &str,
+    reason: &str,
+) -> SharedServiceClaim {
+    let api = Api::<SharedServiceClaim>::namespaced(env.admin.clone(), ns);
+    eventually(
+        &format!("claim {ns}/{name} Bound={status} {reason}"),
+        CONVERGE,
+        || async {
+            let c = api.get(name).await.ok()?;
+            let st = c.status.as_ref()?;
+            (st.observed_generation == c.metadata.generation).then_some(())?;
+            let b = st.conditions.iter().find(|c| c.type_ == "Bound")?;
+            (b.status == status && b.reason == reason).then_some(())?;
+            Some(c)
+        },
+    )
+    .await
+}
+
+fn text(secret: &Secret) -> BTreeMap<String, String> {
+    secret
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.0).expect("utf-8")))
+        .collect()
+}
+
+async fn secret(client: &kube::Client, ns: &str, name: &str) -> Option<BTreeMap<String, String>> {
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .unwrap()
+        .map(|s| text(&s))
+}
+
+/// The provider's consumers Secret (empty when there is none).
+async fn consumers(env: &TestEnv, w: &World, service: &str) -> BTreeMap<String, String> {
+    secret(&env.admin, &w.provider_ns, &format!("{service}-consumers"))
+        .await
+        .unwrap_or_default()
+}
+
+/// The NetworkPolicies made for a claim, anywhere, as "namespace/name".
+async fn policies(env: &TestEnv, ns: &str, name: &str) -> BTreeSet<String> {
+    Api::<NetworkPolicy>::all(env.admin.clone())
+        .list(&ListParams::default().labels(&format!("citycloud.io/claim={ns}.{name}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p.metadata.namespace.unwrap_or_default(),
+                p.metadata.name.unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// Waits until nothing is left of the claim `ns/name` on either side: no binding Secret
+/// `secret_name`, no consumers entry, no NetworkPolicy.
+async fn wait_revoked(
+    env: &TestEnv,
+    w: &World,
+    service: &str,
+    ns: &str,
+    name: &str,
+    secret_name: &str,
+) {
+    eventually(
+        &format!("everything of claim {ns}/{name} removed"),
+        CONVERGE,
+        || async {
+            secret(&env.admin, ns, secret_name)
+                .await
+                .is_none()
+                .then_some(())?;
+            (!consumers(env, w, service)
+                .await
+                .contains_key(&format!("{ns}.{name}")))
+            .then_some(())?;
+            policies(env, ns, name).await.is_empty().then_some(())
+        },
+    )
+    .await;
+}
+
+/// Waits until the claim is bound with a token that the consumers Secret also holds; returns it.
+async fn wait_token(
+    env: &TestEnv,
+    w: &World,
+    service: &str,
+    ns: &str,
+    name: &str,
+    secret_name: &str,
+) -> String {
+    wait_bound(env, ns, name, "True", "Bound").await;
+    eventually(
+        &format!("the token of {ns}/{name} on both sides"),
+        CONVERGE,
+        || async {
+            let token = secret(&env.admin, ns, secret_name)
+                .await?
+                .get("token")?
+                .clone();
+            (consumers(env, w, service)
+                .await
+                .get(&format!("{ns}.{name}"))
+                == Some(&token))
+            .then_some(token)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_owner_claims_a_service_and_reads_its_binding_while_others_cannot() {
+    let env = TestEnv::with_operator().await;
+    let w = world(&env, "").await;
+    let (a, b) = (env.name("so-a"), env.name("so-b"));
+    let (a_admins, b_admins) = (env.name("a-admins"), env.name("b-admins"));
+    tenant(
+        &env,
+        &w,
+        &a,
+        &a_admins,
+        "{}",
+        "  network: {egress: Restricted}",
+    )
+    .await;
+    tenant(&env, &w, &b, &b_admins, "{}", "").await;
+    let owner_a = env.user(&env.name("an"), &[&a_admins]).await;
+    let owner_b = env.user(&env.name("binh"), &[&b_admins]).await;
+    let ns = format!("{a}-prod");
+
+    claim_as(
+        &env,
+        &owner_a,
+        &ns,
+        &claim_yaml("lgsp", &w.service, Some("lgsp-binding")),
+    )
+    .await;
+    let bound = wait_bound(&env, &ns, "lgsp", "True", "Bound").await;
+    assert_eq!(
+        bound
+            .status
+            .and_then(|s| s.binding)
+            .map(|b| b.name)
+            .as_deref(),
+        Some("lgsp-binding"),
+        "status.binding names the Secret (the Provisioned Service duck type)"
+    );
+
+    // The owner reads the binding, in the Service Binding layout.
+    let live = Api::<Secret>::namespaced(owner_a.clone(), &ns)
+        .get("lgsp-binding")
+        .await
+        .expect("the owner reads the binding Secret");
+    assert_eq!(live.type_.as_deref(), Some("servicebinding.io/lgsp"));
+    let data = text(&live);
+    let host = format!("gateway.{}.svc", w.provider_ns);
+    assert_eq!(data["type"], "lgsp");
+    assert_eq!(data["provider"], w.service);
+    assert_eq!(data["host"], host);
+    assert_eq!(data["port"], "443");
+    assert_eq!(data["uri"], format!("https://{host}:443"));
+    assert_eq!(data["gateway-version"], "2");
+    let token = data["token"].clone();
+    assert_eq!(token.len(), 43, "32 random bytes, URL-safe base64");
+
+    // The provider side: the token among the consumers, the namespace admitted on the pods' port.
+    let token_there = wait_token(&env, &w, &w.service, &ns, "lgsp", "lgsp-binding").await;
+    assert_eq!(token_there, token);
+    let provider_policy = Api::<NetworkPolicy>::namespaced(env.admin.clone(), &w.provider_ns)
+        .get(&format!("citycloud-claim-{ns}.lgsp"))
+        .await
+        .expect("the provider-side policy");
+    let spec = provider_policy.spec.unwrap();
+    assert_eq!(
+        spec.pod_selector.unwrap().match_labels.unwrap()["app"],
+        "lgsp-gateway"
+    );
+    let rule = &spec.ingress.unwrap()[0];
+    assert_eq!(
+        rule.from.clone().unwrap()[0]
+            .namespace_selector
+            .clone()
+            .unwrap()
+            .match_labels
+            .unwrap()["kubernetes.io/metadata.name"],
+        ns
+    );
+    assert_eq!(
+        rule.ports.clone().unwrap()[0].port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8443)),
+        "the Service's targetPort: what a NetworkPolicy sees"
+    );
+    // egress: Restricted, so the tenant's side lets its pods out to the service.
+    Api::<NetworkPolicy>::namespaced(env.admin.clone(), &ns)
+        .get(&format!("citycloud-claim-{ns}.lgsp"))
+        .await
+        .expect("the egress policy in the claim's namespace");
+
+    // The catalogue entry counts it.
+    eventually("SharedService status", CONVERGE, || async {
+        let s = Api::<SharedService>::all(env.admin.clone())
+            .get(&w.service)
+            .await
+            .ok()?;
+        let st = s.status?;
+        let ready = st.conditions.iter().find(|c| c.type_ == "EndpointReady")?;
+        (ready.status == "True" && st.claims == 1).then_some(())
+    })
+    .await;
+
+    // Another agency reads neither this binding nor the provider's consumers.
+    let err = Api::<Secret>::namespaced(owner_b.clone(), &ns)
+        .get("lgsp-binding")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(403), "{err}");
+    let err = Api::<Secret>::namespaced(owner_b.clone(), &w.provider_ns)
+        .get(&format!("{}-consumers", w.service))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(403), "{err}");
+    // Nor does the claiming agency read the consumers (other agencies' tokens).
+    let err = Api::<Secret>::namespaced(owner_a.clone(), &w.provider_ns)
+        .get(&format!("{}-consumers", w.service))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(403), "{err}");
+
+    // The token is in no event and no status.
+    let events = Api::<Event>::namespaced(env.admin.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Bound")),
+        "the claim has a Bound event"
+    );
+    let everything = serde_json::to_string(&events.items).unwrap()
+        + &serde_json::to_string(
+            &Api::<SharedServiceClaim>::namespaced(env.admin.clone(), &ns)
+                .get("lgsp")
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+    assert!(
+        !everything.contains(&token),
+        "a token leaked into an event or the status"
+    );
+}
+
+#[tokio::test]
+async fn claims_that_are_not_permitted_say_why_and_get_nothing() {
+    let env = TestEnv::with_operator().await;
+    let level = env.name("department");
+    let w = world(
+        &env,
+        &format!(
+            "  access: {{tenantSelector: {{matchLabels: {{city.io/level: {level}}}}}, environments: [prod]}}"
+        ),
+    )
+    .await;
+    let (dept, ward) = (env.name("dept"), env.name("ward"));
+    tenant(
+        &env,
+        &w,
+        &dept,
+        "dept-admins",
+        &format!("{{city.io/level: {level}}}"),
+        "  environments: [{name: prod}, {name: staging}]",
+    )
+    .await;
+    tenant(&env, &w, &ward, "ward-admins", "{city.io/level: ward}", "").await;
+
+    // A ward is not among the tenants the service admits.
+    let ward_ns = format!("{ward}-prod");
+    apply_in::<SharedServiceClaim>(&env.admin, &ward_ns, &claim_yaml("x", &w.service, None))
+        .await
+        .unwrap();
+    let refused = wait_bound(&env, &ward_ns, "x", "False", "NotPermitted").await;
+    let message = refused.status.clone().unwrap().conditions[0]
+        .message
+        .clone();
+    assert!(
+        message.contains(&format!("city.io/level={level}")),
+        "{message}"
+    );
+    assert!(refused.status.unwrap().binding.is_none());
+
+    // The department, but from staging: production only.
+    let staging = format!("{dept}-staging");
+    apply_in::<SharedServiceClaim>(&env.admin, &staging, &claim_yaml("x", &w.service, None))
+        .await
+        .unwrap();
+    wait_bound(&env, &staging, "x", "False", "EnvironmentNotPermitted").await;
+
+    // A namespace of no tenant.
+    let loose = env.name("loose");
+    apply::<Namespace>(
+        &env.admin,
+        &format!("{{apiVersion: v1, kind: Namespace, metadata: {{name: {loose}}}}}"),
+    )
+    .await
+    .unwrap();
+    apply_in::<SharedServiceClaim>(&env.admin, &loose, &claim_yaml("x", &w.service, None))
+        .await
+        .unwrap();
+    wait_bound(&env, &loose, "x", "False", "NotATenantNamespace").await;
+
+    for ns in [&ward_ns, &staging, &loose] {
+        assert_eq!(secret(&env.admin, ns, "x").await, None, "no Secret in {ns}");
+        assert!(
+            policies(&env, ns, "x").await.is_empty(),
+            "no policy for {ns}"
+        );
+    }
+    assert!(consumers(&env, &w, &w.service).await.is_empty());
+
+    // A service that does not exist yet: refused, then bound as soon as it is published.
+    let prod = format!("{dept}-prod");
+    let later = env.name("sso");
+    apply_in::<SharedServiceClaim>(&env.admin, &prod, &claim_yaml("sso", &later, None))
+        .await
+        .unwrap();
+    wait_bound(&env, &prod, "sso", "False", "ServiceNotFound").await;
+    assert_eq!(secret(&env.admin, &prod, "sso").await, None);
+    shared_service(&env, &w, &later, "").await;
+    wait_token(&env, &w, &later, &prod, "sso", "sso").await;
+    let _ = Api::<SharedService>::all(env.admin.clone())
+        .delete(&later, &DeleteParams::default())
+        .await;
+}
+
+#[tokio::test]
+async fn deleting_the_claim_or_the_service_revokes_everything_on_both_sides() {
+    let env = TestEnv::with_operator().await;
+    let w = world(&env, "").await;
+    let t = env.name("rv");
+    tenant(
+        &env,
+        &w,
+        &t,
+        "rv-admins",
+        "{}",
+        "  network: {egress: Restricted}",
+    )
+    .await;
+    let ns = format!("{t}-prod");
+    let claims = Api::<SharedServiceClaim>::namespaced(env.admin.clone(), &ns);
+
+    // Deleting the claim.
+    apply_in::<SharedServiceClaim>(&env.admin, &ns, &claim_yaml("one", &w.service, None))
+        .await
+        .unwrap();
+    wait_token(&env, &w, &w.service, &ns, "one", "one").await;
+    assert_eq!(policies(&env, &ns, "one").await.len(), 2, "both sides");
+    claims
+        .delete("one", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_revoked(&env, &w, &w.service, &ns, "one", "one").await;
+    eventually("the claim gone (finalizer done)", CONVERGE, || async {
+        claims.get_opt("one").await.ok()?.is_none().then_some(())
+    })
+    .await;
+
+    // Deleting the SharedService.
+    apply_in::<SharedServiceClaim>(&env.admin, &ns, &claim_yaml("two", &w.service, None))
+        .await
+        .unwrap();
+    wait_token(&env, &w, &w.service, &ns, "two", "two").await;
+    Api::<SharedService>::all(env.admin.clone())
+        .delete(&w.service, &DeleteParams::default())
+        .await
+        .unwrap();
+    let revoked = wait_bound(&env, &ns, "two", "False", "ServiceNotFound").await;
+    assert!(revoked.status.unwrap().binding.is_none());
+    wait_revoked(&env, &w, &w.service, &ns, "two", "two").await;
+    eventually(
+        "the consumers Secret deleted with its service",
+        CONVERGE,
+        || async {
+            secret(
+                &env.admin,
+                &w.provider_ns,
+                &format!("{}-consumers", w.service),
+            )
+            .await
+            .is_none()
+            .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn suspending_the_tenant_or_leaving_the_selector_revokes_everything_on_both_sides() {
+    let env = TestEnv::with_operator().await;
+    let level = env.name("member");
+    let w = world(
+        &env,
+        &format!("  access: {{tenantSelector: {{matchLabels: {{city.io/level: {level}}}}}}}"),
+    )
+    .await;
+    let t = env.name("sp");
+    let labels = format!("{{city.io/level: {level}}}");
+    tenant(
+        &env,
+        &w,
+        &t,
+        "sp-admins",
+        &labels,
+        "  network: {egress: Restricted}",
+    )
+    .await;
+    let ns = format!("{t}-prod");
+    apply_in::<SharedServiceClaim>(&env.admin, &ns, &claim_yaml("c", &w.service, None))
+        .await
+        .unwrap();
+    let first = wait_token(&env, &w, &w.service, &ns, "c", "c").await;
+
+    let tenants = Api::<Tenant>::all(env.admin.clone());
+    let pp = PatchParams::default();
+    tenants
+        .patch(&t, &pp, &Patch::Merge(json!({"spec": {"suspended": true}})))
+        .await
+        .unwrap();
+    wait_bound(&env, &ns, "c", "False", "TenantSuspended").await;
+    wait_revoked(&env, &w, &w.service, &ns, "c", "c").await;
+
+    tenants
+        .patch(
+            &t,
+            &pp,
+            &Patch::Merge(json!({"spec": {"suspended": false}})),
+        )
+        .await
+        .unwrap();
+    let second = wait_token(&env, &w, &w.service, &ns, "c", "c").await;
+    assert_ne!(first, second, "a new binding gets a new token");
+
+    tenants
+        .patch(
+            &t,
+            &pp,
+            &Patch::Merge(json!({"metadata": {"labels": {"city.io/level": "ward"}}})),
+        )
+        .await
+        .unwrap();
+    wait_bound(&env, &ns, "c", "False", "NotPermitted").await;
+    wait_revoked(&env, &w, &w.service, &ns, "c", "c").await;
+}
+
+#[tokio::test]
+async fn deleting_the_binding_secret_rotates_the_token() {
+    let env = TestEnv::with_operator().await;
+    let w = world(&env, "").await;
+    let (t, admins) = (env.name("rot"), env.name("rot-admins"));
+    tenant(&env, &w, &t, &admins, "{}", "").await;
+    let owner = env.user(&env.name("cuong"), &[&admins]).await;
+    let ns = format!("{t}-prod");
+    claim_as(&env, &owner, &ns, &claim_yaml("c", &w.service, None)).await;
+    let old = wait_token(&env, &w, &w.service, &ns, "c", "c").await;
+
+    Api::<Secret>::namespaced(owner.clone(), &ns)
+        .delete("c", &DeleteParams::default())
+        .await
+        .expect("the owner deletes the binding Secret to rotate");
+    let new = eventually("a new token on both sides", CONVERGE, || async {
+        let token = secret(&env.admin, &ns, "c").await?.get("token")?.clone();
+        (token != old
+            && consumers(&env, &w, &w.service)
+                .await
+                .get(&format!("{ns}.c"))
+                == Some(&token))
+        .then_some(token)
+    })
+    .await;
+    assert_ne!(new, old);
+    assert!(
+        !consumers(&env, &w, &w.service)
+            .await
+            .values()
+            .any(|v| *v == old),
+        "the old token is no longer accepted"
+    );
+}
+
+#[tokio::test]
+async fn an_operator_restarted_mid_way_leaves_no_half_bound_claim_and_no_orphaned_token() {
+    let env = TestEnv::with_operator().await;
+    let w = world(&env, "").await;
+    let (t, u) = (env.name("rs-a"), env.name("rs-b"));
+    tenant(&env, &w, &t, "rs-admins", "{}", "").await;
+    tenant(&env, &w, &u, "rs-admins", "{}", "").await;
+    let (ns_t, ns_u) = (format!("{t}-prod"), format!("{u}-prod"));
+
+    // A second operator works alongside the first, and is stopped while claims come and go.
+    let second = testbed::operator::RunningOperator::start(env.admin_kubeconfig());
+    for (ns, name) in [(&ns_t, "a"), (&ns_t, "b"), (&ns_u, "a"), (&ns_u, "b")] {
+        apply_in::<SharedServiceClaim>(&env.admin, ns, &claim_yaml(name, &w.service, None))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    Api::<SharedServiceClaim>::namespaced(env.admin.clone(), &ns_t)
+        .delete("b", &DeleteParams::default())
+        .await
+        .unwrap();
+    Api::<Tenant>::all(env.admin.clone())
+        .patch(
+            &u,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspended": true}})),
+        )
+        .await
+        .unwrap();
+    drop(second);
+
+    // What is left converges: exactly the bound claims have a Secret and a consumers entry.
+    wait_bound(&env, &ns_t, "a", "True", "Bound").await;
+    wait_bound(&env, &ns_u, "a", "False", "TenantSuspended").await;
+    wait_bound(&env, &ns_u, "b", "False", "TenantSuspended").await;
+    let token = wait_token(&env, &w, &w.service, &ns_t, "a", "a").await;
+    wait_revoked(&env, &w, &w.service, &ns_t, "b", "b").await;
+    for name in ["a", "b"] {
+        wait_revoked(&env, &w, &w.service, &ns_u, name, name).await;
+    }
+    let consumers = consumers(&env, &w, &w.service).await;
+    assert_eq!(
+        consumers,
+        BTreeMap::from([(format!("{ns_t}.a"), token)]),
+        "the consumers are exactly the bound claims"
+    );
+    assert_eq!(
+        policies(&env, &ns_t, "a").await.len(),
+        1,
+        "provider side only (egress Open)"
+    );
+}
