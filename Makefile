@@ -28,8 +28,11 @@ cluster-down: ## stop the local control plane
 kubeconfig: ## print a kubeconfig for AS_USER in AS_GROUPS (space-separated), e.g. make kubeconfig AS_USER=an AS_GROUPS=sotttt-admins
 	@$(TESTBED) kubeconfig --dir $(CLUSTER_DIR) --user "$(AS_USER)" $(foreach g,$(AS_GROUPS),--group "$(g)")
 
-crds: ## regenerate crds/ from the API types
+crds: control-plane ## regenerate crds/, the chart's copy of them and deploy/citycloud-operator.yaml
 	$(CARGO) run -q -p citycloud-operator -- crds --dir crds
+	cp crds/*.yaml charts/citycloud-operator/crds/
+	"$$(bash tests/cluster/build.sh)/helm" template citycloud-operator charts/citycloud-operator --namespace citycloud-system \
+	  --include-crds --kube-version 1.30.0 > deploy/citycloud-operator.yaml
 
 lint: ## rustfmt and clippy, as CI runs them
 	$(CARGO) fmt --all --check
@@ -37,6 +40,16 @@ lint: ## rustfmt and clippy, as CI runs them
 
 test: control-plane lint ## everything CI runs: lint, unit tests, integration tests on a real control plane
 	$(CARGO) test --workspace --no-fail-fast
+
+DEMO_DIR ?= .demo
+
+demo: control-plane ## Hải Phòng's agencies on a local control plane with the operator running; prints what to explore
+	$(CARGO) build --release -p citycloud-operator
+	$(CARGO) build -p citycloud-tests --bin demo
+	@$(CARGO) run -q -p citycloud-tests --bin demo -- up --dir $(DEMO_DIR) --operator target/release/citycloud-operator
+
+demo-down: ## stop the demo's operator and control plane, remove .demo/
+	@$(CARGO) run -q -p citycloud-tests --bin demo -- down --dir $(DEMO_DIR)
 
 clean: ## remove build output (the cached control plane stays in $(CACHE))
 	$(CARGO) clean

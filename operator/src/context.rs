@@ -23,10 +23,39 @@ pub struct Context {
     pub client: Client,
     pub shared: Arc<Shared>,
     pub recorder: Recorder,
+    /// Who the operator runs as, when it runs in the cluster (see [`OperatorIdentity`]).
+    pub identity: Option<OperatorIdentity>,
+}
+
+/// The operator's own ServiceAccount. It may not read Secrets cluster-wide: it binds the
+/// chart's secrets ClusterRole to itself in each tenant namespace it provisions, where the
+/// claims' binding Secrets live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorIdentity {
+    pub namespace: String,
+    pub service_account: String,
+    pub secrets_cluster_role: String,
+}
+
+impl OperatorIdentity {
+    /// From `CITYCLOUD_OPERATOR_NAMESPACE`, `CITYCLOUD_OPERATOR_SERVICE_ACCOUNT` and
+    /// `CITYCLOUD_SECRETS_CLUSTER_ROLE` (the chart sets all three).
+    pub fn from_env() -> Option<Self> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Some(OperatorIdentity {
+            namespace: var("CITYCLOUD_OPERATOR_NAMESPACE")?,
+            service_account: var("CITYCLOUD_OPERATOR_SERVICE_ACCOUNT")?,
+            secrets_cluster_role: var("CITYCLOUD_SECRETS_CLUSTER_ROLE")?,
+        })
+    }
 }
 
 impl Context {
-    pub fn new(client: Client, shared: Arc<Shared>) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        shared: Arc<Shared>,
+        identity: Option<OperatorIdentity>,
+    ) -> Arc<Self> {
         let reporter = Reporter {
             controller: crate::FIELD_MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -35,6 +64,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             shared,
+            identity,
         })
     }
 }

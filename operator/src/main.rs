@@ -57,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
             let options = citycloud::run::Options {
                 listen: Some(listen),
                 concurrency,
+                identity: citycloud::context::OperatorIdentity::from_env(),
             };
             citycloud::run::run(
                 client,

@@ -16,6 +16,8 @@ pub struct Options {
     pub listen: Option<SocketAddr>,
     /// How many objects each controller reconciles at once.
     pub concurrency: u16,
+    /// The operator's ServiceAccount when it runs in the cluster.
+    pub identity: Option<crate::context::OperatorIdentity>,
 }
 
 impl Default for Options {
@@ -23,6 +25,7 @@ impl Default for Options {
         Options {
             listen: None,
             concurrency: 8,
+            identity: None,
         }
     }
 }
@@ -41,7 +44,7 @@ pub async fn run(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let ctx = Context::new(client, shared.clone());
+    let ctx = Context::new(client, shared.clone(), options.identity.clone());
     let tenants = tokio::spawn(crate::tenant::run(
         ctx.clone(),
         options.concurrency,

@@ -227,13 +227,11 @@ impl ControlPlane {
     /// The last `lines` lines of each component's log, for a failing test's report.
     pub fn log_tail(&self, lines: usize) -> String {
         let mut out = String::new();
-        for c in [
-            "etcd",
-            "kube-apiserver",
-            "kube-controller-manager",
-            "operator",
-        ] {
-            let path = self.dir.join("logs").join(format!("{c}.log"));
+        let components = ["etcd", "kube-apiserver", "kube-controller-manager"];
+        let logs = components
+            .iter()
+            .map(|c| self.dir.join("logs").join(format!("{c}.log")));
+        for path in logs.chain([crate::operator::log_path()]) {
             let text = fs::read_to_string(&path).unwrap_or_default();
             let all: Vec<&str> = text.lines().collect();
             out.push_str(&format!(

@@ -162,3 +162,67 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// A control plane of one test's own, for what must not touch the shared one (installing the
+/// chart's cluster-wide objects, then uninstalling it). Stopped when dropped.
+pub struct PrivateControlPlane {
+    pub cluster: Arc<ControlPlane>,
+    pub admin: kube::Client,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PrivateControlPlane {
+    pub async fn start(label: &str) -> Self {
+        let dir = repo_root()
+            .join("target/testbed")
+            .join(format!("{label}-{}", std::process::id()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        // As for the shared one: the spawning thread lives as long as the components.
+        let thread = std::thread::spawn(move || {
+            let started = ensure_built()
+                .map_err(|e| e.to_string())
+                .and_then(|bin| {
+                    ControlPlane::start(&dir, &bin, Lifetime::Owned).map_err(|e| e.to_string())
+                })
+                .map(Arc::new);
+            let keep = started.as_ref().ok().cloned();
+            let _ = tx.send(started);
+            let _ = stopped.recv();
+            drop(keep);
+        });
+        let cluster = tokio::task::spawn_blocking(move || rx.recv())
+            .await
+            .expect("start-up thread")
+            .expect("start-up result")
+            .unwrap_or_else(|e| panic!("a private control plane could not start: {e}"));
+        let kubeconfig =
+            std::fs::read_to_string(cluster.admin_kubeconfig()).expect("admin kubeconfig");
+        let admin = client_from_kubeconfig(&kubeconfig)
+            .await
+            .expect("admin client");
+        PrivateControlPlane {
+            cluster,
+            admin,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for PrivateControlPlane {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "test failed; private control plane in {}\n{}",
+                self.cluster.dir.display(),
+                self.cluster.log_tail(30)
+            );
+        }
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

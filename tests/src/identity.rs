@@ -43,3 +43,14 @@ pub async fn client_from_kubeconfig(text: &str) -> Result<kube::Client> {
     .await?;
     Ok(kube::Client::try_from(config)?)
 }
+
+/// A kubeconfig that authenticates with a bearer token (e.g. a ServiceAccount's, from the
+/// TokenRequest API).
+pub fn token_kubeconfig(cp: &ControlPlane, user: &str, token: &str) -> String {
+    let ca = cp.ca_pem().unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: citycloud-local\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: {user}@citycloud-local\n  context:\n    cluster: citycloud-local\n    user: {user}\ncurrent-context: {user}@citycloud-local\n",
+        server = cp.server,
+        ca = STANDARD.encode(ca),
+    )
+}

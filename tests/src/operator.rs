@@ -20,6 +20,14 @@ pub struct RunningOperator {
 impl RunningOperator {
     /// Starts an operator acting with `kubeconfig` (text).
     pub fn start(kubeconfig: String) -> RunningOperator {
+        RunningOperator::start_as(kubeconfig, None)
+    }
+
+    /// Starts an operator that knows it runs as `identity` (as the chart's Deployment does).
+    pub fn start_as(
+        kubeconfig: String,
+        identity: Option<citycloud::context::OperatorIdentity>,
+    ) -> RunningOperator {
         init_logs();
         let shared = Arc::new(Shared::default());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -37,6 +45,7 @@ impl RunningOperator {
                 let options = citycloud::run::Options {
                     listen: None,
                     concurrency: 8,
+                    identity,
                 };
                 let shutdown = async move {
                     let _ = stopped.await;
@@ -86,12 +95,19 @@ impl Drop for RunningOperator {
     }
 }
 
-/// The in-process operators log to `logs/operator.log` beside the control plane's logs.
+/// Where the in-process operators of this test process log.
+pub fn log_path() -> std::path::PathBuf {
+    repo_root().join(format!(
+        "target/testbed/operator-{}.log",
+        std::process::id()
+    ))
+}
+
 fn init_logs() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let dir = crate::env::shared_control_plane().dir.join("logs");
-        if let Ok(file) = std::fs::File::create(dir.join("operator.log")) {
+        let _ = std::fs::create_dir_all(repo_root().join("target/testbed"));
+        if let Ok(file) = std::fs::File::create(log_path()) {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
             let _ = tracing_subscriber::fmt()
@@ -146,6 +162,15 @@ pub async fn install_admission_policies(
     admin: &kube::Client,
     helm: &std::path::Path,
 ) -> anyhow::Result<()> {
+    let text = render_admission_policies(helm)?;
+    apply_yaml_documents(admin, &text, "citycloud-tests").await?;
+    Ok(())
+}
+
+/// The chart's cluster-wide rules for agencies — `templates/admission-policies.yaml` and
+/// `templates/agency-roles.yaml` (claims aggregated into admin/edit/view) — rendered by `helm template` with the
+/// chart's default values, as the release `citycloud-operator` in `citycloud-system`.
+pub fn render_admission_policies(helm: &std::path::Path) -> anyhow::Result<String> {
     let out = std::process::Command::new(helm)
         .args(["template", "citycloud-operator"])
         .arg(repo_root().join("charts/citycloud-operator"))
@@ -156,17 +181,37 @@ pub async fn install_admission_policies(
             "1.37.2",
             "--show-only",
             "templates/admission-policies.yaml",
+            "--show-only",
+            "templates/agency-roles.yaml",
         ])
-        .output()?;
+        .output()
+        .map_err(|e| anyhow::anyhow!("running {}: {e}", helm.display()))?;
     anyhow::ensure!(
         out.status.success(),
         "helm template: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8(out.stdout)?;
-    let discovery = kube::Discovery::new(admin.clone()).run().await?;
-    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-        let obj: Option<kube::api::DynamicObject> = serde::Deserialize::deserialize(doc)?;
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Server-side applies every object of a multi-document YAML text, in order, under
+/// `field_manager` (forcing conflicts), as `kubectl apply --server-side --force-conflicts`
+/// would: kinds are resolved through discovery, so any built-in or installed custom kind
+/// works; a namespaced object without a namespace goes to `default`. Returns the objects
+/// applied, as `kind/name` or `kind namespace/name`.
+pub async fn apply_yaml_documents(
+    client: &kube::Client,
+    text: &str,
+    field_manager: &str,
+) -> anyhow::Result<Vec<String>> {
+    use kube::api::DynamicObject;
+    use kube::discovery::Scope;
+
+    let discovery = kube::Discovery::new(client.clone()).run().await?;
+    let params = PatchParams::apply(field_manager).force();
+    let mut applied = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
+        let obj: Option<DynamicObject> = serde::Deserialize::deserialize(doc)?;
         let Some(obj) = obj else { continue };
         let gvk = obj
             .types
@@ -174,17 +219,31 @@ pub async fn install_admission_policies(
             .map(kube::core::GroupVersionKind::try_from)
             .transpose()?
             .ok_or_else(|| anyhow::anyhow!("object without apiVersion/kind"))?;
-        let (resource, _) = discovery
+        let (resource, caps) = discovery
             .resolve_gvk(&gvk)
-            .ok_or_else(|| anyhow::anyhow!("unknown kind {gvk:?}"))?;
-        let api = Api::<kube::api::DynamicObject>::all_with(admin.clone(), &resource);
-        let name = obj.metadata.name.clone().unwrap_or_default();
-        api.patch(
-            &name,
-            &PatchParams::apply("citycloud-tests").force(),
-            &Patch::Apply(&obj),
-        )
-        .await?;
+            .ok_or_else(|| anyhow::anyhow!("the API server does not serve {gvk:?}"))?;
+        let name = obj
+            .metadata
+            .name
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("a {} without metadata.name", gvk.kind))?;
+        let (api, what) = match caps.scope {
+            Scope::Cluster => (
+                Api::<DynamicObject>::all_with(client.clone(), &resource),
+                format!("{}/{name}", gvk.kind),
+            ),
+            Scope::Namespaced => {
+                let ns = obj.metadata.namespace.as_deref().unwrap_or("default");
+                (
+                    Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
+                    format!("{} {ns}/{name}", gvk.kind),
+                )
+            }
+        };
+        api.patch(&name, &params, &Patch::Apply(&obj))
+            .await
+            .map_err(|e| anyhow::anyhow!("applying {what}: {e}"))?;
+        applied.push(what);
     }
-    Ok(())
+    Ok(applied)
 }

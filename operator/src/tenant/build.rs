@@ -22,11 +22,13 @@ use crate::api::labels::{
     POD_SECURITY_ENFORCE, POD_SECURITY_WARN, TENANT,
 };
 use crate::api::{Egress, Environment, Ingress, QuotaProfile, Subject, Tenant};
+use crate::context::OperatorIdentity;
 
 pub const OWNERS_BINDING: &str = "citycloud-owners";
 pub const MEMBERS_BINDING: &str = "citycloud-members";
 pub const VIEWERS_BINDING: &str = "citycloud-viewers";
 pub const PARENT_VIEWERS_BINDING: &str = "citycloud-parent-viewers";
+pub const OPERATOR_BINDING: &str = "citycloud-operator";
 pub const QUOTA: &str = "citycloud-quota";
 pub const LIMITS: &str = "citycloud-limits";
 pub const INGRESS_POLICY: &str = "citycloud-ingress";
@@ -45,6 +47,8 @@ pub struct Inputs {
     pub ancestor_owners: Vec<Subject>,
     /// The tenant budget's split: the budgeted resources' hard of each namespace, by name.
     pub allocations: BTreeMap<String, BTreeMap<String, Quantity>>,
+    /// The operator's own ServiceAccount, bound to its secrets role in each namespace.
+    pub operator: Option<OperatorIdentity>,
 }
 
 /// The desired objects of one environment's namespace.
@@ -112,6 +116,16 @@ fn namespace_resources(
         if !subjects.is_empty() {
             role_bindings.push(role_binding(name, &ns, binding, role, subjects));
         }
+    }
+    if let Some(op) = &inputs.operator {
+        let sa = Subject::service_account(&op.namespace, &op.service_account);
+        role_bindings.push(role_binding(
+            name,
+            &ns,
+            OPERATOR_BINDING,
+            &op.secrets_cluster_role,
+            &[sa],
+        ));
     }
     let profile = profile_for(tenant, env, inputs).1;
     NamespaceResources {

@@ -75,6 +75,7 @@ pub async fn dereference(client: &Client, tenant: &Tenant) -> Result<Dereference
             profiles,
             ancestor_owners,
             allocations: BTreeMap::new(),
+            operator: None,
         },
         missing_profiles,
         parent_problem,

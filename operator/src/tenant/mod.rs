@@ -180,6 +180,7 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     let allocation = quota::allocate(&budget, &caps, &found.quotas, |ns| demand.active(ns));
     allocation.saturated.iter().for_each(|ns| demand.record(ns));
     found.inputs.allocations = allocation.hard;
+    found.inputs.operator = ctx.identity.clone();
 
     let desired = build::build(tenant, &found.inputs);
     let applied = apply::apply_all(ctx, tenant, &desired, &found.named, &conflicts).await?;

@@ -51,6 +51,7 @@ fn inputs(profiles: &[&str]) -> Inputs {
             .collect(),
         ancestor_owners: vec![],
         allocations: BTreeMap::new(),
+        operator: None,
     }
 }
 
@@ -229,4 +230,26 @@ fn node_placement_becomes_namespace_scheduling_annotations() {
         "citycloud.io/pool=police"
     );
     assert!(annotations[TOLERATIONS_ANNOTATION].contains("\"dedicated\""));
+}
+
+#[test]
+fn the_operator_binds_its_secrets_role_in_each_namespace_when_it_runs_in_cluster() {
+    let mut i = inputs(&[MEDIUM, SMALL]);
+    i.operator = Some(OperatorIdentity {
+        namespace: "citycloud-system".into(),
+        service_account: "citycloud-operator".into(),
+        secrets_cluster_role: "citycloud-operator-secrets".into(),
+    });
+    let out = build(&tenant(SOTTTT), &i);
+    let rb = out.namespaces[1]
+        .role_bindings
+        .iter()
+        .find(|rb| rb.metadata.name.as_deref() == Some(OPERATOR_BINDING))
+        .expect("binding");
+    assert_eq!(rb.role_ref.name, "citycloud-operator-secrets");
+    let subject = &rb.subjects.clone().unwrap_or_default()[0];
+    assert_eq!(
+        (subject.kind.as_str(), subject.namespace.as_deref()),
+        ("ServiceAccount", Some("citycloud-system"))
+    );
 }
