@@ -188,6 +188,18 @@ async fn the_chart_installs_its_rbac_runs_the_samples_refuses_the_rest_and_unins
             .then_some(())
     })
     .await;
+    eventually(
+        "sotttt's status to list its bound services",
+        WAIT,
+        || async {
+            let t = tenants.get("sotttt").await.ok()?;
+            t.status?
+                .bound_services
+                .contains(&"lgsp".to_string())
+                .then_some(())
+        },
+    )
+    .await;
     drop(operator);
 
     // What that identity must not do.

@@ -28,7 +28,7 @@ use tracing::{Instrument, info_span, warn};
 
 use crate::api::conditions::tenant as cond;
 use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE, TENANT};
-use crate::api::{QuotaProfile, Tenant, TenantStatus};
+use crate::api::{QuotaProfile, SharedServiceClaim, Tenant, TenantStatus};
 use crate::conditions::stamp;
 use crate::context::Context;
 use crate::{Error, FIELD_MANAGER, Result};
@@ -54,6 +54,7 @@ pub async fn run(
     .with_config(Config::default().concurrency(concurrency));
     let tenants = controller.store();
     let (by_namespace, shared) = (tenants.clone(), ctx.shared.clone());
+    let (by_claim_namespace, client_for_claims) = (tenants.clone(), client.clone());
     controller
         .watches(
             Api::<Namespace>::all(client.clone()),
@@ -101,6 +102,19 @@ pub async fn run(
                     .filter(|t| t.quota_profiles().contains(&name.as_str()))
                     .map(|t| ObjectRef::from_obj(&*t))
                     .collect::<Vec<_>>()
+            },
+        )
+        // A claim bound or revoked changes the tenant's boundServices.
+        .watches(
+            Api::<SharedServiceClaim>::all(client_for_claims),
+            watcher::Config::default(),
+            move |claim| {
+                let ns = claim.namespace()?;
+                by_claim_namespace
+                    .state()
+                    .into_iter()
+                    .find(|t| t.namespaces().contains(&ns))
+                    .map(|t| ObjectRef::from_obj(&*t))
             },
         )
         // Controllers refused over quota: demand for budget in that namespace.
@@ -214,7 +228,7 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         ),
         namespaces: applied.namespaces.clone(),
         usage,
-        bound_services: previous.bound_services.clone(),
+        bound_services: bound_services(ctx, &applied.namespaces).await?,
     };
     for c in conds
         .iter()
@@ -257,6 +271,25 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     } else {
         Action::requeue(RESYNC)
     })
+}
+
+/// The shared services claimed and bound in the tenant's namespaces, sorted, once each.
+async fn bound_services(ctx: &Context, namespaces: &[String]) -> Result<Vec<String>> {
+    let mut services = std::collections::BTreeSet::new();
+    for ns in namespaces {
+        let claims = Api::<SharedServiceClaim>::namespaced(ctx.client.clone(), ns)
+            .list(&ListParams::default())
+            .await?;
+        for claim in claims {
+            let bound = claim.status.as_ref().is_some_and(|s| {
+                crate::api::conditions::is_true(&s.conditions, crate::api::conditions::claim::BOUND)
+            });
+            if bound {
+                services.insert(claim.spec.service.clone());
+            }
+        }
+    }
+    Ok(services.into_iter().collect())
 }
 
 async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action> {
