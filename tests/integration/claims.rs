@@ -109,22 +109,22 @@ fn claim_yaml(name: &str, service: &str, secret: Option<&str>) -> String {
     )
 }
 
-/// Creates a claim as the agency `user`. Until the chart aggregates SharedServiceClaim into
-/// the `admin` ClusterRole (citycloud-claims-admin), an owner may get 403: then the claim is
-/// created as the cluster admin, and the test goes on.
-async fn claim_as(env: &TestEnv, user: &kube::Client, ns: &str, yaml: &str) {
-    match apply_in::<SharedServiceClaim>(user, ns, yaml).await {
-        Ok(_) => {}
-        Err(e) if code(&e) == Some(403) => {
-            eprintln!(
-                "note: the owner may not create SharedServiceClaims yet (no aggregated ClusterRole): created as admin"
-            );
-            apply_in::<SharedServiceClaim>(&env.admin, ns, yaml)
-                .await
-                .unwrap();
-        }
-        Err(e) => panic!("creating the claim: {e}"),
-    }
+/// Creates a claim as the agency `user`: owners and members may (the chart aggregates
+/// SharedServiceClaim into the `admin` and `edit` ClusterRoles). The aggregation is done by
+/// kube-controller-manager, so a 403 right after the control plane started is retried.
+async fn claim_as(user: &kube::Client, ns: &str, yaml: &str) {
+    eventually(
+        &format!("a claim created in {ns} by its owner"),
+        CONVERGE,
+        || async {
+            match apply_in::<SharedServiceClaim>(user, ns, yaml).await {
+                Ok(_) => Some(()),
+                Err(e) if code(&e) == Some(403) => None,
+                Err(e) => panic!("creating the claim: {e}"),
+            }
+        },
+    )
+    .await;
 }
 
 /// Waits until the claim's Bound condition has `status` and `reason`, for its generation.
@@ -161,11 +161,29 @@ fn text(secret: &Secret) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Reads from the API server, retrying a dropped connection (a kept-alive connection the
+/// server closed is no test failure; an API error is).
+async fn read<T, F, Fut>(what: &str, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Ok(v) => return v,
+            Err(e @ kube::Error::Api(_)) => panic!("reading {what}: {e}"),
+            Err(e) if attempt >= 5 => panic!("reading {what}: {e}"),
+            Err(_) => attempt += 1,
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 async fn secret(client: &kube::Client, ns: &str, name: &str) -> Option<BTreeMap<String, String>> {
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .get_opt(name)
+    let api = Api::<Secret>::namespaced(client.clone(), ns);
+    read(&format!("Secret {ns}/{name}"), || api.get_opt(name))
         .await
-        .unwrap()
         .map(|s| text(&s))
 }
 
@@ -178,10 +196,10 @@ async fn consumers(env: &TestEnv, w: &World, service: &str) -> BTreeMap<String, 
 
 /// The NetworkPolicies made for a claim, anywhere, as "namespace/name".
 async fn policies(env: &TestEnv, ns: &str, name: &str) -> BTreeSet<String> {
-    Api::<NetworkPolicy>::all(env.admin.clone())
-        .list(&ListParams::default().labels(&format!("citycloud.io/claim={ns}.{name}")))
+    let api = Api::<NetworkPolicy>::all(env.admin.clone());
+    let params = ListParams::default().labels(&format!("citycloud.io/claim={ns}.{name}"));
+    read("NetworkPolicies", || api.list(&params))
         .await
-        .unwrap()
         .items
         .into_iter()
         .map(|p| {
@@ -271,7 +289,6 @@ async fn an_owner_claims_a_service_and_reads_its_binding_while_others_cannot() {
     let ns = format!("{a}-prod");
 
     claim_as(
-        &env,
         &owner_a,
         &ns,
         &claim_yaml("lgsp", &w.service, Some("lgsp-binding")),
@@ -350,7 +367,12 @@ async fn an_owner_claims_a_service_and_reads_its_binding_while_others_cannot() {
     })
     .await;
 
-    // Another agency reads neither this binding nor the provider's consumers.
+    // Another agency can neither claim in this namespace, nor read this binding or the
+    // provider's consumers.
+    let err = apply_in::<SharedServiceClaim>(&owner_b, &ns, &claim_yaml("mine", &w.service, None))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(403), "{err}");
     let err = Api::<Secret>::namespaced(owner_b.clone(), &ns)
         .get("lgsp-binding")
         .await
@@ -604,7 +626,7 @@ async fn deleting_the_binding_secret_rotates_the_token() {
     tenant(&env, &w, &t, &admins, "{}", "").await;
     let owner = env.user(&env.name("cuong"), &[&admins]).await;
     let ns = format!("{t}-prod");
-    claim_as(&env, &owner, &ns, &claim_yaml("c", &w.service, None)).await;
+    claim_as(&owner, &ns, &claim_yaml("c", &w.service, None)).await;
     let old = wait_token(&env, &w, &w.service, &ns, "c", "c").await;
 
     Api::<Secret>::namespaced(owner.clone(), &ns)
