@@ -594,6 +594,18 @@ async fn suspending_the_tenant_or_leaving_the_selector_revokes_everything_on_bot
         .unwrap();
     wait_bound(&env, &ns, "c", "False", "TenantSuspended").await;
     wait_revoked(&env, &w, &w.service, &ns, "c", "c").await;
+    let events = Api::<Event>::namespaced(env.admin.clone(), &ns);
+    eventually("a Revoked event on the claim", CONVERGE, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("Revoked")
+                    && e.involved_object.name.as_deref() == Some("c")
+            })
+            .then_some(())
+    })
+    .await;
 
     tenants
         .patch(
@@ -628,6 +640,18 @@ async fn deleting_the_binding_secret_rotates_the_token() {
     let ns = format!("{t}-prod");
     claim_as(&owner, &ns, &claim_yaml("c", &w.service, None)).await;
     let old = wait_token(&env, &w, &w.service, &ns, "c", "c").await;
+
+    // Drift: the provider-side policy deleted (by a platform admin) comes back.
+    let provider_policies = Api::<NetworkPolicy>::namespaced(env.admin.clone(), &w.provider_ns);
+    let policy = format!("citycloud-claim-{ns}.c");
+    provider_policies
+        .delete(&policy, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the provider policy restored", CONVERGE, || async {
+        provider_policies.get_opt(&policy).await.ok()?.map(|_| ())
+    })
+    .await;
 
     Api::<Secret>::namespaced(owner.clone(), &ns)
         .delete("c", &DeleteParams::default())
@@ -704,4 +728,21 @@ async fn an_operator_restarted_mid_way_leaves_no_half_bound_claim_and_no_orphane
         1,
         "provider side only (egress Open)"
     );
+
+    // A fresh operator finds everything in place, and counts the claims by state.
+    let third = testbed::operator::RunningOperator::start(env.admin_kubeconfig());
+    let bound = format!(
+        "citycloud_claims{{service=\"{}\",state=\"bound\"}} 1",
+        w.service
+    );
+    let refused = format!(
+        "citycloud_claims{{service=\"{}\",state=\"refused\"}} 2",
+        w.service
+    );
+    eventually("the claims gauge", CONVERGE, || async {
+        let text = third.shared.metrics.encode();
+        (text.contains(&bound) && text.contains(&refused)).then_some(())
+    })
+    .await;
+    assert!(third.reconciles("sharedservice") > 0);
 }
