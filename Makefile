@@ -43,7 +43,8 @@ test: control-plane lint ## everything CI runs: lint, unit tests, integration te
 
 DEMO_DIR ?= .demo
 
-demo: control-plane ## Hải Phòng's agencies on a local control plane with the operator running; prints what to explore
+demo: ## Hải Phòng's agencies on a local control plane with the operator running; prints what to explore
+	@bash tests/cluster/build.sh > /dev/null
 	$(CARGO) build --release -p citycloud-operator
 	$(CARGO) build -p citycloud-tests --bin demo
 	@$(CARGO) run -q -p citycloud-tests --bin demo -- up --dir $(DEMO_DIR) --operator target/release/citycloud-operator

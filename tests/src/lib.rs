@@ -7,6 +7,7 @@
 
 pub mod binaries;
 pub mod controlplane;
+pub mod demo;
 pub mod env;
 pub mod fixtures;
 pub mod identity;

@@ -1,0 +1,240 @@
+//! `demo`: the Hải Phòng samples on a local control plane with the operator running, left
+//! running for a person to explore (`make demo`, `make demo-down`).
+//!   demo up     [--dir .demo] [--operator target/release/citycloud-operator]
+//!   demo status [--dir .demo]     print the summary again
+//!   demo down   [--dir .demo]     stop the operator and the control plane, remove the folder
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use testbed::binaries::repo_root;
+use testbed::controlplane::ControlPlane;
+use testbed::demo::summary::{Explore, Snapshot, render};
+use testbed::demo::{self, CONVERGE, Layout, process, step};
+use testbed::identity::client_from_kubeconfig;
+
+#[derive(Parser)]
+#[command(
+    name = "demo",
+    about = "CityCloud's demo: Hải Phòng's agencies on a local control plane, operator running"
+)]
+struct Cli {
+    /// The demo's folder: control plane, operator log and pid.
+    #[arg(long, global = true, default_value = ".demo")]
+    dir: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start (or refresh) the demo and print what it runs.
+    Up {
+        /// The operator binary (`cargo build --release -p citycloud-operator`).
+        #[arg(long, default_value = "target/release/citycloud-operator")]
+        operator: PathBuf,
+    },
+    /// Print the summary of a running demo again.
+    Status,
+    /// Stop the operator and the control plane, and remove the demo's folder.
+    Down,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = Layout::new(&cli.dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|layout| match cli.command {
+            Cmd::Up { operator } => up(&layout, &operator),
+            Cmd::Status => status(&layout),
+            Cmd::Down => down(&layout).map(|()| true),
+        });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("demo: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Returns whether every tenant ended up Ready.
+fn up(layout: &Layout, operator: &Path) -> anyhow::Result<bool> {
+    let operator = if operator.is_absolute() {
+        operator.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(operator)
+    };
+    anyhow::ensure!(
+        operator.is_file(),
+        "no operator binary at {}: build it with `cargo build --release -p citycloud-operator` (make demo does)",
+        operator.display()
+    );
+    std::fs::create_dir_all(&layout.dir)?;
+
+    step(
+        "control plane: etcd, kube-apiserver, kube-controller-manager (built from Go modules, cached)",
+    );
+    let (cp, bin, reused) = demo::control_plane(layout)?;
+    step(format!(
+        "control plane {} at {} (in {})",
+        if reused { "already running" } else { "ready" },
+        cp.server,
+        layout.show(&layout.cluster())
+    ));
+
+    let rt = runtime()?;
+    let all_ready = rt.block_on(async {
+        let client = client_from_kubeconfig(&std::fs::read_to_string(layout.kubeconfig())?).await?;
+
+        step("CRDs from crds/");
+        testbed::operator::install_crds(&client).await?;
+
+        step("the chart's admission policies and agency roles (helm template charts/citycloud-operator --show-only ...)");
+        let policies = testbed::operator::render_admission_policies(&bin.join("helm"))?;
+        let applied =
+            testbed::operator::apply_yaml_documents(&client, &policies, demo::FIELD_MANAGER).await?;
+        step(format!("  {} objects applied", applied.len()));
+
+        for file in demo::SAMPLES {
+            let applied = demo::apply_sample(&client, file).await?;
+            step(format!("deploy/samples/{file}: {} objects applied", applied.len()));
+        }
+
+        if process::stop(layout) {
+            step("stopped the operator of an earlier `make demo`");
+        }
+        let (l, bin) = (layout.clone(), operator.clone());
+        let addr = tokio::task::spawn_blocking(move || process::start(&l, &bin)).await??;
+        step(format!(
+            "operator running: {} run --listen {addr} (log {})",
+            layout.show(&operator),
+            layout.show(&layout.operator_log())
+        ));
+
+        let wanted = demo::namespaces_of(demo::CLAIMS)?;
+        step(format!(
+            "waiting for the operator to create the namespaces the claims go to ({})",
+            wanted.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
+        if let Err(why) = demo::wait_until(CONVERGE, || demo::namespaces_exist(&client, &wanted)).await
+        {
+            anyhow::bail!(
+                "after {}s, {why}. The tenants say:\n  {}\nThe operator's log: {}",
+                CONVERGE.as_secs(),
+                demo::tenants_ready(&client).await.err().unwrap_or_default(),
+                layout.show(&layout.operator_log())
+            );
+        }
+        let applied = demo::apply_sample(&client, demo::CLAIMS).await?;
+        step(format!("deploy/samples/{}: {} objects applied", demo::CLAIMS, applied.len()));
+
+        step(format!("waiting (at most {}s) for every tenant to be Ready", CONVERGE.as_secs()));
+        let tenants = demo::wait_until(CONVERGE, || demo::tenants_ready(&client)).await;
+        if let Err(why) = &tenants {
+            step(format!("gave up waiting: {why}"));
+        }
+        step("waiting for every claim to be bound or refused");
+        if let Err(why) =
+            demo::wait_until(std::time::Duration::from_secs(60), || demo::claims_decided(&client)).await
+        {
+            step(format!("gave up waiting: {why}"));
+        }
+        // Tenants' boundServices and services' claim counts follow the claims a moment later.
+        if let Err(why) =
+            demo::wait_until(std::time::Duration::from_secs(30), || demo::statuses_settled(&client)).await
+        {
+            step(format!("statuses still lag the claims: {why}"));
+        }
+
+        let snap = Snapshot::read(&client).await?;
+        print!("{}", render(&snap, &explore(layout, &cp)));
+        Ok::<_, anyhow::Error>(report_not_ready(&snap, layout))
+    })?;
+    Ok(all_ready)
+}
+
+/// Names the tenants that are not Ready; returns whether all are.
+fn report_not_ready(snap: &Snapshot, layout: &Layout) -> bool {
+    let not_ready = snap.not_ready();
+    if not_ready.is_empty() {
+        return true;
+    }
+    eprintln!(
+        "\n✗ {} of {} tenants are not Ready (the demo keeps running; see {}):",
+        not_ready.len(),
+        snap.tenants.len(),
+        layout.show(&layout.operator_log())
+    );
+    for (name, why) in not_ready {
+        eprintln!("  {name}: {why}");
+    }
+    false
+}
+
+fn explore(layout: &Layout, cp: &ControlPlane) -> Explore {
+    let operator = process::running(layout).map(|pid| {
+        let addr = std::fs::read_to_string(layout.operator_addr()).unwrap_or_default();
+        (pid, addr.trim().to_string())
+    });
+    Explore {
+        server: cp.server.clone(),
+        kubeconfig: layout.kubeconfig().display().to_string(),
+        cluster_dir: layout.show(&layout.cluster()),
+        demo_dir: layout.show(&layout.dir),
+        operator_log: layout.show(&layout.operator_log()),
+        cluster_logs: layout.show(&layout.cluster().join("logs")),
+        operator,
+    }
+}
+
+fn status(layout: &Layout) -> anyhow::Result<bool> {
+    anyhow::ensure!(
+        layout.cluster().join("pids").exists(),
+        "no demo runs from {} (make demo starts one)",
+        layout.dir.display()
+    );
+    let cp = ControlPlane::attach(&layout.cluster())?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let client = client_from_kubeconfig(&std::fs::read_to_string(layout.kubeconfig())?).await?;
+        let snap = Snapshot::read(&client).await?;
+        print!("{}", render(&snap, &explore(layout, &cp)));
+        Ok(report_not_ready(&snap, layout))
+    })
+}
+
+fn down(layout: &Layout) -> anyhow::Result<()> {
+    if !layout.dir.exists() {
+        println!("no demo in {}: nothing to stop", layout.show(&layout.dir));
+        return Ok(());
+    }
+    if process::stop(layout) {
+        println!("operator stopped");
+    }
+    let cluster = layout.cluster();
+    if cluster.join("pids").exists() {
+        ControlPlane::attach(&cluster)?.stop();
+        println!("control plane in {} stopped", layout.show(&cluster));
+    }
+    // Only a folder the demo made: never the repository, nor a folder without its files.
+    let ours = ["cluster", "operator.log", "operator.pid", "operator.addr"]
+        .iter()
+        .any(|f| layout.dir.join(f).exists());
+    anyhow::ensure!(
+        ours && layout.dir != repo_root(),
+        "{} does not look like a demo folder: not removing it",
+        layout.dir.display()
+    );
+    std::fs::remove_dir_all(&layout.dir)?;
+    println!("removed {}", layout.show(&layout.dir));
+    Ok(())
+}

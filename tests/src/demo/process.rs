@@ -1,0 +1,137 @@
+//! The operator as a process of its own: `citycloud-operator run`, detached (a session of its
+//! own, so it outlives `make demo`), found again through its pid file.
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Layout;
+
+/// Starts `binary run --listen 127.0.0.1:<free port>` with the demo's admin kubeconfig,
+/// logging to `operator.log`, and waits until it answers `/readyz`.
+pub fn start(layout: &Layout, binary: &Path) -> anyhow::Result<SocketAddr> {
+    let addr = free_addr()?;
+    let log_path = layout.operator_log();
+    let log = fs::File::create(&log_path)?;
+    let mut cmd = Command::new(binary);
+    cmd.args(["run", "--listen", &addr.to_string()])
+        .env("KUBECONFIG", layout.kubeconfig())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid(2) is async-signal-safe; it is the only call between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("starting {}: {e}", binary.display()))?;
+    fs::write(layout.operator_pid(), format!("{}\n", child.id()))?;
+    fs::write(layout.operator_addr(), format!("{addr}\n"))?;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let _ = fs::remove_file(layout.operator_pid());
+            anyhow::bail!(
+                "the operator exited at start-up ({status}); the end of {}:\n{}",
+                log_path.display(),
+                tail(&log_path, 20)
+            );
+        }
+        if http_get(addr, "/readyz").is_some_and(|(code, _)| code == 200) {
+            // Not waited for: it runs on after this process exits.
+            drop(child);
+            return Ok(addr);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "the operator (pid {}) did not answer http://{addr}/readyz within 30s; see {}",
+                child.id(),
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The pid in `operator.pid`, when that process still runs and is an operator.
+pub fn running(layout: &Layout) -> Option<i32> {
+    let pid: i32 = fs::read_to_string(layout.operator_pid())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    // A pid file can outlive its process, and the pid be reused: check what runs there.
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    String::from_utf8_lossy(&cmdline)
+        .contains("citycloud-operator")
+        .then_some(pid)
+}
+
+/// Stops the operator of `operator.pid` (SIGTERM: it finishes in-flight reconciles; SIGKILL
+/// after 15 s). Returns whether one was running.
+pub fn stop(layout: &Layout) -> bool {
+    let pid = running(layout);
+    let _ = fs::remove_file(layout.operator_pid());
+    let Some(pid) = pid else { return false };
+    // SAFETY: kill(2) on the process this demo started (checked through /proc above).
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline && Path::new(&format!("/proc/{pid}")).exists() {
+        if is_zombie(pid) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    true
+}
+
+fn is_zombie(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// A plain HTTP/1.1 GET on loopback: the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+fn free_addr() -> std::io::Result<SocketAddr> {
+    TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+/// The last `lines` lines of a file.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
