@@ -45,6 +45,8 @@ pub mod reason {
     pub const TENANT_NOT_FOUND: &str = "TenantNotFound";
     /// The claim is in a namespace that belongs to no tenant.
     pub const NOT_A_TENANT_NAMESPACE: &str = "NotATenantNamespace";
+    /// The claim's namespace is being deleted.
+    pub const NAMESPACE_TERMINATING: &str = "NamespaceTerminating";
     /// The claim's `secretName` is taken by a Secret the claim did not create.
     pub const SECRET_CONFLICT: &str = "SecretConflict";
     /// The service's endpoint namespace does not exist, so it cannot be reached.

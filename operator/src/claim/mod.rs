@@ -83,7 +83,9 @@ pub async fn run(
             watcher(
                 Api::<SharedService>::all(client.clone()),
                 watcher::Config::default(),
-            ),
+            )
+            // The store keeps what mapping needs, not the managed fields (memory).
+            .modify(|s| s.managed_fields_mut().clear()),
         );
         tokio::spawn(
             stream

@@ -15,6 +15,9 @@ pub enum Refusal {
         namespace: String,
         orphaned: bool,
     },
+    NamespaceTerminating {
+        namespace: String,
+    },
     TenantNotFound {
         tenant: String,
         deleting: bool,
@@ -57,6 +60,7 @@ impl Refusal {
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::NotATenantNamespace { .. } => reason::NOT_A_TENANT_NAMESPACE,
+            Refusal::NamespaceTerminating { .. } => reason::NAMESPACE_TERMINATING,
             Refusal::TenantNotFound { .. } => reason::TENANT_NOT_FOUND,
             Refusal::TenantSuspended { .. } => reason::TENANT_SUSPENDED,
             Refusal::ServiceNotFound { .. } => reason::SERVICE_NOT_FOUND,
@@ -85,6 +89,9 @@ impl Refusal {
             } => format!(
                 "namespace {namespace} was kept after its tenant or environment went away (citycloud.io/orphaned=true): it can claim nothing until a tenant adopts it back"
             ),
+            Refusal::NamespaceTerminating { namespace } => {
+                format!("namespace {namespace} is being deleted: nothing more is provisioned in it")
+            }
             Refusal::TenantNotFound {
                 tenant,
                 deleting: false,
@@ -190,6 +197,13 @@ pub fn decide<'a>(claim: &SharedServiceClaim, found: &'a Found) -> Result<Permit
             orphaned,
         });
     };
+    if found
+        .namespace
+        .as_ref()
+        .is_some_and(|n| n.metadata.deletion_timestamp.is_some())
+    {
+        return Err(Refusal::NamespaceTerminating { namespace: ns });
+    }
     let tenant = match &found.tenant {
         Some(t) if t.metadata.deletion_timestamp.is_none() => t,
         other => {

@@ -158,3 +158,14 @@ fn a_secret_the_claim_did_not_make_is_never_taken_over() {
     ));
     assert!(decide(&claim(), &f).is_ok());
 }
+
+#[test]
+fn a_namespace_being_deleted_gets_nothing_more() {
+    let mut f = found();
+    if let Some(n) = f.namespace.as_mut() {
+        n.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+    }
+    assert_eq!(refusal(&f).reason(), "NamespaceTerminating");
+}
