@@ -245,7 +245,20 @@ fn render_tenant(out: &mut String, snap: &Snapshot, t: &Tenant) {
     if let Some(p) = &t.spec.parent {
         facts.push(format!("under {p}"));
     }
-    facts.push(format!("profile {}", t.spec.quota_profile));
+    let overrides: Vec<String> = t
+        .environments()
+        .iter()
+        .filter_map(|e| Some(format!("{}: {}", e.name, e.quota_profile.as_ref()?)))
+        .collect();
+    if overrides.is_empty() {
+        facts.push(format!("profile {}", t.spec.quota_profile));
+    } else {
+        facts.push(format!(
+            "profile {} ({})",
+            t.spec.quota_profile,
+            overrides.join(", ")
+        ));
+    }
     if let Some(code) = &t.spec.agency_code {
         facts.push(format!("agency code {code}"));
     }
@@ -478,6 +491,10 @@ fn render_explore(out: &mut String, snap: &Snapshot, ex: &Explore) {
                 (
                     format!("{as_user} get tenant {tenant}"),
                     "allowed: its own Tenant",
+                ),
+                (
+                    format!("{as_user} -n {own_ns} get ssc"),
+                    "allowed: its claims (it may create them too)",
                 ),
                 (
                     format!("{as_user} get pods -n {other_ns}"),
