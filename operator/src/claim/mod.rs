@@ -204,6 +204,11 @@ async fn reconcile(claim: Arc<SharedServiceClaim>, ctx: Arc<ClaimContext>) -> Re
         FinalizerError::RemoveFinalizer(kube::Error::Api(s)) if s.code == 404 => {
             Ok(Action::await_change())
         }
+        // Adding the finalizer tests the object as last seen: a stale view (the finalizer was
+        // just added) fails that test. The watch brings the fresh object; look again soon.
+        FinalizerError::AddFinalizer(kube::Error::Api(s)) if s.code == 422 => {
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
         e => Err(Error::Finalizer(e.to_string())),
     });
     ctx.base

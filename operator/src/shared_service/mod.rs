@@ -119,13 +119,19 @@ async fn sync(service: &SharedService, ctx: &Context) -> Result<Action> {
     if service.status.as_ref() != Some(&new) {
         let patch =
             json!({"apiVersion": "citycloud.io/v1alpha1", "kind": "SharedService", "status": new});
-        Api::<SharedService>::all(ctx.client.clone())
+        let patched = Api::<SharedService>::all(ctx.client.clone())
             .patch_status(
                 &name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&patch),
             )
-            .await?;
+            .await;
+        match patched {
+            Ok(_) => {}
+            // Deleted meanwhile: its consumers Secret goes with it (owner reference).
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(Action::requeue(RESYNC))
 }
