@@ -7,6 +7,7 @@
 pub mod api;
 pub mod apply;
 pub mod claim;
+pub mod cli;
 pub mod conditions;
 pub mod context;
 pub mod crds;
@@ -18,6 +19,9 @@ pub mod server;
 pub mod shared_service;
 pub mod telemetry;
 pub mod tenant;
+
+/// The operator's version, as `citycloud-operator version` prints it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The single field manager for every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "citycloud-operator";

@@ -3,6 +3,7 @@
 
 mod chart;
 mod claims;
+mod process;
 mod quota;
 mod smoke;
 mod tenant;

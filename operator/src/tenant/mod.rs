@@ -262,6 +262,11 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         .any(|c| c.type_ == cond::READY && c.status == "True");
     ctx.shared.tenant_readiness(&name, ready);
     ctx.shared.tenant_usage(&name, &new.usage);
+    if applied.writes > 0 {
+        tracing::info!(writes = applied.writes, ready, "applied changes");
+    } else {
+        tracing::debug!(ready, "up to date");
+    }
     Ok(if allocation.settling {
         // A raise waits for another namespace's lowered hard to be enforced.
         Action::requeue(Duration::from_secs(1))
