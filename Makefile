@@ -39,7 +39,7 @@ lint: ## rustfmt and clippy, as CI runs them
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 test: control-plane lint ## everything CI runs: lint, unit tests, integration tests on a real control plane
-	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) test --workspace --no-fail-fast --lib --bins --tests
 
 DEMO_DIR ?= .demo
 
@@ -51,6 +51,13 @@ demo: ## Hải Phòng's agencies on a local control plane with the operator runn
 
 demo-down: ## stop the demo's operator and control plane, remove .demo/
 	@$(CARGO) run -q -p citycloud-tests --bin demo -- down --dir $(DEMO_DIR)
+
+BENCH_ARGS ?=
+
+bench: control-plane ## provisioning throughput vs the API server's own limit, idle-resync writes, operator CPU/RSS, budget flow; quick run: make bench BENCH_ARGS="--tenants 50"
+	$(CARGO) build --release -p citycloud-operator
+	$(CARGO) build --release -p citycloud-tests --bin bench
+	target/release/bench $(BENCH_ARGS)
 
 clean: ## remove build output (the cached control plane stays in $(CACHE))
 	$(CARGO) clean
