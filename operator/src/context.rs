@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::metrics::Metrics;
 
@@ -66,6 +66,29 @@ impl Context {
             shared,
             identity,
         })
+    }
+}
+
+impl Context {
+    /// Publishes a Kubernetes Event on `obj` for its users to read (`kubectl describe`).
+    /// Failing to publish is logged, never an error: events are advisory.
+    pub async fn publish<K: kube::Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, "could not publish an event");
+        }
     }
 }
 

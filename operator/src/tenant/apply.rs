@@ -6,7 +6,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, ListParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -166,16 +166,7 @@ async fn record<K: Resource<DynamicType = ()>>(
 }
 
 pub async fn publish(ctx: &Context, tenant: &Tenant, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &tenant.object_ref(&())).await {
-        tracing::warn!(error = %e, "could not publish an event");
-    }
+    ctx.publish(tenant, type_, reason, note).await;
 }
 
 /// Namespaces labelled as the tenant's whose environment is gone from the spec (or all of
