@@ -1,0 +1,90 @@
+//! The bench's options; every one can also come from the environment.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Measures CityCloud on a local control plane: provisioning throughput through the operator
+/// against the API server's own limit, writes during an idle resync, the operator's CPU and
+/// memory, and how fast freed tenant budget reaches a waiting Deployment.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "bench")]
+pub struct Args {
+    /// Tenants provisioned through the operator (and as many again applied directly).
+    #[arg(long, env = "BENCH_TENANTS", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub tenants: u32,
+
+    /// Environments (namespaces) per tenant.
+    #[arg(long, env = "BENCH_ENVIRONMENTS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub environments: u32,
+
+    /// Runs of the budget-flow measurement; 0 skips it.
+    #[arg(long, env = "BENCH_FLOW_RUNS", default_value_t = 20)]
+    pub flow_runs: u32,
+
+    /// Seconds a budget-flow run may take before it counts as timed out; the flow gives up
+    /// after 3 timed-out runs.
+    #[arg(long, env = "BENCH_FLOW_TIMEOUT", default_value_t = 60)]
+    pub flow_timeout: u64,
+
+    /// Tenants created at once.
+    #[arg(long, env = "BENCH_CREATE_CONCURRENCY", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub create_concurrency: u32,
+
+    /// Requests in flight when applying the same objects directly.
+    #[arg(long, env = "BENCH_DIRECT_CONCURRENCY", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub direct_concurrency: u32,
+
+    /// The operator's `--concurrency` (objects each controller reconciles at once).
+    #[arg(long, env = "BENCH_OPERATOR_CONCURRENCY", default_value_t = 8)]
+    pub operator_concurrency: u16,
+
+    /// The operator binary [default: target/release/citycloud-operator].
+    #[arg(long, env = "BENCH_OPERATOR_BIN")]
+    pub operator_bin: Option<PathBuf>,
+
+    /// Attach to the control plane in this folder (e.g. `make cluster-up`'s .cluster) instead
+    /// of starting one; no other operator may run against it.
+    #[arg(long, env = "CITYCLOUD_CLUSTER")]
+    pub cluster: Option<PathBuf>,
+
+    /// Skip the direct-apply measurement (the API server's own limit).
+    #[arg(long, env = "BENCH_SKIP_DIRECT")]
+    pub skip_direct: bool,
+
+    /// Seconds to wait for every tenant to be Ready.
+    #[arg(long, env = "BENCH_READY_TIMEOUT", default_value_t = 1200)]
+    pub ready_timeout: u64,
+
+    /// Seconds after which the whole bench stops, whatever it is doing.
+    #[arg(long, env = "BENCH_MAX_RUNTIME", default_value_t = 3600)]
+    pub max_runtime: u64,
+}
+
+impl Args {
+    pub fn tenants(&self) -> usize {
+        self.tenants as usize
+    }
+
+    pub fn environments(&self) -> usize {
+        self.environments as usize
+    }
+
+    pub fn ready_timeout(&self) -> Duration {
+        Duration::from_secs(self.ready_timeout)
+    }
+
+    pub fn max_runtime(&self) -> Duration {
+        Duration::from_secs(self.max_runtime)
+    }
+
+    pub fn operator_bin(&self) -> PathBuf {
+        self.operator_bin.clone().unwrap_or_else(|| {
+            testbed::binaries::repo_root().join("target/release/citycloud-operator")
+        })
+    }
+}

@@ -1,0 +1,159 @@
+//! Measurement 2: the API server's own limit on this machine. The operator's objects for N
+//! more tenants (computed with its `build`, under the `<run>-d` prefix) applied by a tight
+//! client: server-side apply, no reads, many requests in flight, no operator running.
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use citycloud::api::{QuotaProfile, Tenant};
+use citycloud::apply::{APPLIED_HASH, hash_of};
+use citycloud::tenant::build::NamespaceResources;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::cli::Args;
+use super::machine::CpuSample;
+use super::objects::{self, MANAGER, Names};
+use super::secs;
+use super::throttling::ApiCounts;
+
+const TIMEOUT: Duration = Duration::from_secs(1200);
+
+#[derive(Clone, Debug, Default)]
+pub struct Direct {
+    pub tenants: usize,
+    pub namespaces: usize,
+    pub objects: usize,
+    pub concurrency: usize,
+    pub secs: f64,
+    pub machine_busy: f64,
+    pub api: ApiCounts,
+}
+
+impl Direct {
+    pub fn namespaces_per_sec(&self) -> f64 {
+        self.namespaces as f64 / self.secs
+    }
+    pub fn objects_per_sec(&self) -> f64 {
+        self.objects as f64 / self.secs
+    }
+}
+
+/// A sequence of applies that must go in order: a namespace before what lives in it.
+enum Unit {
+    Namespace(Box<NamespaceResources>),
+    Cluster(Box<(ClusterRole, ClusterRoleBinding)>),
+}
+
+pub async fn run(
+    admin: &kube::Client,
+    names: &Names,
+    args: &Args,
+    profile: &QuotaProfile,
+) -> anyhow::Result<Direct> {
+    let envs = objects::environments(args.environments());
+    let mut units = Vec::new();
+    let mut total_objects = 0;
+    for i in 0..args.tenants() {
+        let name = names.direct_tenant(i);
+        let tenant: Tenant = serde_json::from_value(objects::tenant(names, &name, i, &envs))?;
+        let desired = objects::desired(&tenant, profile);
+        total_objects += objects::count(&desired);
+        units.extend(
+            desired
+                .namespaces
+                .into_iter()
+                .map(|n| Unit::Namespace(Box::new(n))),
+        );
+        units.push(Unit::Cluster(Box::new((
+            desired.reader_role,
+            desired.reader_binding,
+        ))));
+    }
+    let concurrency = args.direct_concurrency as usize;
+    eprintln!(
+        "[{:6.1}s] direct: applying {total_objects} objects in {} namespaces ({concurrency} in flight, no operator)",
+        0.0,
+        args.tenants() * envs.len()
+    );
+    let api_before = ApiCounts::read(admin).await;
+    let cpu = CpuSample::now();
+    let start = Instant::now();
+    let applied: Vec<usize> = tokio::time::timeout(
+        TIMEOUT,
+        futures::stream::iter(units.into_iter().map(|u| apply_unit(admin.clone(), u)))
+            .buffer_unordered(concurrency)
+            .try_collect(),
+    )
+    .await
+    .context("direct apply timed out")??;
+    let elapsed = secs(start);
+    let machine_busy = cpu.busy_since();
+    let objects: usize = applied.iter().sum();
+    let api = ApiCounts::read(admin).await.since(&api_before);
+    eprintln!("[{elapsed:6.1}s] direct: {objects} objects applied");
+    Ok(Direct {
+        tenants: args.tenants(),
+        namespaces: args.tenants() * envs.len(),
+        objects,
+        concurrency,
+        secs: elapsed,
+        machine_busy,
+        api,
+    })
+}
+
+async fn apply_unit(client: kube::Client, unit: Unit) -> anyhow::Result<usize> {
+    match unit {
+        Unit::Namespace(res) => {
+            let ns = res.namespace.name_any();
+            apply(&Api::all(client.clone()), &res.namespace).await?;
+            let mut n = 1;
+            for rb in &res.role_bindings {
+                apply(&Api::namespaced(client.clone(), &ns), rb).await?;
+                n += 1;
+            }
+            apply(&Api::namespaced(client.clone(), &ns), &res.quota).await?;
+            n += 1;
+            if let Some(lr) = &res.limit_range {
+                apply(&Api::namespaced(client.clone(), &ns), lr).await?;
+                n += 1;
+            }
+            for np in &res.network_policies {
+                apply(&Api::namespaced(client.clone(), &ns), np).await?;
+                n += 1;
+            }
+            Ok(n)
+        }
+        Unit::Cluster(pair) => {
+            let (role, binding) = *pair;
+            apply(&Api::all(client.clone()), &role).await?;
+            apply(&Api::all(client), &binding).await?;
+            Ok(2)
+        }
+    }
+}
+
+/// One server-side apply of `obj` with the operator's hash annotation, as the operator sends
+/// it (the operator reads first and skips unchanged objects; there is nothing to skip here).
+async fn apply<K>(api: &Api<K>, obj: &K) -> anyhow::Result<()>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let mut body = serde_json::to_value(obj)?;
+    let hash = hash_of(&body);
+    body["metadata"]["annotations"][APPLIED_HASH] = Value::String(hash);
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .with_context(|| format!("applying {name}"))?;
+    Ok(())
+}

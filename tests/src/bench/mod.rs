@@ -1,0 +1,53 @@
+//! The parts of `bench` (tests/src/bin/bench.rs): its options, the operator as a child
+//! process, the objects it creates, the five measurements and the report.
+pub mod cleanup;
+pub mod cli;
+pub mod direct;
+pub mod flow;
+pub mod machine;
+pub mod objects;
+pub mod process;
+pub mod provision;
+pub mod report;
+pub mod resync;
+pub mod throttling;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Polls `probe` every `every` until it yields a value, or fails after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut probe: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let start = Instant::now();
+    let mut last_error = None;
+    loop {
+        match probe().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if start.elapsed() >= timeout {
+            let cause = last_error
+                .map(|e| format!(" (last error: {e:#})"))
+                .unwrap_or_default();
+            anyhow::bail!(
+                "timed out after {:.0}s waiting for {what}{cause}",
+                timeout.as_secs_f64()
+            );
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Seconds since `start`, for progress lines.
+pub fn secs(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64()
+}

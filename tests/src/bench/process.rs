@@ -1,0 +1,399 @@
+//! The operator as a child process (`citycloud-operator run`), as it runs in a cluster: its
+//! `/metrics` read over HTTP, its CPU time and peak memory read from `/proc`.
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How long the operator may take to answer `/readyz`, and to exit on SIGTERM.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `citycloud-operator run`; killed if dropped while running.
+pub struct OperatorProcess {
+    pub label: String,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    pub started: Instant,
+    child: Child,
+}
+
+/// CPU seconds (user + system) and peak resident memory of a process.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    pub cpu_secs: f64,
+    pub peak_rss_mib: f64,
+}
+
+/// How a stop went.
+#[derive(Debug)]
+pub struct Stopped {
+    pub status: Option<ExitStatus>,
+    pub took: Duration,
+    pub killed: bool,
+}
+
+impl OperatorProcess {
+    /// Starts `bin run --listen 127.0.0.1:<free port>` acting with `kubeconfig`, logging to
+    /// `<logs>/operator-<label>.log`, and waits until `/readyz` answers 200.
+    ///
+    /// Must be called from the thread that lives as long as the bench (the runtime's
+    /// `block_on` thread): the child gets SIGKILL when the thread that spawned it ends.
+    pub async fn start(
+        bin: &Path,
+        kubeconfig: &Path,
+        logs: &Path,
+        label: &str,
+        concurrency: u16,
+    ) -> anyhow::Result<OperatorProcess> {
+        let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let log = logs.join(format!("operator-{label}.log"));
+        let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--concurrency")
+            .arg(concurrency.to_string())
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        // SAFETY: prctl(2) is async-signal-safe; it is the only call between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {} (make bench builds it)", bin.display()))?;
+        let mut op = OperatorProcess {
+            label: label.to_string(),
+            addr,
+            log,
+            started: Instant::now(),
+            child,
+        };
+        loop {
+            if let Some(status) = op.child.try_wait()? {
+                bail!(
+                    "operator {label} exited at start-up ({status}); the end of {}:\n{}",
+                    op.log.display(),
+                    tail(&op.log, 20)
+                );
+            }
+            if matches!(http_get(addr, "/readyz").await, Ok((200, _))) {
+                return Ok(op);
+            }
+            if op.started.elapsed() > START_TIMEOUT {
+                bail!(
+                    "operator {label} did not answer http://{addr}/readyz within {}s; see {}",
+                    START_TIMEOUT.as_secs(),
+                    op.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Its `/metrics`, parsed.
+    pub async fn metrics(&self) -> anyhow::Result<Metrics> {
+        let (code, body) = http_get(self.addr, "/metrics").await?;
+        if code != 200 {
+            bail!("operator {}: GET /metrics answered {code}", self.label);
+        }
+        Ok(Metrics::parse(&body))
+    }
+
+    /// Successful reconciles of the tenant controller so far.
+    pub async fn tenant_reconciles(&self) -> anyhow::Result<u64> {
+        Ok(self.metrics().await?.tenant_reconciles())
+    }
+
+    /// CPU time and peak RSS so far.
+    pub fn usage(&self) -> anyhow::Result<Usage> {
+        usage_of(self.pid())
+    }
+
+    /// SIGTERM, then up to 30 s for a graceful exit, then SIGKILL.
+    pub async fn stop(mut self) -> anyhow::Result<Stopped> {
+        let start = Instant::now();
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        while start.elapsed() < STOP_TIMEOUT {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Stopped {
+                    status: Some(status),
+                    took: start.elapsed(),
+                    killed: false,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.child.kill()?;
+        let status = self.child.wait().ok();
+        Ok(Stopped {
+            status,
+            took: start.elapsed(),
+            killed: true,
+        })
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Reads `/proc/<pid>/stat` (utime + stime) and `/proc/<pid>/status` (VmHWM).
+pub fn usage_of(pid: i32) -> anyhow::Result<Usage> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("malformed /proc/<pid>/stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(i)
+            .context("short /proc/<pid>/stat")?
+            .parse::<u64>()? as f64)
+    };
+    // SAFETY: sysconf(3) has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let cpu_secs = (ticks(11)? + ticks(12)?) / hz;
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let peak_kib = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .context("no VmHWM in /proc/<pid>/status")?;
+    Ok(Usage {
+        cpu_secs,
+        peak_rss_mib: peak_kib / 1024.0,
+    })
+}
+
+/// The Prometheus text exposition, as samples: name, labels, value.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    samples: Vec<(String, BTreeMap<String, String>, f64)>,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        let samples = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(parse_sample)
+            .collect();
+        Metrics { samples }
+    }
+
+    /// The sum of the samples named `name` whose labels include `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).is_some_and(|x| x == v))
+            })
+            .map(|(_, _, v)| v)
+            .sum()
+    }
+
+    /// The samples named `name`, for breakdowns.
+    pub fn samples(&self, name: &str) -> impl Iterator<Item = (&BTreeMap<String, String>, f64)> {
+        self.samples
+            .iter()
+            .filter(move |(n, _, _)| n == name)
+            .map(|(_, l, v)| (l, *v))
+    }
+
+    /// `citycloud_reconciles_total{controller="tenant",result="success"}`.
+    pub fn tenant_reconciles(&self) -> u64 {
+        self.sum(
+            "citycloud_reconciles_total",
+            &[("controller", "tenant"), ("result", "success")],
+        ) as u64
+    }
+
+    /// `citycloud_reconciles_total{controller="tenant",result="error"}`.
+    pub fn tenant_reconcile_errors(&self) -> u64 {
+        self.sum(
+            "citycloud_reconciles_total",
+            &[("controller", "tenant"), ("result", "error")],
+        ) as u64
+    }
+
+    /// `citycloud_writes_total{controller="tenant"}`.
+    pub fn tenant_writes(&self) -> u64 {
+        self.sum("citycloud_writes_total", &[("controller", "tenant")]) as u64
+    }
+
+    /// Every controller's writes.
+    pub fn all_writes(&self) -> u64 {
+        self.sum("citycloud_writes_total", &[]) as u64
+    }
+}
+
+fn parse_sample(line: &str) -> Option<(String, BTreeMap<String, String>, f64)> {
+    let (head, value) = line.trim().rsplit_once(' ')?;
+    // An optional timestamp follows the value in the format; prometheus-client writes none.
+    let value: f64 = value.parse().ok()?;
+    let (name, labels) = match head.split_once('{') {
+        Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}')?)?),
+        None => (head, BTreeMap::new()),
+    };
+    Some((name.to_string(), labels, value))
+}
+
+/// `a="x",b="y\"z"` into a map.
+fn parse_labels(text: &str) -> Option<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, n)) = chars.next() {
+                        value.push(match n {
+                            'n' => '\n',
+                            other => other,
+                        });
+                    }
+                }
+                '"' => {
+                    end = Some(i);
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        let end = end?;
+        out.insert(key.trim_start_matches(',').trim().to_string(), value);
+        rest = after[end + 1..].trim_start_matches(',');
+    }
+    Some(out)
+}
+
+/// A plain HTTP/1.1 GET on loopback: the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        anyhow::Ok(raw)
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .with_context(|| format!("GET http://{addr}{path} timed out"))??;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("GET http://{addr}{path}: no HTTP response"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("GET http://{addr}{path}: no status code"))?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((code, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The last `lines` lines of a file.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_prometheus_client_text() {
+        let text = "# HELP citycloud_reconciles Reconciles\n# TYPE citycloud_reconciles counter\n\
+            citycloud_reconciles_total{controller=\"tenant\",result=\"success\"} 12\n\
+            citycloud_reconciles_total{controller=\"tenant\",result=\"error\"} 1\n\
+            citycloud_reconciles_total{controller=\"quotaprofile\",result=\"success\"} 3\n\
+            citycloud_writes_total{controller=\"tenant\"} 40\n\
+            citycloud_tenant_quota_used{tenant=\"a,\\\"b\",resource=\"requests.cpu\"} 0.5\n\
+            # EOF\n";
+        let m = Metrics::parse(text);
+        assert_eq!(m.tenant_reconciles(), 12);
+        assert_eq!(m.tenant_reconcile_errors(), 1);
+        assert_eq!(m.tenant_writes(), 40);
+        assert_eq!(m.sum("citycloud_reconciles_total", &[]), 16.0);
+        assert_eq!(
+            m.sum("citycloud_tenant_quota_used", &[("tenant", "a,\"b")]),
+            0.5
+        );
+    }
+
+    #[test]
+    fn reads_its_own_usage() {
+        let u = usage_of(std::process::id() as i32).expect("own /proc");
+        assert!(u.peak_rss_mib > 0.0);
+    }
+
+    #[test]
+    fn dechunks() {
+        assert_eq!(
+            dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+            "hello world"
+        );
+    }
+}
