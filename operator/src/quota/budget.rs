@@ -25,7 +25,9 @@ pub struct Share {
     pub spec_hard: Option<Milli>,
     /// `status.hard` now (what admission enforces), if synced.
     pub status_hard: Option<Milli>,
-    pub demand: bool,
+    /// How strongly it wants more: 0 none, 1 its usage reached its hard, 2 a controller was
+    /// refused over quota there. Only the strongest demanders share the headroom.
+    pub demand: u8,
 }
 
 impl Share {
@@ -47,8 +49,11 @@ pub fn unit_of(resource: &str) -> i128 {
 pub fn targets(budget: Milli, unit: i128, shares: &[Share]) -> Vec<Milli> {
     let used: i128 = shares.iter().map(|s| s.used.0).sum();
     let left_units = (budget.0 - used).max(0) / unit;
-    let takers: Vec<usize> = if shares.iter().any(|s| s.demand) {
-        (0..shares.len()).filter(|&i| shares[i].demand).collect()
+    let strongest = shares.iter().map(|s| s.demand).max().unwrap_or(0);
+    let takers: Vec<usize> = if strongest > 0 {
+        (0..shares.len())
+            .filter(|&i| shares[i].demand == strongest)
+            .collect()
     } else {
         (0..shares.len()).collect()
     };
@@ -115,7 +120,12 @@ pub fn next_hard(budget: Milli, unit: i128, shares: &[Share]) -> Vec<Milli> {
     let mut free = budget.0 - bounds.iter().map(|b| b.0).sum::<i128>();
     // Namespaces with demand are served first.
     let mut order: Vec<usize> = (0..shares.len()).filter(|&i| next[i].is_none()).collect();
-    order.sort_by_key(|&i| (!shares[i].demand, shares[i].namespace.clone()));
+    order.sort_by_key(|&i| {
+        (
+            std::cmp::Reverse(shares[i].demand),
+            shares[i].namespace.clone(),
+        )
+    });
     for i in order {
         let want = targets[i].0;
         let have = bounds[i].0;

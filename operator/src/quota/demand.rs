@@ -1,7 +1,8 @@
 //! Which namespaces want more quota. The API server does not tell anyone about a request it
 //! refused over quota, but controllers do: the ReplicaSet, Job and StatefulSet controllers
 //! record a `FailedCreate` event saying "exceeded quota". A namespace whose usage has reached
-//! its hard counts too. Demand lasts [`WINDOW`], then the budget is split evenly again.
+//! its hard counts too, less strongly. Demand lasts [`REFUSAL_WINDOW`] or [`WINDOW`], then the
+//! budget is split evenly again.
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -9,31 +10,58 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Event;
 
 pub const WINDOW: Duration = Duration::from_secs(30);
+/// A refusal is stronger evidence and lasts longer: controllers retry with a growing backoff,
+/// and the raise must still be there when they do.
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(180);
 
 #[derive(Default)]
 pub struct Demand {
-    seen: Mutex<HashMap<String, Instant>>,
+    saturated: Mutex<HashMap<String, Instant>>,
+    refused: Mutex<HashMap<String, Instant>>,
 }
 
 impl Demand {
+    /// The namespace's usage reached its hard.
     pub fn record(&self, namespace: &str) {
-        if let Ok(mut seen) = self.seen.lock() {
+        if let Ok(mut seen) = self.saturated.lock() {
             seen.insert(namespace.to_string(), Instant::now());
         }
     }
 
-    pub fn active(&self, namespace: &str) -> bool {
-        self.seen
-            .lock()
-            .ok()
-            .and_then(|s| s.get(namespace).copied())
-            .is_some_and(|t| t.elapsed() < WINDOW)
+    /// A controller was refused over quota in the namespace.
+    pub fn record_refusal(&self, namespace: &str) {
+        if let Ok(mut seen) = self.refused.lock() {
+            seen.insert(namespace.to_string(), Instant::now());
+        }
     }
 
-    /// Forgets what has expired (called on every tenant reconcile; the map stays small).
+    /// 2 after a recent refusal, 1 after recent saturation, else 0.
+    pub fn level(&self, namespace: &str) -> u8 {
+        let recent = |m: &Mutex<HashMap<String, Instant>>, window: Duration| {
+            m.lock()
+                .ok()
+                .and_then(|s| s.get(namespace).copied())
+                .is_some_and(|t| t.elapsed() < window)
+        };
+        if recent(&self.refused, REFUSAL_WINDOW) {
+            2
+        } else if recent(&self.saturated, WINDOW) {
+            1
+        } else {
+            0
+        }
+    }
+
+    pub fn active(&self, namespace: &str) -> bool {
+        self.level(namespace) > 0
+    }
+
+    /// Forgets what has expired (called on every tenant reconcile; the maps stay small).
     pub fn expire(&self) {
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.retain(|_, t| t.elapsed() < WINDOW);
+        for (map, window) in [(&self.saturated, WINDOW), (&self.refused, REFUSAL_WINDOW)] {
+            if let Ok(mut seen) = map.lock() {
+                seen.retain(|_, t| t.elapsed() < window);
+            }
         }
     }
 }
@@ -56,7 +84,7 @@ pub fn quota_refusal(event: &Event) -> Option<String> {
         .or(event.last_timestamp.as_ref().map(|t| t.0))
         .or(event.event_time.as_ref().map(|t| t.0))?;
     let age = k8s_openapi::jiff::Timestamp::now().duration_since(last);
-    (age.as_secs() < WINDOW.as_secs() as i64)
+    (age.as_secs() < REFUSAL_WINDOW.as_secs() as i64)
         .then(|| event.metadata.namespace.clone())
         .flatten()
 }

@@ -37,7 +37,7 @@ pub fn allocate(
     budget: &BTreeMap<String, Quantity>,
     caps: &BTreeMap<String, BTreeMap<String, Quantity>>,
     live: &BTreeMap<String, ResourceQuota>,
-    demand: impl Fn(&str) -> bool,
+    demand: impl Fn(&str) -> u8,
 ) -> Allocation {
     let mut out = Allocation::default();
     for (resource, total) in budget {
@@ -64,7 +64,7 @@ pub fn allocate(
                     used,
                     spec_hard: get(spec, resource),
                     status_hard,
-                    demand: saturated || demand(ns),
+                    demand: demand(ns).max(u8::from(saturated)),
                 }
             })
             .collect();

@@ -123,7 +123,7 @@ pub async fn run(
             watcher::Config::default().fields("reason=FailedCreate"),
             move |event| {
                 let ns = quota::demand::quota_refusal(&event)?;
-                shared.demand.record(&ns);
+                shared.demand.record_refusal(&ns);
                 by_namespace
                     .state()
                     .into_iter()
@@ -191,7 +191,7 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         .unwrap_or_default();
     let demand = &ctx.shared.demand;
     demand.expire();
-    let allocation = quota::allocate(&budget, &caps, &found.quotas, |ns| demand.active(ns));
+    let allocation = quota::allocate(&budget, &caps, &found.quotas, |ns| demand.level(ns));
     allocation.saturated.iter().for_each(|ns| demand.record(ns));
     found.inputs.allocations = allocation.hard;
     found.inputs.operator = ctx.identity.clone();

@@ -11,7 +11,7 @@ fn share(ns: &str, used: &str, spec: Option<&str>, status: Option<&str>, demand:
         used: m(used),
         spec_hard: spec.map(m),
         status_hard: status.map(m),
-        demand,
+        demand: if demand { 2 } else { 0 },
     }
 }
 
@@ -61,7 +61,7 @@ fn the_hards_never_sum_over_the_budget_whatever_the_state() {
                             used: tenths(ua),
                             spec_hard: Some(tenths(sa)),
                             status_hard: Some(tenths(sa)),
-                            demand: da,
+                            demand: da as u8 * 2,
                         };
                         let b = Share {
                             namespace: "b".into(),
@@ -69,7 +69,7 @@ fn the_hards_never_sum_over_the_budget_whatever_the_state() {
                             used: tenths(ub),
                             spec_hard: Some(tenths(sb)),
                             status_hard: Some(tenths(sb)),
-                            demand: db,
+                            demand: db as u8,
                         };
                         let budget = tenths(8);
                         let before = ua.max(sa) + ub.max(sb);
@@ -119,4 +119,17 @@ fn count_resources_split_in_whole_units_and_caps_spill_to_others() {
     let mut capped = shares.clone();
     capped[0].cap = Some(m("0"));
     assert_eq!(next_hard(m("4"), 1000, &capped), [m("0"), m("2"), m("2")]);
+}
+
+#[test]
+fn a_refused_controller_outranks_a_namespace_that_merely_filled_up() {
+    // a just shrank from the whole budget and is still marked full; b's ReplicaSet was refused.
+    let mut a = share("a", "800m", Some("1"), Some("1"), false);
+    a.demand = 1;
+    let b = share("b", "0", Some("0"), Some("0"), true);
+    assert_eq!(
+        targets(m("1"), 1, &[a, b]),
+        [m("800m"), m("200m")],
+        "all the freed budget to the waiting namespace"
+    );
 }
