@@ -35,6 +35,40 @@ impl Demand {
         }
     }
 
+    /// When a controller was last refused over quota in the namespace, if recently.
+    pub fn last_refusal(&self, namespace: &str) -> Option<Instant> {
+        let seen = self.refused.lock().ok()?;
+        seen.get(namespace)
+            .copied()
+            .filter(|t| t.elapsed() < REFUSAL_WINDOW)
+    }
+
+    /// Demand levels for a tenant's namespaces: 2 for the one most recently refused (the one
+    /// waiting now — headroom goes to it whole, not in fragments too small for a pod), 1 for
+    /// other recent refusals or saturation, else 0.
+    pub fn levels<'a>(
+        &self,
+        namespaces: impl IntoIterator<Item = &'a String>,
+    ) -> HashMap<String, u8> {
+        let namespaces: Vec<&String> = namespaces.into_iter().collect();
+        let freshest = namespaces
+            .iter()
+            .filter_map(|ns| Some((self.last_refusal(ns)?, *ns)))
+            .max()
+            .map(|(_, ns)| ns.clone());
+        namespaces
+            .into_iter()
+            .map(|ns| {
+                let level = if Some(ns) == freshest.as_ref() {
+                    2
+                } else {
+                    self.level(ns).min(1)
+                };
+                (ns.clone(), level)
+            })
+            .collect()
+    }
+
     /// 2 after a recent refusal, 1 after recent saturation, else 0.
     pub fn level(&self, namespace: &str) -> u8 {
         let recent = |m: &Mutex<HashMap<String, Instant>>, window: Duration| {
@@ -105,6 +139,21 @@ mod tests {
         };
         e.metadata.namespace = Some("a-prod".into());
         e
+    }
+
+    #[test]
+    fn the_most_recently_refused_namespace_alone_gets_the_top_level() {
+        let d = Demand::default();
+        d.record_refusal("a");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        d.record_refusal("b");
+        d.record("c");
+        let names = ["a", "b", "c", "d"].map(String::from);
+        let levels = d.levels(names.iter());
+        assert_eq!(
+            (levels["a"], levels["b"], levels["c"], levels["d"]),
+            (1, 2, 1, 0)
+        );
     }
 
     #[test]

@@ -191,7 +191,10 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         .unwrap_or_default();
     let demand = &ctx.shared.demand;
     demand.expire();
-    let allocation = quota::allocate(&budget, &caps, &found.quotas, |ns| demand.level(ns));
+    let levels = demand.levels(caps.keys());
+    let allocation = quota::allocate(&budget, &caps, &found.quotas, |ns| {
+        levels.get(ns).copied().unwrap_or(0)
+    });
     allocation.saturated.iter().for_each(|ns| demand.record(ns));
     found.inputs.allocations = allocation.hard;
     found.inputs.operator = ctx.identity.clone();
