@@ -11,6 +11,7 @@ pub mod cli;
 pub mod conditions;
 pub mod context;
 pub mod crds;
+pub mod finalizers;
 pub mod metrics;
 pub mod quantity;
 pub mod quota;

@@ -41,6 +41,7 @@ async fn world(env: &TestEnv, extra_spec: &str) -> World {
     )
     .await
     .unwrap();
+    env.provider_namespace(&w.provider_ns).await;
     apply_in::<Service>(
         &env.admin,
         &w.provider_ns,
@@ -687,7 +688,7 @@ async fn an_operator_restarted_mid_way_leaves_no_half_bound_claim_and_no_orphane
     let (ns_t, ns_u) = (format!("{t}-prod"), format!("{u}-prod"));
 
     // A second operator works alongside the first, and is stopped while claims come and go.
-    let second = testbed::operator::RunningOperator::start(env.admin_kubeconfig());
+    let second = env.another_operator();
     for (ns, name) in [(&ns_t, "a"), (&ns_t, "b"), (&ns_u, "a"), (&ns_u, "b")] {
         apply_in::<SharedServiceClaim>(&env.admin, ns, &claim_yaml(name, &w.service, None))
             .await
@@ -730,7 +731,7 @@ async fn an_operator_restarted_mid_way_leaves_no_half_bound_claim_and_no_orphane
     );
 
     // A fresh operator finds everything in place, and counts the claims by state.
-    let third = testbed::operator::RunningOperator::start(env.admin_kubeconfig());
+    let third = env.another_operator();
     let bound = format!(
         "citycloud_claims{{service=\"{}\",state=\"bound\"}} 1",
         w.service

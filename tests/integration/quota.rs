@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use citycloud::api::{QuotaProfile, Tenant};
 use citycloud::quantity::Milli;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -268,6 +268,79 @@ async fn a_deployment_gets_budget_an_idle_namespace_does_not_use_and_freed_budge
     )
     .await;
     assert!(admitted_cpu(&env.admin, &[&a, &b]).await <= 1000);
+}
+
+/// Whether quota refuses the pods of `app`'s ReplicaSet in `ns` now.
+async fn refused(client: &kube::Client, ns: &str, app: &str) -> bool {
+    Api::<ReplicaSet>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .any(citycloud::quota::demand::waits_for_quota)
+        })
+        .unwrap_or(false)
+}
+
+async fn scale(api: &Api<Deployment>, name: &str, replicas: i32) {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+    )
+    .await
+    .unwrap();
+}
+
+/// The same Deployment, refused over and over — more often than Kubernetes' event recorder
+/// reports for one object (25, then one per 5 minutes) — still gets the budget freed for it,
+/// every time: demand is read from the ReplicaSet's state, not from events.
+#[tokio::test]
+async fn a_deployment_refused_over_and_over_still_gets_freed_budget_every_time() {
+    let env = TestEnv::with_operator().await;
+    let (_t, a, b) = two_namespace_tenant(&env, "again", "{requests.cpu: \"1\"}").await;
+    let in_a = Api::<Deployment>::namespaced(env.admin.clone(), &a);
+    let in_b = Api::<Deployment>::namespaced(env.admin.clone(), &b);
+    in_a.create(&PostParams::default(), &deployment("web", 10))
+        .await
+        .unwrap();
+    eventually("web to hold the whole budget", SETTLE, || async {
+        (pods_of(&env.admin, &a, "web").await == 10).then_some(())
+    })
+    .await;
+    in_b.create(&PostParams::default(), &deployment("api", 2))
+        .await
+        .unwrap();
+    for cycle in 0..5 {
+        eventually(
+            &format!("cycle {cycle}: api refused over quota"),
+            SETTLE,
+            || async { refused(&env.admin, &b, "api").await.then_some(()) },
+        )
+        .await;
+        // Let the ReplicaSet controller retry, and be refused, a good many times.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(pods_of(&env.admin, &b, "api").await, 0);
+        scale(&in_a, "web", 8).await;
+        eventually(
+            &format!("cycle {cycle}: api to get the 200m web freed"),
+            SETTLE,
+            || async { (pods_of(&env.admin, &b, "api").await == 2).then_some(()) },
+        )
+        .await;
+        assert!(admitted_cpu(&env.admin, &[&a, &b]).await <= 1000);
+        // And back: api gives up its pods, web takes the budget again.
+        scale(&in_b, "api", 0).await;
+        scale(&in_a, "web", 10).await;
+        eventually(
+            &format!("cycle {cycle}: web back to 10"),
+            SETTLE,
+            || async { (pods_of(&env.admin, &a, "web").await == 10).then_some(()) },
+        )
+        .await;
+        scale(&in_b, "api", 2).await;
+    }
 }
 
 #[tokio::test]

@@ -788,7 +788,7 @@ async fn a_restarted_operator_writes_nothing_over_ready_tenants() {
         .items
         .len() as u64;
 
-    let restarted = testbed::operator::RunningOperator::start(env.admin_kubeconfig());
+    let restarted = env.another_operator();
     eventually(
         "the restarted operator to reconcile every tenant",
         CONVERGE,

@@ -12,6 +12,8 @@ static SHARED: OnceLock<Result<Arc<ControlPlane>, String>> = OnceLock::new();
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 static SETUP: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 static OPERATOR: OnceLock<crate::operator::RunningOperator> = OnceLock::new();
+/// The kubeconfig of the operator's ServiceAccount (see [`TestEnv::with_operator`]).
+static OPERATOR_KUBECONFIG: OnceLock<String> = OnceLock::new();
 
 /// The control plane of this test run: the one `CITYCLOUD_CLUSTER` names, else one started
 /// on first use and stopped when the test process exits.
@@ -91,8 +93,10 @@ impl TestEnv {
         TestEnv { cluster, admin, id }
     }
 
-    /// The same, with the CRDs and admission policies installed and the operator running
-    /// (one operator for the whole test run, acting as the cluster admin).
+    /// The same, with the CRDs and admission policies installed and the operator running:
+    /// one operator for the whole test run, acting as the chart's ServiceAccount with exactly
+    /// the chart's RBAC, so every test also proves the chart grants enough (and the operator-only
+    /// admission policies let it through).
     pub async fn with_operator() -> Self {
         let env = TestEnv::new().await;
         SETUP
@@ -100,16 +104,43 @@ impl TestEnv {
                 crate::operator::install_crds(&env.admin)
                     .await
                     .expect("installing the CRDs");
-                let helm = ensure_built().expect("binaries").join("helm");
+                let helm = helm();
                 crate::operator::install_admission_policies(&env.admin, &helm)
                     .await
                     .expect("installing the admission policies");
-                let kubeconfig = std::fs::read_to_string(env.cluster.admin_kubeconfig())
-                    .expect("admin kubeconfig");
-                let _ = OPERATOR.set(crate::operator::RunningOperator::start(kubeconfig));
+                let kubeconfig =
+                    crate::operator::install_operator_identity(&env.admin, &env.cluster, &helm)
+                        .await
+                        .expect("installing the operator's ServiceAccount and RBAC");
+                let _ = OPERATOR_KUBECONFIG.set(kubeconfig.clone());
+                let _ = OPERATOR.set(crate::operator::RunningOperator::start_as(
+                    kubeconfig,
+                    Some(crate::operator::chart_identity()),
+                ));
             })
             .await;
         env
+    }
+
+    /// Another operator, as the shared one runs (the chart's ServiceAccount and identity):
+    /// for tests of restarts and of two operators at once. Stopped when dropped.
+    pub fn another_operator(&self) -> crate::operator::RunningOperator {
+        let kubeconfig = OPERATOR_KUBECONFIG
+            .get()
+            .expect("TestEnv::with_operator first")
+            .clone();
+        crate::operator::RunningOperator::start_as(
+            kubeconfig,
+            Some(crate::operator::chart_identity()),
+        )
+    }
+
+    /// Makes `namespace` a platform namespace the operator may keep Secrets in, as the
+    /// chart's `providerNamespaces` value does.
+    pub async fn provider_namespace(&self, namespace: &str) {
+        crate::operator::grant_provider_namespace(&self.admin, &helm(), namespace)
+            .await
+            .unwrap_or_else(|e| panic!("granting the operator Secrets in {namespace}: {e:#}"));
     }
 
     /// The kubeconfig text of the cluster admin.
@@ -161,6 +192,10 @@ where
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+fn helm() -> PathBuf {
+    ensure_built().expect("binaries").join("helm")
 }
 
 /// A control plane of one test's own, for what must not touch the shared one (installing the

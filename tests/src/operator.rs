@@ -157,6 +157,11 @@ pub async fn install_crds(admin: &kube::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The release every test installs the chart's parts as.
+pub const RELEASE: &str = "citycloud-operator";
+/// The namespace of that release (where the operator's ServiceAccount lives).
+pub const RELEASE_NAMESPACE: &str = "citycloud-system";
+
 /// Applies the chart's ValidatingAdmissionPolicies (rendered by helm) as they ship.
 pub async fn install_admission_policies(
     admin: &kube::Client,
@@ -168,22 +173,37 @@ pub async fn install_admission_policies(
 }
 
 /// The chart's cluster-wide rules for agencies — `templates/admission-policies.yaml` and
-/// `templates/agency-roles.yaml` (claims aggregated into admin/edit/view) — rendered by `helm template` with the
-/// chart's default values, as the release `citycloud-operator` in `citycloud-system`.
+/// `templates/agency-roles.yaml` (claims aggregated into admin/edit/view) — rendered by `helm
+/// template` with the chart's default values, as the release [`RELEASE`] in [`RELEASE_NAMESPACE`].
 pub fn render_admission_policies(helm: &std::path::Path) -> anyhow::Result<String> {
-    let out = std::process::Command::new(helm)
-        .args(["template", "citycloud-operator"])
-        .arg(repo_root().join("charts/citycloud-operator"))
-        .args([
-            "--namespace",
-            "citycloud-system",
-            "--kube-version",
-            "1.37.2",
-            "--show-only",
+    render_chart(
+        helm,
+        &[
             "templates/admission-policies.yaml",
-            "--show-only",
             "templates/agency-roles.yaml",
-        ])
+        ],
+        &[],
+    )
+}
+
+/// Some templates of the chart, rendered by `helm template` as the release [`RELEASE`] in
+/// [`RELEASE_NAMESPACE`], with `--set-json` values (`key=<JSON>`).
+pub fn render_chart(
+    helm: &std::path::Path,
+    templates: &[&str],
+    sets: &[String],
+) -> anyhow::Result<String> {
+    let mut cmd = std::process::Command::new(helm);
+    cmd.args(["template", RELEASE])
+        .arg(repo_root().join("charts/citycloud-operator"))
+        .args(["--namespace", RELEASE_NAMESPACE, "--kube-version", "1.37.2"]);
+    for t in templates {
+        cmd.args(["--show-only", t]);
+    }
+    for s in sets {
+        cmd.args(["--set-json", s]);
+    }
+    let out = cmd
         .output()
         .map_err(|e| anyhow::anyhow!("running {}: {e}", helm.display()))?;
     anyhow::ensure!(
@@ -192,6 +212,67 @@ pub fn render_admission_policies(helm: &std::path::Path) -> anyhow::Result<Strin
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The identity the chart's Deployment gives the operator.
+pub fn chart_identity() -> citycloud::context::OperatorIdentity {
+    citycloud::context::OperatorIdentity {
+        namespace: RELEASE_NAMESPACE.into(),
+        service_account: RELEASE.into(),
+        secrets_cluster_role: format!("{RELEASE}-secrets"),
+    }
+}
+
+/// Installs what the chart grants the operator — its ServiceAccount, its ClusterRole and
+/// binding, the Secrets ClusterRole — and returns a kubeconfig acting as that ServiceAccount
+/// (a TokenRequest token), so the operator under test holds exactly the chart's permissions.
+pub async fn install_operator_identity(
+    admin: &kube::Client,
+    cluster: &crate::controlplane::ControlPlane,
+    helm: &std::path::Path,
+) -> anyhow::Result<String> {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+
+    let namespace =
+        format!("{{apiVersion: v1, kind: Namespace, metadata: {{name: {RELEASE_NAMESPACE}}}}}");
+    apply_yaml_documents(admin, &namespace, "citycloud-tests").await?;
+    let rbac = render_chart(
+        helm,
+        &[
+            "templates/serviceaccount.yaml",
+            "templates/clusterrole.yaml",
+            "templates/clusterrole-secrets.yaml",
+        ],
+        // Each test grants its own platform namespaces (see `grant_provider_namespace`).
+        &["providerNamespaces=[]".to_string()],
+    )?;
+    apply_yaml_documents(admin, &rbac, "citycloud-tests").await?;
+    let request: TokenRequest =
+        serde_json::from_value(serde_json::json!({"spec": {"expirationSeconds": 86400}}))?;
+    let token = Api::<ServiceAccount>::namespaced(admin.clone(), RELEASE_NAMESPACE)
+        .create_token_request(RELEASE, &kube::api::PostParams::default(), &request)
+        .await?
+        .status
+        .and_then(|s| s.token)
+        .ok_or_else(|| anyhow::anyhow!("TokenRequest returned no token"))?;
+    Ok(crate::identity::token_kubeconfig(cluster, RELEASE, &token))
+}
+
+/// Grants the operator Secrets access in a platform namespace, as the chart's
+/// `providerNamespaces` value does.
+pub async fn grant_provider_namespace(
+    admin: &kube::Client,
+    helm: &std::path::Path,
+    namespace: &str,
+) -> anyhow::Result<()> {
+    let text = render_chart(
+        helm,
+        &["templates/clusterrole-secrets.yaml"],
+        &[format!("providerNamespaces=[\"{namespace}\"]")],
+    )?;
+    apply_yaml_documents(admin, &text, "citycloud-tests").await?;
+    Ok(())
 }
 
 /// Server-side applies every object of a multi-document YAML text, in order, under

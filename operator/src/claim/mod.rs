@@ -28,7 +28,7 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Error as FinalizerError, Event as Finalizer, finalizer};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
@@ -198,19 +198,8 @@ async fn reconcile(claim: Arc<SharedServiceClaim>, ctx: Arc<ClaimContext>) -> Re
         }
     })
     .instrument(span)
-    .await
-    .or_else(|e| match e {
-        // A queued reconcile of a claim whose cleanup already finished: nothing left to do.
-        FinalizerError::RemoveFinalizer(kube::Error::Api(s)) if s.code == 404 => {
-            Ok(Action::await_change())
-        }
-        // Adding the finalizer tests the object as last seen: a stale view (the finalizer was
-        // just added) fails that test. The watch brings the fresh object; look again soon.
-        FinalizerError::AddFinalizer(kube::Error::Api(s)) if s.code == 422 => {
-            Ok(Action::requeue(Duration::from_secs(1)))
-        }
-        e => Err(Error::Finalizer(e.to_string())),
-    });
+    .await;
+    let result = crate::finalizers::outcome(result);
     ctx.base
         .shared
         .metrics

@@ -1,12 +1,20 @@
-//! Which namespaces want more quota. The API server does not tell anyone about a request it
-//! refused over quota, but controllers do: the ReplicaSet, Job and StatefulSet controllers
-//! record a `FailedCreate` event saying "exceeded quota". A namespace whose usage has reached
-//! its hard counts too, less strongly. Demand lasts [`REFUSAL_WINDOW`] or [`WINDOW`], then the
-//! budget is split evenly again.
-use std::collections::HashMap;
+//! Which namespaces want more quota. The API server tells no one about a request it refused
+//! over quota, but controllers show it:
+//! - the ReplicaSet controller (so every Deployment) sets the condition `ReplicaFailure` with
+//!   the refusal's message on a ReplicaSet short of replicas, and clears it once it has them.
+//!   That is state, not an event: the namespace is *waiting* for exactly as long as it shows,
+//!   however long that is and however often it was refused before;
+//! - the StatefulSet and Job controllers only record a `FailedCreate` event saying "exceeded
+//!   quota". Events are sampled (client-go stops recording an object's repeats after a burst),
+//!   so such a refusal counts for [`REFUSAL_WINDOW`].
+//!
+//! A namespace whose usage reached its hard counts too, less strongly, for [`WINDOW`]. When no
+//! demand is left, the budget is split evenly again.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Event;
 
 pub const WINDOW: Duration = Duration::from_secs(30);
@@ -14,10 +22,73 @@ pub const WINDOW: Duration = Duration::from_secs(30);
 /// and the raise must still be there when they do.
 pub const REFUSAL_WINDOW: Duration = Duration::from_secs(180);
 
+/// What quota refusals name in their message.
+const EXCEEDED_QUOTA: &str = "exceeded quota";
+
 #[derive(Default)]
 pub struct Demand {
     saturated: Mutex<HashMap<String, Instant>>,
     refused: Mutex<HashMap<String, Instant>>,
+    /// ReplicaSets refused over quota now, by namespace then name, with when we saw it start.
+    waiting: Mutex<Waiting>,
+}
+
+/// ReplicaSets waiting for quota, by namespace then name, with when each started waiting.
+#[derive(Debug, Default)]
+pub struct Waiting(BTreeMap<String, BTreeMap<String, Instant>>);
+
+impl Waiting {
+    /// Records whether `namespace/name` waits now. True when that changed.
+    pub fn set(&mut self, namespace: &str, name: &str, waits: bool) -> bool {
+        if waits {
+            let in_ns = self.0.entry(namespace.to_string()).or_default();
+            if in_ns.contains_key(name) {
+                return false;
+            }
+            in_ns.insert(name.to_string(), Instant::now());
+            true
+        } else {
+            let Some(in_ns) = self.0.get_mut(namespace) else {
+                return false;
+            };
+            let removed = in_ns.remove(name).is_some();
+            if in_ns.is_empty() {
+                self.0.remove(namespace);
+            }
+            removed
+        }
+    }
+
+    /// Replaces everything with a fresh list (after a relist); returns the namespaces whose
+    /// set of waiting ReplicaSets changed. Start times of those still waiting are kept.
+    pub fn replace(&mut self, now_waiting: &[(String, String)]) -> BTreeSet<String> {
+        let fresh: BTreeSet<(&str, &str)> = now_waiting
+            .iter()
+            .map(|(ns, n)| (ns.as_str(), n.as_str()))
+            .collect();
+        let mut changed = BTreeSet::new();
+        let old: Vec<(String, String)> = self
+            .0
+            .iter()
+            .flat_map(|(ns, names)| names.keys().map(move |n| (ns.clone(), n.clone())))
+            .collect();
+        for (ns, name) in old {
+            if !fresh.contains(&(ns.as_str(), name.as_str())) && self.set(&ns, &name, false) {
+                changed.insert(ns);
+            }
+        }
+        for (ns, name) in fresh {
+            if self.set(ns, name, true) {
+                changed.insert(ns.to_string());
+            }
+        }
+        changed
+    }
+
+    /// When the namespace's most recent waiting ReplicaSet started waiting.
+    pub fn since(&self, namespace: &str) -> Option<Instant> {
+        self.0.get(namespace)?.values().max().copied()
+    }
 }
 
 impl Demand {
@@ -35,12 +106,32 @@ impl Demand {
         }
     }
 
-    /// When a controller was last refused over quota in the namespace, if recently.
+    /// Records whether the ReplicaSet `namespace/name` waits for quota now; true when that
+    /// changed (the tenant then needs a reconcile).
+    pub fn set_waiting(&self, namespace: &str, name: &str, waits: bool) -> bool {
+        self.waiting
+            .lock()
+            .is_ok_and(|mut w| w.set(namespace, name, waits))
+    }
+
+    /// After a relist of every ReplicaSet: the namespaces whose waiting changed.
+    pub fn replace_waiting(&self, now_waiting: &[(String, String)]) -> BTreeSet<String> {
+        self.waiting
+            .lock()
+            .map(|mut w| w.replace(now_waiting))
+            .unwrap_or_default()
+    }
+
+    /// When a controller was last refused over quota in the namespace: a ReplicaSet waiting
+    /// now, or a refusal event within [`REFUSAL_WINDOW`].
     pub fn last_refusal(&self, namespace: &str) -> Option<Instant> {
-        let seen = self.refused.lock().ok()?;
-        seen.get(namespace)
-            .copied()
-            .filter(|t| t.elapsed() < REFUSAL_WINDOW)
+        let waiting = self.waiting.lock().ok().and_then(|w| w.since(namespace));
+        let event = self.refused.lock().ok().and_then(|seen| {
+            seen.get(namespace)
+                .copied()
+                .filter(|t| t.elapsed() < REFUSAL_WINDOW)
+        });
+        waiting.max(event)
     }
 
     /// Demand levels for a tenant's namespaces: 2 for the one most recently refused (the one
@@ -69,7 +160,7 @@ impl Demand {
             .collect()
     }
 
-    /// 2 after a recent refusal, 1 after recent saturation, else 0.
+    /// 2 while refused (or after a recent refusal event), 1 after recent saturation, else 0.
     pub fn level(&self, namespace: &str) -> u8 {
         let recent = |m: &Mutex<HashMap<String, Instant>>, window: Duration| {
             m.lock()
@@ -77,7 +168,7 @@ impl Demand {
                 .and_then(|s| s.get(namespace).copied())
                 .is_some_and(|t| t.elapsed() < window)
         };
-        if recent(&self.refused, REFUSAL_WINDOW) {
+        if self.last_refusal(namespace).is_some() {
             2
         } else if recent(&self.saturated, WINDOW) {
             1
@@ -100,14 +191,33 @@ impl Demand {
     }
 }
 
+/// Whether a ReplicaSet is short of replicas because quota refused its pods: its controller
+/// sets `ReplicaFailure` with the refusal's message, and clears it once the pods exist.
+pub fn waits_for_quota(rs: &ReplicaSet) -> bool {
+    let wanted = rs.spec.replicas.unwrap_or(1);
+    let Some(status) = rs.status.as_ref() else {
+        return false;
+    };
+    status.replicas < wanted
+        && status.conditions.iter().flatten().any(|c| {
+            c.type_.as_deref() == Some("ReplicaFailure")
+                && c.status.as_deref() == Some("True")
+                && c.message
+                    .as_deref()
+                    .is_some_and(|m| m.contains(EXCEEDED_QUOTA))
+        })
+}
+
 /// The namespace of an event that reports a controller refused over quota recently.
+/// ReplicaSets' events are left out: their condition says more (see [`waits_for_quota`]).
 pub fn quota_refusal(event: &Event) -> Option<String> {
     if event.reason.as_deref() != Some("FailedCreate")
+        || event.involved_object.kind.as_deref() == Some("ReplicaSet")
         || !event
             .message
             .as_deref()
             .unwrap_or_default()
-            .contains("exceeded quota")
+            .contains(EXCEEDED_QUOTA)
     {
         return None;
     }
@@ -154,6 +264,58 @@ mod tests {
             (levels["a"], levels["b"], levels["c"], levels["d"]),
             (1, 2, 1, 0)
         );
+    }
+
+    fn replica_set(wanted: i32, have: i32, failure: Option<&str>) -> ReplicaSet {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "api-7d9", "namespace": "a-prod"},
+            "spec": {"replicas": wanted, "selector": {}},
+            "status": {"replicas": have, "conditions": failure.map(|m| vec![serde_json::json!({
+                "type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": m
+            })])}
+        }))
+        .expect("a ReplicaSet")
+    }
+
+    #[test]
+    fn a_replica_set_waits_while_quota_refuses_its_missing_pods() {
+        let refused = "pods \"api-7d9-x\" is forbidden: exceeded quota: citycloud-quota, requested: requests.cpu=100m";
+        assert!(waits_for_quota(&replica_set(2, 0, Some(refused))));
+        assert!(
+            !waits_for_quota(&replica_set(2, 2, Some(refused))),
+            "has its pods"
+        );
+        assert!(!waits_for_quota(&replica_set(2, 0, None)), "not refused");
+        assert!(
+            !waits_for_quota(&replica_set(2, 0, Some("serviceaccount \"x\" not found"))),
+            "refused for another reason"
+        );
+    }
+
+    #[test]
+    fn waiting_is_state_and_a_relist_reports_what_changed() {
+        let d = Demand::default();
+        assert!(d.set_waiting("a", "web-1", true));
+        assert!(!d.set_waiting("a", "web-1", true), "no change");
+        assert_eq!(d.level("a"), 2);
+        // A refusal event from long ago would have expired; a waiting ReplicaSet does not.
+        assert!(d.last_refusal("a").is_some());
+        let now = vec![("b".to_string(), "api-1".to_string())];
+        let changed = d.replace_waiting(&now);
+        assert_eq!(changed, ["a", "b"].map(String::from).into());
+        assert_eq!((d.level("a"), d.level("b")), (0, 2));
+        assert!(d.set_waiting("b", "api-1", false));
+        assert_eq!(d.level("b"), 0);
+    }
+
+    #[test]
+    fn replica_set_events_are_left_to_the_condition() {
+        let msg = "Error creating: pods \"web-1\" is forbidden: exceeded quota: citycloud-quota";
+        let mut e = event("FailedCreate", msg, 2);
+        e.involved_object.kind = Some("ReplicaSet".into());
+        assert_eq!(quota_refusal(&e), None);
+        e.involved_object.kind = Some("StatefulSet".into());
+        assert_eq!(quota_refusal(&e), Some("a-prod".into()));
     }
 
     #[test]

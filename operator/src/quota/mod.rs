@@ -8,6 +8,7 @@
 pub mod budget;
 pub mod demand;
 pub mod profile;
+pub mod workloads;
 
 use std::collections::BTreeMap;
 

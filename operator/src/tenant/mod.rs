@@ -53,6 +53,10 @@ pub async fn run(
     )
     .with_config(Config::default().concurrency(concurrency));
     let tenants = controller.store();
+    // ReplicaSets waiting for quota: demand for budget, re-reconciling their tenant.
+    let (pokes, poked) = futures::channel::mpsc::unbounded();
+    let workloads =
+        quota::workloads::watch(client.clone(), ctx.shared.clone(), tenants.clone(), pokes);
     let (by_namespace, shared) = (tenants.clone(), ctx.shared.clone());
     let (by_claim_namespace, client_for_claims) = (tenants.clone(), client.clone());
     controller
@@ -117,7 +121,7 @@ pub async fn run(
                     .map(|t| ObjectRef::from_obj(&*t))
             },
         )
-        // Controllers refused over quota: demand for budget in that namespace.
+        // StatefulSet and Job controllers refused over quota: demand in that namespace.
         .watches(
             Api::<Event>::all(ctx.client.clone()),
             watcher::Config::default().fields("reason=FailedCreate"),
@@ -131,10 +135,12 @@ pub async fn run(
                     .map(|t| ObjectRef::from_obj(&*t))
             },
         )
+        .reconcile_on(poked)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
+    workloads.abort();
 }
 
 fn by_tenant_label<K: Resource>(obj: K) -> Option<ObjectRef<Tenant>> {
@@ -156,8 +162,8 @@ async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
         }
     })
     .instrument(span)
-    .await
-    .map_err(|e| Error::Finalizer(e.to_string()));
+    .await;
+    let result = crate::finalizers::outcome(result);
     ctx.shared.metrics.reconciled(CONTROLLER, result.is_ok());
     result
 }
