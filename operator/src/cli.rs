@@ -28,6 +28,24 @@ enum Command {
         /// Log format: text or json.
         #[arg(long, env = "CITYCLOUD_LOG_FORMAT", default_value = "text")]
         log_format: LogFormat,
+        /// Reconcile only while holding a Lease, so several replicas can run and one leads
+        /// (the chart turns this on).
+        #[arg(long, env = "CITYCLOUD_LEADER_ELECT")]
+        leader_elect: bool,
+        /// The Lease's name.
+        #[arg(
+            long,
+            env = "CITYCLOUD_LEADER_ELECTION_LEASE",
+            default_value = "citycloud-operator"
+        )]
+        leader_election_lease: String,
+        /// The Lease's namespace: the operator's own.
+        #[arg(long, env = "CITYCLOUD_OPERATOR_NAMESPACE")]
+        leader_election_namespace: Option<String>,
+        /// How long a leader's lease lasts without renewal: a standby takes over at most this
+        /// long after the leader's node fails (at once when the leader shuts down cleanly).
+        #[arg(long, env = "CITYCLOUD_LEASE_DURATION_SECONDS", default_value_t = 15)]
+        lease_duration_seconds: u64,
     },
     /// Print every CustomResourceDefinition as YAML, or write one file per kind into --dir.
     Crds {
@@ -54,13 +72,38 @@ pub async fn main() -> anyhow::Result<()> {
             listen,
             concurrency,
             log_format,
+            leader_elect,
+            leader_election_lease,
+            leader_election_namespace,
+            lease_duration_seconds,
         } => {
             crate::telemetry::init(matches!(log_format, LogFormat::Json));
+            let leader_election = if leader_elect {
+                let namespace = leader_election_namespace.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--leader-elect needs the Lease's namespace: --leader-election-namespace \
+                         or CITYCLOUD_OPERATOR_NAMESPACE"
+                    )
+                })?;
+                anyhow::ensure!(
+                    lease_duration_seconds >= 3,
+                    "--lease-duration-seconds must be at least 3"
+                );
+                Some(crate::leader::LeaderElection {
+                    namespace,
+                    lease: leader_election_lease,
+                    identity: crate::leader::replica_identity(),
+                    lease_duration: std::time::Duration::from_secs(lease_duration_seconds),
+                })
+            } else {
+                None
+            };
             let client = kube::Client::try_default().await?;
             let options = crate::run::Options {
                 listen: Some(listen),
                 concurrency,
                 identity: crate::context::OperatorIdentity::from_env(),
+                leader_election,
             };
             crate::run::run(
                 client,

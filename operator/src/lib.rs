@@ -12,6 +12,7 @@ pub mod conditions;
 pub mod context;
 pub mod crds;
 pub mod finalizers;
+pub mod leader;
 pub mod metrics;
 pub mod quantity;
 pub mod quota;

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub quota_used: Family<QuotaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub quota_hard: Family<QuotaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub claims: Family<ClaimLabels, Gauge>,
+    /// 1 while this replica holds the leader lease (or runs without leader election).
+    pub leader: Gauge,
     registry: Mutex<Registry>,
 }
 
@@ -61,6 +63,7 @@ impl Default for Metrics {
         let quota_used = Family::default();
         let quota_hard = Family::default();
         let claims = Family::<ClaimLabels, Gauge>::default();
+        let leader = Gauge::default();
         let mut registry = Registry::with_prefix("citycloud");
         registry.register(
             "reconciles",
@@ -93,6 +96,11 @@ impl Default for Metrics {
             "SharedServiceClaims by service and state (bound, refused)",
             claims.clone(),
         );
+        registry.register(
+            "leader",
+            "1 while this replica reconciles (holds the leader lease), else 0",
+            leader.clone(),
+        );
         Metrics {
             reconciles,
             reconcile_duration,
@@ -101,6 +109,7 @@ impl Default for Metrics {
             quota_used,
             quota_hard,
             claims,
+            leader,
             registry: Mutex::new(registry),
         }
     }

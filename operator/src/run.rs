@@ -1,13 +1,15 @@
 //! `citycloud-operator run`: every controller and the HTTP endpoints, until shutdown.
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use futures::FutureExt;
 use kube::Client;
 use tokio::sync::watch;
 
 use crate::context::{Context, Shared};
+use crate::leader::{Elector, LeaderElection};
 
 /// How the operator runs.
 #[derive(Clone, Debug)]
@@ -18,6 +20,8 @@ pub struct Options {
     pub concurrency: u16,
     /// The operator's ServiceAccount when it runs in the cluster.
     pub identity: Option<crate::context::OperatorIdentity>,
+    /// Reconcile only while holding this Lease; `None` reconciles at once (one replica).
+    pub leader_election: Option<LeaderElection>,
 }
 
 impl Default for Options {
@@ -26,11 +30,14 @@ impl Default for Options {
             listen: None,
             concurrency: 8,
             identity: None,
+            leader_election: None,
         }
     }
 }
 
-/// Runs until `shutdown` resolves, then lets in-flight reconciles finish.
+/// Runs until `shutdown` resolves, then lets in-flight reconciles finish. With leader
+/// election, waits as a standby until it holds the lease; losing the lease stops the
+/// controllers and returns an error (the process exits and restarts as a candidate).
 pub async fn run(
     client: Client,
     options: Options,
@@ -38,12 +45,46 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
+    let on_shutdown = {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight reconciles");
+            let _ = stop_tx.send(true);
+        })
+    };
+    let server = options
+        .listen
+        .map(|addr| tokio::spawn(crate::server::serve(addr, shared.clone(), stopped())));
+
+    let mut elector = None;
+    if let Some(config) = options.leader_election.clone() {
+        // A standby is healthy and ready: it serves its metrics and waits.
+        shared.ready.store(true, Ordering::Relaxed);
+        tracing::info!(lease = %config.lease, identity = %config.identity, "waiting to lead");
+        let mut candidate = Elector::new(client.clone(), config);
+        let won = tokio::select! {
+            _ = stopped() => false,
+            won = acquire(&mut candidate) => won,
+        };
+        if !won {
+            return finish(server, on_shutdown).await;
+        }
+        tracing::info!("leading");
+        elector = Some(candidate);
+    }
+    shared.metrics.leader.set(1);
+    let lost = Arc::new(AtomicBool::new(false));
+    let renewal =
+        elector.map(|e| tokio::spawn(keep_leading(e, stop_tx.clone(), lost.clone(), stopped())));
+
     let ctx = Context::new(client, shared.clone(), options.identity.clone());
     let tenants = tokio::spawn(crate::tenant::run(
         ctx.clone(),
@@ -65,24 +106,85 @@ pub async fn run(
         pokes,
         stopped(),
     ));
-    let server = options
-        .listen
-        .map(|addr| tokio::spawn(crate::server::serve(addr, shared.clone(), stopped())));
     shared.ready.store(true, Ordering::Relaxed);
     tracing::info!("citycloud-operator running");
 
-    shutdown.await;
-    tracing::info!("shutting down: finishing in-flight reconciles");
+    stopped().await;
     shared.ready.store(false, Ordering::Relaxed);
-    let _ = stop_tx.send(true);
     tenants.await?;
     claims.await?;
     services.await?;
     profiles.await?;
+    shared.metrics.leader.set(0);
+    if let Some(renewal) = renewal {
+        let elector = renewal.await?;
+        if lost.load(Ordering::Relaxed) {
+            finish(server, on_shutdown).await?;
+            anyhow::bail!("lost the leader lease: stopped reconciling; restart to stand by again");
+        }
+        // Hand over at once rather than after the lease expires.
+        if let Err(error) = elector.release().await {
+            tracing::warn!(%error, "could not release the leader lease; it expires by itself");
+        }
+    }
+    finish(server, on_shutdown).await
+}
+
+async fn finish(
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    on_shutdown: tokio::task::JoinHandle<()>,
+) -> anyhow::Result<()> {
+    on_shutdown.abort();
     if let Some(server) = server {
         server.map(|r| r.map_err(anyhow::Error::from)).await??;
     }
     Ok(())
+}
+
+/// Tries for the lease every renew period until it is ours.
+async fn acquire(elector: &mut Elector) -> bool {
+    loop {
+        match elector.try_acquire_or_renew().await {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "could not read or take the leader lease"),
+        }
+        tokio::time::sleep(elector.config().renew_every()).await;
+    }
+}
+
+/// Renews the lease until `stopped`; stops everything (sets `lost`) when another replica
+/// holds it or it could not be renewed within the renew deadline. Returns the elector so
+/// the lease can be released.
+async fn keep_leading(
+    mut elector: Elector,
+    stop: Arc<watch::Sender<bool>>,
+    lost: Arc<AtomicBool>,
+    stopped: impl Future<Output = ()>,
+) -> Elector {
+    let mut stopped = std::pin::pin!(stopped);
+    let mut renewed = Instant::now();
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return elector,
+            _ = tokio::time::sleep(elector.config().renew_every()) => {}
+        }
+        match elector.try_acquire_or_renew().await {
+            Ok(true) => renewed = Instant::now(),
+            Ok(false) => {
+                tracing::error!("another replica holds the leader lease");
+                break;
+            }
+            Err(error) => tracing::warn!(%error, "could not renew the leader lease"),
+        }
+        if renewed.elapsed() >= elector.config().renew_deadline() {
+            tracing::error!("could not renew the leader lease in time");
+            break;
+        }
+    }
+    lost.store(true, Ordering::Relaxed);
+    let _ = stop.send(true);
+    elector
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

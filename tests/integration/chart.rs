@@ -286,30 +286,9 @@ async fn the_chart_installs_its_rbac_runs_the_samples_refuses_the_rest_and_unins
     // Uninstall: nothing cluster-scoped of the release stays; the CRDs and tenants do.
     helm_on(&pcp, &["uninstall", RELEASE, "--namespace", NAMESPACE]);
     let of_release = ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}"));
-    assert!(
-        Api::<ClusterRole>::all(pcp.admin.clone())
-            .list(&of_release)
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    assert!(
-        Api::<ClusterRoleBinding>::all(pcp.admin.clone())
-            .list(&of_release)
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    assert!(
-        Api::<ValidatingAdmissionPolicy>::all(pcp.admin.clone())
-            .list(&of_release)
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert_none_left::<ClusterRole>(&pcp.admin, &of_release).await;
+    assert_none_left::<ClusterRoleBinding>(&pcp.admin, &of_release).await;
+    assert_none_left::<ValidatingAdmissionPolicy>(&pcp.admin, &of_release).await;
     let crds = Api::<CustomResourceDefinition>::all(pcp.admin.clone());
     for crd in [
         "tenants.citycloud.io",
@@ -335,4 +314,27 @@ async fn the_chart_installs_its_rbac_runs_the_samples_refuses_the_rest_and_unins
         .get("sotttt-prod")
         .await
         .expect("tenant namespaces kept");
+}
+
+/// No cluster-scoped `K` matches `selector` any more.
+async fn assert_none_left<K>(admin: &kube::Client, selector: &ListParams)
+where
+    K: kube::Resource<Scope = kube::core::ClusterResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let left: Vec<String> = Api::<K>::all(admin.clone())
+        .list(selector)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|o| o.meta().name.clone().unwrap_or_default())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{} left after uninstall: {left:?}",
+        K::kind(&())
+    );
 }

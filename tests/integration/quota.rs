@@ -65,36 +65,11 @@ async fn two_namespace_tenant(env: &TestEnv, base: &str, budget: &str) -> (Strin
 }
 
 fn pod(name: &str) -> Pod {
-    serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"load": "burst"}},
-        "spec": {
-            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{"name": "app", "image": "registry.invalid/app:1",
-                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
-                "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "100m"}}}]
-        }
-    }))
-    .unwrap()
+    testbed::fixtures::pod(name, json!({"load": "burst"}), "100m")
 }
 
 fn deployment(name: &str, replicas: i32) -> Deployment {
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [{"name": "app", "image": "registry.invalid/app:1",
-                        "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
-                        "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "100m"}}}]
-                }
-            }
-        }
-    }))
-    .unwrap()
+    testbed::fixtures::deployment(name, replicas, "100m")
 }
 
 /// Sum of CPU requests of the pods that exist in `namespaces` (admitted ones).

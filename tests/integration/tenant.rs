@@ -699,6 +699,33 @@ async fn invalid_tenants_are_rejected_naming_the_field() {
     assert!(err.to_string().contains("63"), "{err}");
 }
 
+/// Adds `<kind>/<ns>/<name>` → resourceVersion for each `K` in `ns` labelled for tenant `t`.
+async fn versions_of<K>(
+    client: &kube::Client,
+    ns: &str,
+    t: &str,
+    kind: &str,
+    into: &mut BTreeMap<String, String>,
+) where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let lp = ListParams::default().labels(&format!("citycloud.io/tenant={t}"));
+    for obj in Api::<K>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await
+        .unwrap()
+    {
+        let meta = obj.meta();
+        into.insert(
+            format!("{kind}/{ns}/{}", meta.name.clone().unwrap_or_default()),
+            meta.resource_version.clone().unwrap_or_default(),
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_restarted_operator_writes_nothing_over_ready_tenants() {
     let env = TestEnv::with_operator().await;
@@ -744,37 +771,9 @@ async fn a_restarted_operator_writes_nothing_over_ready_tenants() {
                     .await
                     .unwrap();
                 v.insert(format!("ns/{ns}"), n.metadata.resource_version.unwrap());
-                let lp = ListParams::default().labels(&format!("citycloud.io/tenant={t}"));
-                for rb in Api::<RoleBinding>::namespaced(env.admin.clone(), &ns)
-                    .list(&lp)
-                    .await
-                    .unwrap()
-                {
-                    v.insert(
-                        format!("rb/{ns}/{}", rb.metadata.name.unwrap()),
-                        rb.metadata.resource_version.unwrap(),
-                    );
-                }
-                for np in Api::<NetworkPolicy>::namespaced(env.admin.clone(), &ns)
-                    .list(&lp)
-                    .await
-                    .unwrap()
-                {
-                    v.insert(
-                        format!("np/{ns}/{}", np.metadata.name.unwrap()),
-                        np.metadata.resource_version.unwrap(),
-                    );
-                }
-                for lr in Api::<LimitRange>::namespaced(env.admin.clone(), &ns)
-                    .list(&lp)
-                    .await
-                    .unwrap()
-                {
-                    v.insert(
-                        format!("lr/{ns}/{}", lr.metadata.name.unwrap()),
-                        lr.metadata.resource_version.unwrap(),
-                    );
-                }
+                versions_of::<RoleBinding>(&env.admin, &ns, t, "rb", &mut v).await;
+                versions_of::<NetworkPolicy>(&env.admin, &ns, t, "np", &mut v).await;
+                versions_of::<LimitRange>(&env.admin, &ns, t, "lr", &mut v).await;
             }
         }
         v

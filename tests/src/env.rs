@@ -135,6 +135,26 @@ impl TestEnv {
         )
     }
 
+    /// An operator as the shared one runs, taking part in leader election for `election`.
+    pub fn replica(
+        &self,
+        election: citycloud::leader::LeaderElection,
+    ) -> crate::operator::RunningOperator {
+        let kubeconfig = OPERATOR_KUBECONFIG
+            .get()
+            .expect("TestEnv::with_operator first")
+            .clone();
+        crate::operator::RunningOperator::start_with(
+            kubeconfig,
+            citycloud::run::Options {
+                listen: None,
+                concurrency: 8,
+                identity: Some(crate::operator::chart_identity()),
+                leader_election: Some(election),
+            },
+        )
+    }
+
     /// Makes `namespace` a platform namespace the operator may keep Secrets in, as the
     /// chart's `providerNamespaces` value does.
     pub async fn provider_namespace(&self, namespace: &str) {

@@ -107,3 +107,39 @@ pub async fn apply_raw_tenant(
         )
         .await
 }
+
+/// The pod template of test workloads: restricted Pod Security (what tenant namespaces
+/// enforce), an image no node will pull (nothing runs; quota counts pods at admission), and
+/// `cpu` requested and limited.
+fn pod_spec(cpu: &str) -> serde_json::Value {
+    serde_json::json!({
+        "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "app", "image": "registry.invalid/app:1",
+            "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+            "resources": {"requests": {"cpu": cpu}, "limits": {"cpu": cpu}}}]
+    })
+}
+
+/// A bare pod `name` labelled `labels`, requesting `cpu`.
+pub fn pod(name: &str, labels: serde_json::Value, cpu: &str) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": pod_spec(cpu),
+    }))
+    .expect("a valid Pod")
+}
+
+/// A Deployment `name` of `replicas` pods labelled `app: <name>`, each requesting `cpu`.
+pub fn deployment(name: &str, replicas: i32, cpu: &str) -> k8s_openapi::api::apps::v1::Deployment {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": pod_spec(cpu)}
+        }
+    }))
+    .expect("a valid Deployment")
+}

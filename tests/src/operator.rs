@@ -28,6 +28,19 @@ impl RunningOperator {
         kubeconfig: String,
         identity: Option<citycloud::context::OperatorIdentity>,
     ) -> RunningOperator {
+        RunningOperator::start_with(
+            kubeconfig,
+            citycloud::run::Options {
+                listen: None,
+                concurrency: 8,
+                identity,
+                leader_election: None,
+            },
+        )
+    }
+
+    /// Starts an operator with these options.
+    pub fn start_with(kubeconfig: String, options: citycloud::run::Options) -> RunningOperator {
         init_logs();
         let shared = Arc::new(Shared::default());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -42,11 +55,6 @@ impl RunningOperator {
                 let client = crate::identity::client_from_kubeconfig(&kubeconfig)
                     .await
                     .expect("operator client");
-                let options = citycloud::run::Options {
-                    listen: None,
-                    concurrency: 8,
-                    identity,
-                };
                 let shutdown = async move {
                     let _ = stopped.await;
                 };
@@ -60,6 +68,11 @@ impl RunningOperator {
             stop: Some(stop),
             thread: Some(thread),
         }
+    }
+
+    /// Whether it reconciles now (holds the leader lease, or runs without leader election).
+    pub fn leading(&self) -> bool {
+        self.shared.metrics.leader.get() == 1
     }
 
     /// Successful reconciles so far by `controller`.
@@ -243,6 +256,7 @@ pub async fn install_operator_identity(
             "templates/serviceaccount.yaml",
             "templates/clusterrole.yaml",
             "templates/clusterrole-secrets.yaml",
+            "templates/role-leases.yaml",
         ],
         // Each test grants its own platform namespaces (see `grant_provider_namespace`).
         &["providerNamespaces=[]".to_string()],

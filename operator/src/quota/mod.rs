@@ -83,3 +83,57 @@ pub fn allocate(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(v: &str) -> Quantity {
+        Quantity(v.to_string())
+    }
+
+    #[test]
+    fn every_kind_of_quota_resource_splits_in_its_own_unit_and_never_beyond_the_budget() {
+        let budget: BTreeMap<String, Quantity> = [
+            ("requests.cpu", "1"),
+            ("limits.memory", "3Gi"),
+            ("requests.storage", "10Gi"),
+            ("requests.ephemeral-storage", "5G"),
+            ("requests.nvidia.com/gpu", "3"),
+            ("count/deployments.apps", "5"),
+            ("services.loadbalancers", "1"),
+            ("persistentvolumeclaims", "7"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), q(v)))
+        .collect();
+        let caps: BTreeMap<String, BTreeMap<String, Quantity>> = ["t-a", "t-b"]
+            .into_iter()
+            .map(|ns| (ns.to_string(), BTreeMap::new()))
+            .collect();
+        let out = allocate(&budget, &caps, &BTreeMap::new(), |_| 0);
+        for (resource, total) in &budget {
+            let parts: Vec<Milli> = out
+                .hard
+                .values()
+                .map(|h| Milli::of(&h[resource]).expect("a valid quantity"))
+                .collect();
+            let sum: i128 = parts.iter().map(|p| p.0).sum();
+            assert!(sum <= Milli::of(total).unwrap().0, "{resource}: {parts:?}");
+            let unit = if resource.contains("cpu") { 1 } else { 1000 };
+            assert!(
+                parts.iter().all(|p| p.0 % unit == 0),
+                "{resource} split into fractions: {parts:?}"
+            );
+            // Nothing stranded: at most one unit is left over by the even split.
+            assert!(
+                Milli::of(total).unwrap().0 - sum < unit * 2,
+                "{resource}: {parts:?}"
+            );
+        }
+        assert_eq!(out.hard["t-a"]["requests.nvidia.com/gpu"], q("2"));
+        assert_eq!(out.hard["t-b"]["requests.nvidia.com/gpu"], q("1"));
+        assert_eq!(out.hard["t-a"]["services.loadbalancers"], q("1"));
+        assert_eq!(out.hard["t-b"]["services.loadbalancers"], q("0"));
+    }
+}

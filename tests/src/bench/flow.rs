@@ -17,6 +17,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota, ServiceAccount};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
+use testbed::fixtures::deployment;
 
 use super::cli::Args;
 use super::objects::{self, MANAGER, Names};
@@ -89,27 +90,6 @@ fn median_worst(sorted: &[f64]) -> Option<(f64, f64)> {
         sorted[mid]
     };
     Some((median, worst))
-}
-
-fn deployment(name: &str, replicas: i32) -> anyhow::Result<Deployment> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [{"name": "app", "image": "registry.invalid/bench:1",
-                        "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
-                        "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "100m"}}}]
-                }
-            }
-        }
-    }))?)
 }
 
 /// Pods of `app` in `ns` that exist and are not being deleted.
@@ -202,7 +182,7 @@ impl Bed {
             api_exists: false,
         };
         bed.in_a
-            .create(&PostParams::default(), &deployment("web", 10)?)
+            .create(&PostParams::default(), &deployment("web", 10, "100m"))
             .await?;
         wait_pods(admin, &bed.a, "web", 10, SETTLE).await?;
         Ok(bed)
@@ -214,7 +194,7 @@ impl Bed {
             scale(&self.in_b, "api", 2).await
         } else {
             self.in_b
-                .create(&PostParams::default(), &deployment("api", 2)?)
+                .create(&PostParams::default(), &deployment("api", 2, "100m"))
                 .await?;
             self.api_exists = true;
             Ok(())

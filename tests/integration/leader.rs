@@ -1,0 +1,127 @@
+//! Several replicas of the operator: one leads and reconciles, the others stand by; a clean
+//! shutdown hands over at once, and a replica that loses its lease stops reconciling.
+use std::time::Duration;
+
+use citycloud::api::{QuotaProfile, Tenant};
+use citycloud::leader::LeaderElection;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use testbed::fixtures::{CONVERGE, apply, wait_ready};
+use testbed::operator::RELEASE_NAMESPACE;
+use testbed::{TestEnv, eventually};
+
+fn election(lease: &str, replica: &str) -> LeaderElection {
+    LeaderElection {
+        namespace: RELEASE_NAMESPACE.into(),
+        lease: lease.into(),
+        identity: replica.into(),
+        lease_duration: Duration::from_secs(6),
+    }
+}
+
+async fn holder(leases: &Api<Lease>, lease: &str) -> Option<String> {
+    leases.get_opt(lease).await.ok()??.spec?.holder_identity
+}
+
+async fn tenant(env: &TestEnv, base: &str) -> String {
+    let (t, p) = (env.name(base), env.name(&format!("{base}-p")));
+    apply::<QuotaProfile>(
+        &env.admin,
+        &format!(
+            "{{apiVersion: citycloud.io/v1alpha1, kind: QuotaProfile, metadata: {{name: {p}}}, \
+             spec: {{namespace: {{pods: '10'}}}}}}"
+        ),
+    )
+    .await
+    .unwrap();
+    apply::<Tenant>(
+        &env.admin,
+        &format!(
+            "{{apiVersion: citycloud.io/v1alpha1, kind: Tenant, metadata: {{name: {t}}}, \
+             spec: {{displayName: Phường {t}, owners: [{{kind: Group, name: {t}-admins}}], \
+             quotaProfile: {p}, environments: [{{name: prod}}]}}}}"
+        ),
+    )
+    .await
+    .unwrap();
+    wait_ready(&env.admin, &t).await;
+    t
+}
+
+#[tokio::test]
+async fn one_replica_leads_a_standby_takes_over_at_once_on_shutdown_and_a_usurped_leader_stops() {
+    let env = TestEnv::with_operator().await;
+    let lease = env.name("lease");
+    let leases = Api::<Lease>::namespaced(env.admin.clone(), RELEASE_NAMESPACE);
+
+    let first = env.replica(election(&lease, "replica-a"));
+    eventually("replica-a to lead", CONVERGE, || async {
+        (first.leading() && holder(&leases, &lease).await.as_deref() == Some("replica-a"))
+            .then_some(())
+    })
+    .await;
+    let second = env.replica(election(&lease, "replica-b"));
+
+    // Work arrives: the leader reconciles it, the standby does nothing.
+    tenant(&env, "lead").await;
+    eventually("the leader to reconcile tenants", CONVERGE, || async {
+        (first.reconciles("tenant") > 0).then_some(())
+    })
+    .await;
+    // Longer than a renew period, so the standby has tried for the lease and been refused.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !second.leading(),
+        "the standby must not lead while replica-a renews"
+    );
+    assert_eq!(second.reconciles("tenant"), 0, "the standby reconciled");
+    assert_eq!(holder(&leases, &lease).await.as_deref(), Some("replica-a"));
+
+    // A clean shutdown releases the lease: the standby leads within a renew period (2 s),
+    // not after the 6 s lease expires, and reconciles everything there is.
+    drop(first);
+    eventually("replica-b to lead", CONVERGE, || async {
+        (second.leading() && holder(&leases, &lease).await.as_deref() == Some("replica-b"))
+            .then_some(())
+    })
+    .await;
+    eventually("replica-b to reconcile the tenants", CONVERGE, || async {
+        (second.reconciles("tenant") > 0).then_some(())
+    })
+    .await;
+    let transitions = leases
+        .get(&lease)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.lease_transitions);
+    assert_eq!(transitions, Some(1), "one hand-over");
+
+    // Someone else takes the lease (a partition healed, a replica that did not see us): the
+    // leader finds it on its next renewal and stops reconciling rather than run beside it.
+    leases
+        .patch(
+            &lease,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"holderIdentity": "intruder", "leaseDurationSeconds": 3600,
+                "renewTime": MicroTime(k8s_openapi::jiff::Timestamp::now())}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("replica-b to stop leading", CONVERGE, || async {
+        (!second.leading()).then_some(())
+    })
+    .await;
+    let before = second.reconciles("tenant");
+    tenant(&env, "after").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        second.reconciles("tenant"),
+        before,
+        "a replica that lost the lease went on reconciling"
+    );
+}
