@@ -60,7 +60,17 @@ fn prune_old_runs(root: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
-    let mut runs: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    // This process's own control planes (`<label>-<pid>`) may be starting right now, in
+    // parallel tests: their etcd data is not ours to remove.
+    let own = format!("-{}", std::process::id());
+    let mut runs: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(&own))
+        })
+        .collect();
     runs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
     let n = runs.len();
     for (i, run) in runs.into_iter().enumerate() {

@@ -3,18 +3,19 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::build::{NamespaceResources, TenantResources, namespace, orphaned};
+use super::build::{TenantResources, namespace, orphaned};
+use super::cache::{Caches, in_namespace, named};
 use super::validate::Conflict;
 use crate::Result;
-use crate::api::labels::{ENVIRONMENT, ORPHANED, TENANT};
+use crate::api::labels::{ENVIRONMENT, ORPHANED};
 use crate::api::{DeletionPolicy, Environment, Tenant};
 use crate::apply::{Outcome, apply};
 use crate::context::Context;
@@ -26,68 +27,169 @@ pub const CLAIM_LABEL: &str = "citycloud.io/claim";
 #[derive(Debug, Default)]
 pub struct Applied {
     pub namespaces: Vec<String>,
-    pub writes: usize,
+    pub journal: Journal,
 }
 
+/// The objects a reconcile created, updated or removed, told to the tenant's users as one
+/// Event per kind of change (not one per object: a new tenant is some twenty objects).
+#[derive(Debug, Default)]
+pub struct Journal {
+    created: Vec<String>,
+    updated: Vec<String>,
+    removed: Vec<String>,
+}
+
+/// An Event's note may hold 1 kB; longer lists end with "and N more".
+const NOTE_BUDGET: usize = 900;
+
+impl Journal {
+    pub fn writes(&self) -> usize {
+        self.created.len() + self.updated.len() + self.removed.len()
+    }
+
+    /// Notes one object's outcome (and counts a write).
+    fn record<K: Resource<DynamicType = ()>>(&mut self, ctx: &Context, obj: &K, outcome: Outcome) {
+        let list = match outcome {
+            Outcome::Unchanged => return,
+            Outcome::Created => &mut self.created,
+            Outcome::Updated => &mut self.updated,
+        };
+        list.push(describe(obj));
+        ctx.shared
+            .metrics
+            .writes
+            .get_or_create(&crate::metrics::ControllerLabel {
+                controller: "tenant",
+            })
+            .inc();
+    }
+
+    fn removed<K: Resource<DynamicType = ()>>(&mut self, ctx: &Context, obj: &K) {
+        self.removed.push(describe(obj));
+        ctx.shared
+            .metrics
+            .writes
+            .get_or_create(&crate::metrics::ControllerLabel {
+                controller: "tenant",
+            })
+            .inc();
+    }
+
+    /// One Event per kind of change, naming the objects.
+    pub async fn publish(&self, ctx: &Context, tenant: &Tenant) {
+        for (reason, heading, list) in [
+            ("Created", "Created", &self.created),
+            (
+                "Updated",
+                "Updated to match the spec (changed spec or repaired drift)",
+                &self.updated,
+            ),
+            ("Removed", "Removed, no longer in the spec", &self.removed),
+        ] {
+            if !list.is_empty() {
+                publish(ctx, tenant, EventType::Normal, reason, note(heading, list)).await;
+            }
+        }
+    }
+}
+
+/// "Created 3: Namespace a-prod, RoleBinding a-prod/citycloud-owners, …" within [`NOTE_BUDGET`].
+fn note(heading: &str, items: &[String]) -> String {
+    let mut out = format!("{heading} {}:", items.len());
+    for (i, item) in items.iter().enumerate() {
+        if out.len() + item.len() + 2 > NOTE_BUDGET {
+            out.push_str(&format!(" and {} more", items.len() - i));
+            break;
+        }
+        out.push_str(if i == 0 { " " } else { ", " });
+        out.push_str(item);
+    }
+    out
+}
+
+fn describe<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    let name = obj.meta().name.as_deref().unwrap_or_default();
+    match obj.meta().namespace.as_deref() {
+        Some(ns) => format!("{} {ns}/{name}", K::kind(&())),
+        None => format!("{} {name}", K::kind(&())),
+    }
+}
+
+/// Applies everything the tenant wants. `live_namespaces` and `live_quotas` are read fresh;
+/// the rest of what exists comes from `caches`.
 pub async fn apply_all(
     ctx: &Context,
+    caches: &Caches,
     tenant: &Tenant,
     desired: &TenantResources,
     live_namespaces: &BTreeMap<String, Namespace>,
+    live_quotas: &BTreeMap<String, ResourceQuota>,
     conflicts: &[Conflict],
 ) -> Result<Applied> {
     let mut applied = Applied::default();
+    let journal = &mut applied.journal;
+    let name = tenant.name_any();
     for res in &desired.namespaces {
         let ns = res.namespace.name_any();
         if conflicts.iter().any(|c| c.namespace == ns) {
             continue;
         }
-        applied.writes += apply_namespace(ctx, tenant, res, live_namespaces.get(&ns)).await?;
+        let outcome = apply(
+            &Api::all(ctx.client.clone()),
+            &res.namespace,
+            live_namespaces.get(&ns),
+        )
+        .await?;
+        journal.record(ctx, &res.namespace, outcome);
+        let quota = live_quotas
+            .get(&ns)
+            .map(|q| (q.name_any(), q.clone()))
+            .into_iter()
+            .collect();
+        let limits = in_namespace(&caches.limit_ranges, &ns, &name);
+        sync_kind(
+            ctx,
+            journal,
+            &ns,
+            &res.role_bindings,
+            in_namespace(&caches.role_bindings, &ns, &name),
+        )
+        .await?;
+        sync_kind(ctx, journal, &ns, std::slice::from_ref(&res.quota), quota).await?;
+        sync_kind::<LimitRange>(ctx, journal, &ns, res.limit_range.as_slice(), limits).await?;
+        sync_kind(
+            ctx,
+            journal,
+            &ns,
+            &res.network_policies,
+            in_namespace(&caches.network_policies, &ns, &name),
+        )
+        .await?;
         applied.namespaces.push(ns);
     }
     let roles = Api::<ClusterRole>::all(ctx.client.clone());
+    let live_role = named(&caches.cluster_roles, &desired.reader_role.name_any());
+    let outcome = apply(&roles, &desired.reader_role, live_role.as_ref()).await?;
+    journal.record(ctx, &desired.reader_role, outcome);
     let bindings = Api::<ClusterRoleBinding>::all(ctx.client.clone());
-    applied.writes += record(
-        ctx,
-        tenant,
-        &desired.reader_role,
-        crate::apply::get_and_apply(&roles, &desired.reader_role).await?,
-    )
-    .await;
-    applied.writes += record(
-        ctx,
-        tenant,
-        &desired.reader_binding,
-        crate::apply::get_and_apply(&bindings, &desired.reader_binding).await?,
-    )
-    .await;
+    let live_binding = named(
+        &caches.cluster_role_bindings,
+        &desired.reader_binding.name_any(),
+    );
+    let outcome = apply(&bindings, &desired.reader_binding, live_binding.as_ref()).await?;
+    journal.record(ctx, &desired.reader_binding, outcome);
     Ok(applied)
 }
 
-async fn apply_namespace(
+/// Makes the tenant's objects of one kind in `ns` exactly `desired`, given what exists
+/// (`live`): an apply for each that differs and a delete for each no longer wanted.
+async fn sync_kind<K>(
     ctx: &Context,
-    tenant: &Tenant,
-    res: &NamespaceResources,
-    live: Option<&Namespace>,
-) -> Result<usize> {
-    let ns = res.namespace.name_any();
-    let mut writes = record(
-        ctx,
-        tenant,
-        &res.namespace,
-        apply(&Api::all(ctx.client.clone()), &res.namespace, live).await?,
-    )
-    .await;
-    writes += sync_kind(ctx, tenant, &ns, &res.role_bindings).await?;
-    writes += sync_kind(ctx, tenant, &ns, std::slice::from_ref(&res.quota)).await?;
-    writes += sync_kind::<LimitRange>(ctx, tenant, &ns, res.limit_range.as_slice()).await?;
-    writes += sync_kind(ctx, tenant, &ns, &res.network_policies).await?;
-    Ok(writes)
-}
-
-/// Makes the tenant's objects of one kind in `ns` exactly `desired`: one list, then an apply
-/// for each that differs and a delete for each no longer wanted.
-async fn sync_kind<K>(ctx: &Context, tenant: &Tenant, ns: &str, desired: &[K]) -> Result<usize>
+    journal: &mut Journal,
+    ns: &str,
+    desired: &[K],
+    mut live: BTreeMap<String, K>,
+) -> Result<()>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -96,73 +198,19 @@ where
         + std::fmt::Debug,
 {
     let api = Api::<K>::namespaced(ctx.client.clone(), ns);
-    let selector = format!("{TENANT}={},!{CLAIM_LABEL}", tenant.name_any());
-    let mut live: BTreeMap<String, K> = api
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
-        .into_iter()
-        .map(|o| (o.name_any(), o))
-        .collect();
-    let mut writes = 0;
     for obj in desired {
         let outcome = apply(&api, obj, live.remove(&obj.name_any()).as_ref()).await?;
-        writes += record(ctx, tenant, obj, outcome).await;
+        journal.record(ctx, obj, outcome);
     }
-    for (name, _) in live {
-        api.delete(&name, &DeleteParams::default()).await?;
-        publish(
-            ctx,
-            tenant,
-            EventType::Normal,
-            "Removed",
-            format!(
-                "Removed {} {ns}/{name}: no longer in the spec",
-                K::kind(&())
-            ),
-        )
-        .await;
-        writes += 1;
+    for (name, obj) in live {
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => journal.removed(ctx, &obj),
+            // Already gone (the cache was a moment behind).
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
     }
-    Ok(writes)
-}
-
-/// Counts a write and tells the tenant's users about it.
-async fn record<K: Resource<DynamicType = ()>>(
-    ctx: &Context,
-    tenant: &Tenant,
-    obj: &K,
-    outcome: Outcome,
-) -> usize {
-    let what = match obj.meta().namespace.as_deref() {
-        Some(ns) => format!(
-            "{} {ns}/{}",
-            K::kind(&()),
-            obj.meta().name.as_deref().unwrap_or_default()
-        ),
-        None => format!(
-            "{} {}",
-            K::kind(&()),
-            obj.meta().name.as_deref().unwrap_or_default()
-        ),
-    };
-    let (reason, note) = match outcome {
-        Outcome::Unchanged => return 0,
-        Outcome::Created => ("Created", format!("Created {what}")),
-        Outcome::Updated => (
-            "Updated",
-            format!("Updated {what} to match the spec (changed spec or repaired drift)"),
-        ),
-    };
-    ctx.shared
-        .metrics
-        .writes
-        .get_or_create(&crate::metrics::ControllerLabel {
-            controller: "tenant",
-        })
-        .inc();
-    publish(ctx, tenant, EventType::Normal, reason, note).await;
-    1
+    Ok(())
 }
 
 pub async fn publish(ctx: &Context, tenant: &Tenant, type_: EventType, reason: &str, note: String) {
@@ -217,4 +265,28 @@ pub async fn release_namespaces(
         }
     }
     Ok(writes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::note;
+
+    #[test]
+    fn an_event_note_names_the_objects_and_stays_within_an_events_limit() {
+        let few = [
+            "Namespace a-prod".to_string(),
+            "RoleBinding a-prod/citycloud-owners".into(),
+        ];
+        assert_eq!(
+            note("Created", &few),
+            "Created 2: Namespace a-prod, RoleBinding a-prod/citycloud-owners"
+        );
+        let many: Vec<String> = (0..100)
+            .map(|i| format!("NetworkPolicy ward-{i}-prod/citycloud-ingress"))
+            .collect();
+        let long = note("Created", &many);
+        assert!(long.len() <= 1024, "{} bytes", long.len());
+        assert!(long.starts_with("Created 100: NetworkPolicy ward-0-prod/"));
+        assert!(long.ends_with(" more"), "{long}");
+    }
 }

@@ -1,6 +1,7 @@
 //! The Tenant controller: dereference → validate → build → apply → status.
 pub mod apply;
 pub mod build;
+pub mod cache;
 pub mod dereference;
 pub mod status;
 pub mod validate;
@@ -20,8 +21,8 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, info_span, warn};
@@ -37,6 +38,42 @@ pub const FINALIZER: &str = "citycloud.io/tenant-cleanup";
 const CONTROLLER: &str = "tenant";
 /// A full resync repairs anything a missed watch event left behind.
 const RESYNC: Duration = Duration::from_secs(300);
+
+/// What the tenant controller's reconciles share.
+pub struct TenantContext {
+    pub base: Arc<Context>,
+    pub caches: cache::Caches,
+}
+
+/// A watch of the operator's labelled objects of one kind: a cache for reconciles, and the
+/// stream of changes that re-triggers the tenant they belong to.
+fn reflect<K>(
+    client: &kube::Client,
+    config: &watcher::Config,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(Api::<K>::all(client.clone()), config.clone())
+            // The cache keeps what comparing needs, not the managed fields (memory).
+            .modify(|o| o.managed_fields_mut().clear()),
+    )
+    .default_backoff()
+    .touched_objects();
+    (store, stream)
+}
 
 /// Runs the Tenant controller until `shutdown` resolves.
 pub async fn run(
@@ -58,49 +95,48 @@ pub async fn run(
     let workloads =
         quota::workloads::watch(client.clone(), ctx.shared.clone(), tenants.clone(), pokes);
     let (by_namespace, shared) = (tenants.clone(), ctx.shared.clone());
-    let (by_claim_namespace, client_for_claims) = (tenants.clone(), client.clone());
+    let (by_claim_namespace, by_profile) = (tenants.clone(), tenants);
+
+    let (namespaces, namespace_changes) = reflect::<Namespace>(&client, &managed);
+    let (role_bindings, role_binding_changes) = reflect::<RoleBinding>(&client, &managed);
+    let (limit_ranges, limit_range_changes) = reflect::<LimitRange>(&client, &managed);
+    let (network_policies, network_policy_changes) = reflect::<NetworkPolicy>(&client, &managed);
+    let (cluster_roles, cluster_role_changes) = reflect::<ClusterRole>(&client, &managed);
+    let (cluster_role_bindings, cluster_role_binding_changes) =
+        reflect::<ClusterRoleBinding>(&client, &managed);
+    let (claims, claim_changes) =
+        reflect::<SharedServiceClaim>(&client, &watcher::Config::default());
+    let context = Arc::new(TenantContext {
+        base: ctx.clone(),
+        caches: cache::Caches {
+            namespaces,
+            role_bindings,
+            limit_ranges,
+            network_policies,
+            cluster_roles,
+            cluster_role_bindings,
+            claims,
+        },
+    });
     controller
-        .watches(
-            Api::<Namespace>::all(client.clone()),
-            managed.clone(),
-            by_tenant_label,
-        )
-        .watches(
-            Api::<RoleBinding>::all(client.clone()),
-            managed.clone(),
-            by_tenant_label,
-        )
+        .watches_stream(namespace_changes, by_tenant_label)
+        .watches_stream(role_binding_changes, by_tenant_label)
+        .watches_stream(limit_range_changes, by_tenant_label)
+        .watches_stream(network_policy_changes, by_tenant_label)
+        .watches_stream(cluster_role_changes, by_tenant_label)
+        .watches_stream(cluster_role_binding_changes, by_tenant_label)
+        // Read fresh by every reconcile (the budget split), so not cached: a plain watch.
         .watches(
             Api::<ResourceQuota>::all(client.clone()),
-            managed.clone(),
-            by_tenant_label,
-        )
-        .watches(
-            Api::<LimitRange>::all(client.clone()),
-            managed.clone(),
-            by_tenant_label,
-        )
-        .watches(
-            Api::<NetworkPolicy>::all(client.clone()),
-            managed.clone(),
-            by_tenant_label,
-        )
-        .watches(
-            Api::<ClusterRole>::all(client.clone()),
-            managed.clone(),
-            by_tenant_label,
-        )
-        .watches(
-            Api::<ClusterRoleBinding>::all(client.clone()),
             managed,
             by_tenant_label,
         )
         .watches(
-            Api::<QuotaProfile>::all(client),
+            Api::<QuotaProfile>::all(client.clone()),
             watcher::Config::default(),
             move |profile| {
                 let name = profile.name_any();
-                tenants
+                by_profile
                     .state()
                     .into_iter()
                     .filter(|t| t.quota_profiles().contains(&name.as_str()))
@@ -109,21 +145,17 @@ pub async fn run(
             },
         )
         // A claim bound or revoked changes the tenant's boundServices.
-        .watches(
-            Api::<SharedServiceClaim>::all(client_for_claims),
-            watcher::Config::default(),
-            move |claim| {
-                let ns = claim.namespace()?;
-                by_claim_namespace
-                    .state()
-                    .into_iter()
-                    .find(|t| t.namespaces().contains(&ns))
-                    .map(|t| ObjectRef::from_obj(&*t))
-            },
-        )
+        .watches_stream(claim_changes, move |claim| {
+            let ns = claim.namespace()?;
+            by_claim_namespace
+                .state()
+                .into_iter()
+                .find(|t| t.namespaces().contains(&ns))
+                .map(|t| ObjectRef::from_obj(&*t))
+        })
         // StatefulSet and Job controllers refused over quota: demand in that namespace.
         .watches(
-            Api::<Event>::all(ctx.client.clone()),
+            Api::<Event>::all(client),
             watcher::Config::default().fields("reason=FailedCreate"),
             move |event| {
                 let ns = quota::demand::quota_refusal(&event)?;
@@ -137,7 +169,7 @@ pub async fn run(
         )
         .reconcile_on(poked)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, context)
         .for_each(|_| async {})
         .await;
     workloads.abort();
@@ -151,14 +183,19 @@ fn by_tenant_label<K: Resource>(obj: K) -> Option<ObjectRef<Tenant>> {
         .map(|t| ObjectRef::new(t))
 }
 
-async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(tenant: Arc<Tenant>, context: Arc<TenantContext>) -> Result<Action> {
+    if !context.caches.ready() {
+        // Just started: look again once the watches have listed (not counted as a reconcile).
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     let span = info_span!("reconcile", controller = CONTROLLER, tenant = %tenant.name_any());
+    let ctx = &context.base;
     let _timer = ctx.shared.metrics.time(CONTROLLER);
     let api = Api::<Tenant>::all(ctx.client.clone());
     let result = finalizer(&api, FINALIZER, tenant, |event| async {
         match event {
-            Finalizer::Apply(t) => provision(&t, &ctx).await,
-            Finalizer::Cleanup(t) => cleanup(&t, &ctx).await,
+            Finalizer::Apply(t) => provision(&t, ctx, &context.caches).await,
+            Finalizer::Cleanup(t) => cleanup(&t, ctx).await,
         }
     })
     .instrument(span)
@@ -168,12 +205,12 @@ async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     result
 }
 
-fn error_policy(tenant: Arc<Tenant>, error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(tenant: Arc<Tenant>, error: &Error, _ctx: Arc<TenantContext>) -> Action {
     warn!(tenant = %tenant.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
 
-async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Action> {
+async fn provision(tenant: &Tenant, ctx: &Context, caches: &cache::Caches) -> Result<Action> {
     let name = tenant.name_any();
     let mut found = dereference::dereference(&ctx.client, tenant).await?;
     let conflicts = validate::conflicts(&name, &tenant.namespaces(), &found.named);
@@ -206,7 +243,17 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     found.inputs.operator = ctx.identity.clone();
 
     let desired = build::build(tenant, &found.inputs);
-    let applied = apply::apply_all(ctx, tenant, &desired, &found.named, &conflicts).await?;
+    let applied = apply::apply_all(
+        ctx,
+        caches,
+        tenant,
+        &desired,
+        &found.named,
+        &found.quotas,
+        &conflicts,
+    )
+    .await?;
+    applied.journal.publish(ctx, tenant).await;
     // Environments dropped from the spec; conflicted names are never ours to release.
     apply::release_namespaces(ctx, tenant, &found.labelled, &tenant.namespaces()).await?;
 
@@ -237,7 +284,7 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         ),
         namespaces: applied.namespaces.clone(),
         usage,
-        bound_services: bound_services(ctx, &applied.namespaces).await?,
+        bound_services: bound_services(&caches.claims, &applied.namespaces),
     };
     for c in conds
         .iter()
@@ -271,8 +318,8 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         .any(|c| c.type_ == cond::READY && c.status == "True");
     ctx.shared.tenant_readiness(&name, ready);
     ctx.shared.tenant_usage(&name, &new.usage);
-    if applied.writes > 0 {
-        tracing::info!(writes = applied.writes, ready, "applied changes");
+    if applied.journal.writes() > 0 {
+        tracing::info!(writes = applied.journal.writes(), ready, "applied changes");
     } else {
         tracing::debug!(ready, "up to date");
     }
@@ -288,22 +335,22 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Action> {
 }
 
 /// The shared services claimed and bound in the tenant's namespaces, sorted, once each.
-async fn bound_services(ctx: &Context, namespaces: &[String]) -> Result<Vec<String>> {
-    let mut services = std::collections::BTreeSet::new();
-    for ns in namespaces {
-        let claims = Api::<SharedServiceClaim>::namespaced(ctx.client.clone(), ns)
-            .list(&ListParams::default())
-            .await?;
-        for claim in claims {
-            let bound = claim.status.as_ref().is_some_and(|s| {
-                crate::api::conditions::is_true(&s.conditions, crate::api::conditions::claim::BOUND)
-            });
-            if bound {
-                services.insert(claim.spec.service.clone());
-            }
-        }
-    }
-    Ok(services.into_iter().collect())
+fn bound_services(claims: &Store<SharedServiceClaim>, namespaces: &[String]) -> Vec<String> {
+    let services: std::collections::BTreeSet<String> = claims
+        .state()
+        .iter()
+        .filter(|c| {
+            c.namespace().is_some_and(|ns| namespaces.contains(&ns))
+                && c.status.as_ref().is_some_and(|s| {
+                    crate::api::conditions::is_true(
+                        &s.conditions,
+                        crate::api::conditions::claim::BOUND,
+                    )
+                })
+        })
+        .map(|c| c.spec.service.clone())
+        .collect();
+    services.into_iter().collect()
 }
 
 async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action> {
