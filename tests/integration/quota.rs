@@ -104,6 +104,14 @@ async fn pods_of(client: &kube::Client, ns: &str, app: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// Waits until `app` has exactly `n` pods in `ns` (the ReplicaSet controller's retries included).
+async fn wait_pods(env: &TestEnv, ns: &str, app: &str, n: usize, what: &str) {
+    eventually(what, SETTLE, || async {
+        (pods_of(&env.admin, ns, app).await == n).then_some(())
+    })
+    .await;
+}
+
 /// Creates a pod as a well-behaved client would: a refusal over quota is final, while a
 /// conflict (the quota object changed under the API server's admission) is retried.
 /// Returns whether the pod was admitted.
@@ -193,10 +201,7 @@ async fn a_deployment_gets_budget_an_idle_namespace_does_not_use_and_freed_budge
         .create(&PostParams::default(), &deployment("web", 10))
         .await
         .unwrap();
-    eventually("all 10 pods admitted in one namespace", SETTLE, || async {
-        (pods_of(&env.admin, &a, "web").await == 10).then_some(())
-    })
-    .await;
+    wait_pods(&env, &a, "web", 10, "all 10 pods admitted in one namespace").await;
 
     // At its budget the tenant says so, naming the resource; it stays Ready.
     let tenant = wait_condition(
@@ -236,10 +241,12 @@ async fn a_deployment_gets_budget_an_idle_namespace_does_not_use_and_freed_budge
         .patch("web", &PatchParams::default(), &scale)
         .await
         .unwrap();
-    eventually(
+    wait_pods(
+        &env,
+        &b,
+        "api",
+        4,
         "the waiting Deployment to get its 4 pods",
-        SETTLE,
-        || async { (pods_of(&env.admin, &b, "api").await == 4).then_some(()) },
     )
     .await;
     assert!(admitted_cpu(&env.admin, &[&a, &b]).await <= 1000);
@@ -280,10 +287,7 @@ async fn a_deployment_refused_over_and_over_still_gets_freed_budget_every_time()
     in_a.create(&PostParams::default(), &deployment("web", 10))
         .await
         .unwrap();
-    eventually("web to hold the whole budget", SETTLE, || async {
-        (pods_of(&env.admin, &a, "web").await == 10).then_some(())
-    })
-    .await;
+    wait_pods(&env, &a, "web", 10, "web to hold the whole budget").await;
     in_b.create(&PostParams::default(), &deployment("api", 2))
         .await
         .unwrap();
@@ -298,20 +302,24 @@ async fn a_deployment_refused_over_and_over_still_gets_freed_budget_every_time()
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(pods_of(&env.admin, &b, "api").await, 0);
         scale(&in_a, "web", 8).await;
-        eventually(
+        wait_pods(
+            &env,
+            &b,
+            "api",
+            2,
             &format!("cycle {cycle}: api to get the 200m web freed"),
-            SETTLE,
-            || async { (pods_of(&env.admin, &b, "api").await == 2).then_some(()) },
         )
         .await;
         assert!(admitted_cpu(&env.admin, &[&a, &b]).await <= 1000);
         // And back: api gives up its pods, web takes the budget again.
         scale(&in_b, "api", 0).await;
         scale(&in_a, "web", 10).await;
-        eventually(
+        wait_pods(
+            &env,
+            &a,
+            "web",
+            10,
             &format!("cycle {cycle}: web back to 10"),
-            SETTLE,
-            || async { (pods_of(&env.admin, &a, "web").await == 10).then_some(()) },
         )
         .await;
         scale(&in_b, "api", 2).await;

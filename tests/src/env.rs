@@ -135,12 +135,8 @@ impl TestEnv {
     /// Another operator, as the shared one runs (the chart's ServiceAccount and identity):
     /// for tests of restarts and of two operators at once. Stopped when dropped.
     pub fn another_operator(&self) -> crate::operator::RunningOperator {
-        let kubeconfig = OPERATOR_KUBECONFIG
-            .get()
-            .expect("TestEnv::with_operator first")
-            .clone();
         crate::operator::RunningOperator::start_as(
-            kubeconfig,
+            operator_kubeconfig(),
             Some(crate::operator::chart_identity()),
         )
     }
@@ -150,12 +146,8 @@ impl TestEnv {
         &self,
         election: citycloud::leader::LeaderElection,
     ) -> crate::operator::RunningOperator {
-        let kubeconfig = OPERATOR_KUBECONFIG
-            .get()
-            .expect("TestEnv::with_operator first")
-            .clone();
         crate::operator::RunningOperator::start_with(
-            kubeconfig,
+            operator_kubeconfig(),
             citycloud::run::Options {
                 listen: None,
                 concurrency: 8,
@@ -222,6 +214,13 @@ where
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+fn operator_kubeconfig() -> String {
+    OPERATOR_KUBECONFIG
+        .get()
+        .expect("TestEnv::with_operator first")
+        .clone()
 }
 
 fn helm() -> PathBuf {

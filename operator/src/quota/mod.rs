@@ -33,6 +33,22 @@ fn get(map: Option<&BTreeMap<String, Quantity>>, resource: &str) -> Option<Milli
         .and_then(|q| Milli::of(q).ok())
 }
 
+/// Whether the API server enforces `desired` in its namespace yet. Quota admission ignores a
+/// ResourceQuota until kube-controller-manager has filled in its `status.hard`: until then a
+/// new namespace admits anything. So the tenant's users get access to a namespace only once
+/// this holds for its quota (every resource we limit is in `status.hard`).
+pub fn enforced(desired: &ResourceQuota, live: Option<&ResourceQuota>) -> bool {
+    let wanted = desired.spec.as_ref().and_then(|s| s.hard.as_ref());
+    let synced = live
+        .and_then(|q| q.status.as_ref())
+        .and_then(|s| s.hard.as_ref());
+    match (wanted, synced) {
+        (None, _) => true,
+        (Some(w), Some(h)) => w.keys().all(|k| h.contains_key(k)),
+        (Some(w), None) => w.is_empty(),
+    }
+}
+
 /// Splits `budget` over `caps` (the namespaces' profile caps) given their live quotas.
 pub fn allocate(
     budget: &BTreeMap<String, Quantity>,
@@ -90,6 +106,43 @@ mod tests {
 
     fn q(v: &str) -> Quantity {
         Quantity(v.to_string())
+    }
+
+    #[test]
+    fn a_quota_is_enforced_only_once_its_status_lists_every_limited_resource() {
+        let quota = |spec: &[&str], status: Option<&[&str]>| -> ResourceQuota {
+            let list = |keys: &[&str]| -> BTreeMap<String, Quantity> {
+                keys.iter().map(|k| (k.to_string(), q("1"))).collect()
+            };
+            ResourceQuota {
+                spec: Some(k8s_openapi::api::core::v1::ResourceQuotaSpec {
+                    hard: Some(list(spec)),
+                    ..Default::default()
+                }),
+                status: status.map(|s| k8s_openapi::api::core::v1::ResourceQuotaStatus {
+                    hard: Some(list(s)),
+                    used: None,
+                }),
+                ..Default::default()
+            }
+        };
+        let desired = quota(&["pods", "requests.cpu"], None);
+        assert!(!enforced(&desired, None), "not created yet");
+        assert!(
+            !enforced(&desired, Some(&quota(&["pods", "requests.cpu"], None))),
+            "not synced"
+        );
+        assert!(
+            !enforced(&desired, Some(&quota(&["pods"], Some(&["pods"])))),
+            "cpu not yet"
+        );
+        assert!(enforced(
+            &desired,
+            Some(&quota(
+                &["pods", "requests.cpu"],
+                Some(&["pods", "requests.cpu"])
+            ))
+        ));
     }
 
     #[test]

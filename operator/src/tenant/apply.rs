@@ -28,6 +28,8 @@ pub const CLAIM_LABEL: &str = "citycloud.io/claim";
 pub struct Applied {
     pub namespaces: Vec<String>,
     pub journal: Journal,
+    /// New namespaces whose users get access once their quota is enforced.
+    pub awaiting_quota: Vec<String>,
 }
 
 /// The objects a reconcile created, updated or removed, told to the tenant's users as one
@@ -55,24 +57,12 @@ impl Journal {
             Outcome::Updated => &mut self.updated,
         };
         list.push(describe(obj));
-        ctx.shared
-            .metrics
-            .writes
-            .get_or_create(&crate::metrics::ControllerLabel {
-                controller: "tenant",
-            })
-            .inc();
+        count_write(ctx);
     }
 
     fn removed<K: Resource<DynamicType = ()>>(&mut self, ctx: &Context, obj: &K) {
         self.removed.push(describe(obj));
-        ctx.shared
-            .metrics
-            .writes
-            .get_or_create(&crate::metrics::ControllerLabel {
-                controller: "tenant",
-            })
-            .inc();
+        count_write(ctx);
     }
 
     /// One Event per kind of change, naming the objects.
@@ -91,6 +81,16 @@ impl Journal {
             }
         }
     }
+}
+
+fn count_write(ctx: &Context) {
+    ctx.shared
+        .metrics
+        .writes
+        .get_or_create(&crate::metrics::ControllerLabel {
+            controller: "tenant",
+        })
+        .inc();
 }
 
 /// "Created 3: Namespace a-prod, RoleBinding a-prod/citycloud-owners, …" within [`NOTE_BUDGET`].
@@ -147,24 +147,20 @@ pub async fn apply_all(
             .into_iter()
             .collect();
         let limits = in_namespace(&caches.limit_ranges, &ns, &name);
-        sync_kind(
-            ctx,
-            journal,
-            &ns,
-            &res.role_bindings,
-            in_namespace(&caches.role_bindings, &ns, &name),
-        )
-        .await?;
+        let policies = in_namespace(&caches.network_policies, &ns, &name);
+        let bindings = in_namespace(&caches.role_bindings, &ns, &name);
+        let enforced = crate::quota::enforced(&res.quota, live_quotas.get(&ns));
         sync_kind(ctx, journal, &ns, std::slice::from_ref(&res.quota), quota).await?;
         sync_kind::<LimitRange>(ctx, journal, &ns, res.limit_range.as_slice(), limits).await?;
-        sync_kind(
-            ctx,
-            journal,
-            &ns,
-            &res.network_policies,
-            in_namespace(&caches.network_policies, &ns, &name),
-        )
-        .await?;
+        sync_kind(ctx, journal, &ns, &res.network_policies, policies).await?;
+        // No access to a new namespace before its quota binds: the API server admits anything
+        // there until kube-controller-manager has synced the quota's status (the quota's watch
+        // brings us back then). Access already granted is never taken away for this.
+        if enforced || !bindings.is_empty() {
+            sync_kind(ctx, journal, &ns, &res.role_bindings, bindings).await?;
+        } else {
+            applied.awaiting_quota.push(ns.clone());
+        }
         applied.namespaces.push(ns);
     }
     let roles = Api::<ClusterRole>::all(ctx.client.clone());

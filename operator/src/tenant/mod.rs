@@ -269,6 +269,7 @@ async fn provision(tenant: &Tenant, ctx: &Context, caches: &cache::Caches) -> Re
         missing_profiles: &found.missing_profiles,
         parent_problem: found.parent_problem.as_ref(),
         namespaces: &applied.namespaces,
+        awaiting_quota: &applied.awaiting_quota,
         exhausted: status::exhausted(&usage, &budget),
     };
     let conds = status::conditions(tenant, &findings);

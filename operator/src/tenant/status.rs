@@ -17,6 +17,8 @@ pub struct Findings<'a> {
     pub missing_profiles: &'a [String],
     pub parent_problem: Option<&'a ParentProblem>,
     pub namespaces: &'a [String],
+    /// New namespaces whose users get access once their quota is enforced.
+    pub awaiting_quota: &'a [String],
     /// Budgeted resources the tenant uses all of, with a message each.
     pub exhausted: Vec<String>,
 }
@@ -58,14 +60,25 @@ pub fn conditions(tenant: &Tenant, f: &Findings) -> Vec<Cond> {
             .join("; ");
         Cond::fail(cond::NAMESPACES_READY, reason::NAMESPACE_CONFLICT, msg)
     };
-    let rbac = Cond::ok(
-        cond::RBAC_READY,
-        "Bound",
-        format!(
-            "owners have admin, members edit, viewers view in {} namespace(s)",
-            f.namespaces.len()
-        ),
-    );
+    let rbac = if f.awaiting_quota.is_empty() {
+        Cond::ok(
+            cond::RBAC_READY,
+            "Bound",
+            format!(
+                "owners have admin, members edit, viewers view in {} namespace(s)",
+                f.namespaces.len()
+            ),
+        )
+    } else {
+        Cond::fail(
+            cond::RBAC_READY,
+            "AwaitingQuota",
+            format!(
+                "access to {} is granted once kube-controller-manager enforces its ResourceQuota (the API server limits nothing in a namespace before that); usually within seconds",
+                f.awaiting_quota.join(", ")
+            ),
+        )
+    };
     let quota = if !f.missing_profiles.is_empty() {
         Cond::fail(
             cond::QUOTA_READY,
