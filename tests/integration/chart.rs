@@ -89,6 +89,29 @@ fn bad_values_fail_at_install_with_a_clear_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("logFormat"), "{err}");
+
+    // Two operators without leader election would reconcile the same objects at once.
+    let out = Command::new(helm())
+        .args(["template", RELEASE])
+        .arg(chart())
+        .args(["--kube-version", "1.37.2", "--set", "replicas=2"])
+        .args(["--set", "leaderElection.enabled=false"])
+        .output()
+        .expect("helm");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("replicas > 1 needs leaderElection.enabled"),
+        "{err}"
+    );
+    // With it, two replicas roll: a new pod stands by until the old one hands over.
+    let rendered = run(Command::new(helm())
+        .args(["template", RELEASE])
+        .arg(chart())
+        .args(["--kube-version", "1.37.2", "--set", "replicas=2"]));
+    assert!(rendered.contains("replicas: 2"), "{rendered}");
+    assert!(rendered.contains("type: RollingUpdate"), "{rendered}");
+    assert!(rendered.contains("CITYCLOUD_LEADER_ELECT"), "{rendered}");
 }
 
 async fn apply_file(client: &kube::Client, file: &str) {

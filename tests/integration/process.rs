@@ -101,3 +101,16 @@ async fn the_operator_process_serves_health_and_metrics_logs_json_spans_and_stop
         });
     assert_eq!(reconcile["span"]["controller"], "tenant");
 }
+
+#[test]
+fn leader_election_without_a_lease_namespace_is_refused_with_a_clear_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_operator-under-test"))
+        .args(["run", "--leader-elect"])
+        .env_remove("CITYCLOUD_OPERATOR_NAMESPACE")
+        .env("KUBECONFIG", "/nonexistent")
+        .output()
+        .expect("running the operator");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--leader-election-namespace"), "{err}");
+}

@@ -51,16 +51,22 @@ pub async fn dereference(client: &Client, tenant: &Tenant) -> Result<Dereference
     let (ancestor_owners, parent_problem) = ancestors(client, tenant).await?;
 
     let ns_api = Api::<Namespace>::all(client.clone());
-    let mut named = BTreeMap::new();
-    for ns in tenant.namespaces() {
-        if let Some(live) = ns_api.get_opt(&ns).await? {
-            named.insert(ns, live);
-        }
-    }
     let labelled = ns_api
         .list(&ListParams::default().labels(&format!("{TENANT}={name}")))
         .await?
         .items;
+    // Our namespaces come with the list; only names not (yet) labelled as ours need a read,
+    // to find someone else's namespace of that name before we would take it over.
+    let mut named = BTreeMap::new();
+    for ns in tenant.namespaces() {
+        let live = match labelled.iter().find(|n| n.name_any() == ns) {
+            Some(ours) => Some(ours.clone()),
+            None => ns_api.get_opt(&ns).await?,
+        };
+        if let Some(live) = live {
+            named.insert(ns, live);
+        }
+    }
     // Read fresh, never from a cache: the budget split must see every admission so far.
     let quotas = Api::<ResourceQuota>::all(client.clone())
         .list(&ListParams::default().labels(&format!("{TENANT}={name},!{CLAIM_LABEL}")))
