@@ -428,3 +428,30 @@ fn run_checked(cmd: &mut Command) -> Result<Vec<u8>> {
 fn write(path: &Path, text: &str) -> Result<()> {
     fs::write(path, text).map_err(io_err(path))
 }
+
+/// Keeps the logs of the last few control-plane runs under `root` (target/testbed,
+/// target/bench), drops their etcd data.
+pub fn prune_old_runs(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    // This process's own control planes (`<label>-<pid>`) may be starting right now, in
+    // parallel tests: their etcd data is not ours to remove.
+    let own = format!("-{}", std::process::id());
+    let mut runs: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(&own))
+        })
+        .collect();
+    runs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    let n = runs.len();
+    for (i, run) in runs.into_iter().enumerate() {
+        let _ = std::fs::remove_dir_all(run.join("etcd"));
+        if i + 3 < n {
+            let _ = std::fs::remove_dir_all(&run);
+        }
+    }
+}

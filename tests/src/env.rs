@@ -48,37 +48,11 @@ pub fn shared_control_plane() -> Arc<ControlPlane> {
 fn start_for_tests() -> Result<Arc<ControlPlane>, String> {
     let bin = ensure_built().map_err(|e| e.to_string())?;
     let root = repo_root().join("target/testbed");
-    prune_old_runs(&root);
+    crate::controlplane::prune_old_runs(&root);
     let dir = root.join(format!("run-{}", std::process::id()));
     ControlPlane::start(&dir, &bin, Lifetime::Owned)
         .map(Arc::new)
         .map_err(|e| e.to_string())
-}
-
-/// Keeps the logs of the last few runs under target/testbed, drops their etcd data.
-fn prune_old_runs(root: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return;
-    };
-    // This process's own control planes (`<label>-<pid>`) may be starting right now, in
-    // parallel tests: their etcd data is not ours to remove.
-    let own = format!("-{}", std::process::id());
-    let mut runs: Vec<_> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            !p.file_name()
-                .is_some_and(|n| n.to_string_lossy().ends_with(&own))
-        })
-        .collect();
-    runs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-    let n = runs.len();
-    for (i, run) in runs.into_iter().enumerate() {
-        let _ = std::fs::remove_dir_all(run.join("etcd"));
-        if i + 3 < n {
-            let _ = std::fs::remove_dir_all(&run);
-        }
-    }
 }
 
 /// One test's view of the test bed.

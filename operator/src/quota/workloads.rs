@@ -27,12 +27,8 @@ pub fn watch(
     pokes: UnboundedSender<ObjectRef<Tenant>>,
 ) -> JoinHandle<()> {
     let poke = move |namespace: &str| {
-        if let Some(t) = tenants
-            .state()
-            .iter()
-            .find(|t| t.namespaces().iter().any(|n| n == namespace))
-        {
-            let _ = pokes.unbounded_send(ObjectRef::from_obj(&**t));
+        if let Some(tenant) = crate::tenant::owner_of(&tenants, namespace) {
+            let _ = pokes.unbounded_send(tenant);
         }
     };
     tokio::spawn(async move {

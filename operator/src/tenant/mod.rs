@@ -146,12 +146,7 @@ pub async fn run(
         )
         // A claim bound or revoked changes the tenant's boundServices.
         .watches_stream(claim_changes, move |claim| {
-            let ns = claim.namespace()?;
-            by_claim_namespace
-                .state()
-                .into_iter()
-                .find(|t| t.namespaces().contains(&ns))
-                .map(|t| ObjectRef::from_obj(&*t))
+            owner_of(&by_claim_namespace, &claim.namespace()?)
         })
         // StatefulSet and Job controllers refused over quota: demand in that namespace.
         .watches(
@@ -160,11 +155,7 @@ pub async fn run(
             move |event| {
                 let ns = quota::demand::quota_refusal(&event)?;
                 shared.demand.record_refusal(&ns);
-                by_namespace
-                    .state()
-                    .into_iter()
-                    .find(|t| t.namespaces().contains(&ns))
-                    .map(|t| ObjectRef::from_obj(&*t))
+                owner_of(&by_namespace, &ns)
             },
         )
         .reconcile_on(poked)
@@ -173,6 +164,15 @@ pub async fn run(
         .for_each(|_| async {})
         .await;
     workloads.abort();
+}
+
+/// The tenant whose environments include `namespace`.
+pub fn owner_of(tenants: &Store<Tenant>, namespace: &str) -> Option<ObjectRef<Tenant>> {
+    tenants
+        .state()
+        .iter()
+        .find(|t| t.namespaces().iter().any(|n| n == namespace))
+        .map(|t| ObjectRef::from_obj(&**t))
 }
 
 fn by_tenant_label<K: Resource>(obj: K) -> Option<ObjectRef<Tenant>> {

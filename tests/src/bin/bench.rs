@@ -14,7 +14,6 @@
 #[path = "../bench/mod.rs"]
 mod bench;
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -104,26 +103,10 @@ fn control_plane(args: &Args) -> anyhow::Result<(ControlPlane, bool)> {
     }
     let bin = testbed::binaries::ensure_built()?;
     let root = testbed::binaries::repo_root().join("target/bench");
-    prune_old_runs(&root);
+    testbed::controlplane::prune_old_runs(&root);
     let dir = root.join(format!("run-{}", std::process::id()));
     eprintln!("starting a control plane in {}", dir.display());
     Ok((ControlPlane::start(&dir, &bin, Lifetime::Owned)?, true))
-}
-
-/// Keeps the last few runs' logs under target/bench.
-fn prune_old_runs(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return;
-    };
-    let mut runs: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
-    runs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-    let n = runs.len();
-    for (i, run) in runs.into_iter().enumerate() {
-        let _ = std::fs::remove_dir_all(run.join("etcd"));
-        if i + 3 < n {
-            let _ = std::fs::remove_dir_all(&run);
-        }
-    }
 }
 
 async fn run(
