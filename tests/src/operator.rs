@@ -185,18 +185,21 @@ pub async fn install_admission_policies(
     Ok(())
 }
 
-/// The chart's cluster-wide rules for agencies — `templates/admission-policies.yaml` and
+/// The chart's cluster-wide rules for agencies — `templates/admission-policies*.yaml` and
 /// `templates/agency-roles.yaml` (claims aggregated into admin/edit/view) — rendered by `helm
 /// template` with the chart's default values, as the release [`RELEASE`] in [`RELEASE_NAMESPACE`].
 pub fn render_admission_policies(helm: &std::path::Path) -> anyhow::Result<String> {
-    render_chart(
-        helm,
-        &[
-            "templates/admission-policies.yaml",
-            "templates/agency-roles.yaml",
-        ],
-        &[],
-    )
+    // Every guard-rail template: admission-policies*.yaml (one file per topic).
+    let mut templates: Vec<String> =
+        std::fs::read_dir(repo_root().join("charts/citycloud-operator/templates"))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("admission-policies") && n.ends_with(".yaml"))
+            .map(|n| format!("templates/{n}"))
+            .collect();
+    templates.sort();
+    templates.push("templates/agency-roles.yaml".into());
+    let templates: Vec<&str> = templates.iter().map(String::as_str).collect();
+    render_chart(helm, &templates, &[])
 }
 
 /// Some templates of the chart, rendered by `helm template` as the release [`RELEASE`] in

@@ -8,6 +8,11 @@ pub const ENVIRONMENT: &str = "citycloud.io/environment";
 /// On a namespace: "true" when its tenant or its environment is gone, and the namespace was
 /// kept (`deletionPolicy: Retain`) for a Tenant of the same name to adopt back.
 pub const ORPHANED: &str = "citycloud.io/orphaned";
+/// On a namespace: its tenant's `network.ingress` (Strict | Open). Admission policies read it
+/// to keep a tenant's own NetworkPolicies from undoing the operator's isolation.
+pub const INGRESS: &str = "citycloud.io/ingress";
+/// On a namespace: its tenant's `network.egress` (Open | Restricted), read by admission policies.
+pub const EGRESS: &str = "citycloud.io/egress";
 /// On a namespace: "true" lets it reach pods of tenants with `network.ingress: Strict`
 /// (ingress controllers, the platform's gateways).
 pub const PLATFORM_INGRESS: &str = "citycloud.io/platform-ingress";

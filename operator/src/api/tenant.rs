@@ -259,6 +259,26 @@ pub enum Egress {
     Restricted,
 }
 
+impl Ingress {
+    /// The value as written in the spec (and in the namespace label `citycloud.io/ingress`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ingress::Strict => "Strict",
+            Ingress::Open => "Open",
+        }
+    }
+}
+
+impl Egress {
+    /// The value as written in the spec (and in the namespace label `citycloud.io/egress`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Egress::Open => "Open",
+            Egress::Restricted => "Restricted",
+        }
+    }
+}
+
 /// A Pod Security Standard level.
 #[derive(
     Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,

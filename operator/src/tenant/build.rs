@@ -18,8 +18,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
 use crate::api::labels::{
-    ENVIRONMENT, MANAGED_BY, MANAGED_BY_VALUE, ORPHANED, PLATFORM_INGRESS, POD_SECURITY_AUDIT,
-    POD_SECURITY_ENFORCE, POD_SECURITY_WARN, TENANT,
+    EGRESS, ENVIRONMENT, INGRESS, MANAGED_BY, MANAGED_BY_VALUE, ORPHANED, PLATFORM_INGRESS,
+    POD_SECURITY_AUDIT, POD_SECURITY_ENFORCE, POD_SECURITY_WARN, TENANT,
 };
 use crate::api::{Egress, Environment, Ingress, QuotaProfile, Subject, Tenant};
 use crate::context::OperatorIdentity;
@@ -162,6 +162,8 @@ pub fn namespace(tenant: &Tenant, env: &Environment) -> Namespace {
     let pss = tenant.spec.pod_security.as_str();
     let mut labels = tenant_labels(name);
     labels.insert(ENVIRONMENT.into(), env.name.clone());
+    labels.insert(INGRESS.into(), tenant.spec.network.ingress.as_str().into());
+    labels.insert(EGRESS.into(), tenant.spec.network.egress.as_str().into());
     for key in [POD_SECURITY_ENFORCE, POD_SECURITY_AUDIT, POD_SECURITY_WARN] {
         labels.insert(key.into(), pss.into());
     }
