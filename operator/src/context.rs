@@ -82,7 +82,7 @@ impl Context {
         let event = Event {
             type_,
             reason: reason.into(),
-            note: Some(note),
+            note: Some(within(note, NOTE_MAX)),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -90,6 +90,23 @@ impl Context {
             tracing::warn!(error = %e, "could not publish an event");
         }
     }
+}
+
+/// The API server refuses an Event whose note is longer than 1 kB.
+const NOTE_MAX: usize = 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary, marked with "…" when cut.
+pub fn within(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
 }
 
 impl Shared {
@@ -146,5 +163,19 @@ impl Shared {
             .tenants
             .get_or_create(&labels("false"))
             .set(map.len() as i64 - ready);
+    }
+}
+
+#[cfg(test)]
+mod note_tests {
+    use super::within;
+
+    #[test]
+    fn a_long_note_is_cut_on_a_character_boundary_within_the_limit() {
+        let long = "Ủy ban nhân dân ".repeat(200);
+        let cut = within(long.clone(), 1024);
+        assert!(cut.len() <= 1024 && cut.ends_with('…'), "{}", cut.len());
+        assert!(long.starts_with(cut.trim_end_matches('…')));
+        assert_eq!(within("short".into(), 1024), "short");
     }
 }

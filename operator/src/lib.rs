@@ -42,6 +42,60 @@ pub enum Error {
     Finalizer(String),
     #[error("{0}")]
     Invalid(String),
+    /// A step of a reconcile failed on one object: what users see in status and events.
+    #[error("{step} {object}: {}", summary(source))]
+    Step {
+        /// What the operator was doing: "reading", "applying", "deleting", "retaining".
+        step: &'static str,
+        /// The object, as "Kind namespace/name".
+        object: String,
+        source: Box<Error>,
+    },
+}
+
+impl Error {
+    /// The error with the step and object it happened at.
+    pub fn at(self, step: &'static str, object: impl Into<String>) -> Error {
+        Error::Step {
+            step,
+            object: object.into(),
+            source: Box::new(self),
+        }
+    }
+
+    /// A condition reason for the failed step (CamelCase, as the API conventions want).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Step { step, .. } => match *step {
+                "reading" => "ReadFailed",
+                "applying" => "ApplyFailed",
+                "deleting" => "DeleteFailed",
+                "retaining" => "RetainFailed",
+                _ => "ReconcileFailed",
+            },
+            _ => "ReconcileFailed",
+        }
+    }
+}
+
+/// What went wrong, in the API server's own words when it refused (its message names the
+/// field, the policy or the quota), without the client's debug dump.
+fn summary(error: &Error) -> String {
+    match error {
+        Error::Kube(kube::Error::Api(status)) => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Attaches the step and object to an error, as [`Error::at`] does.
+pub trait StepExt<T> {
+    fn at(self, step: &'static str, object: impl Into<String>) -> Result<T>;
+}
+
+impl<T, E: Into<Error>> StepExt<T> for std::result::Result<T, E> {
+    fn at(self, step: &'static str, object: impl Into<String>) -> Result<T> {
+        self.map_err(|e| e.into().at(step, object))
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -3,6 +3,7 @@
 
 mod chart;
 mod claims;
+mod hostile_tenant;
 mod leader;
 mod process;
 mod quota;

@@ -357,7 +357,7 @@ async fn a_profile_change_reaches_every_tenant_using_it() {
 }
 
 #[tokio::test]
-async fn retain_keeps_namespaces_and_a_new_tenant_of_the_same_name_adopts_them() {
+async fn retain_keeps_namespaces_and_a_new_tenant_of_the_same_name_adopts_them_on_purpose() {
     let env = TestEnv::with_operator().await;
     let (t, p) = (env.name("keep"), env.name("p"));
     apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "2"))
@@ -425,13 +425,12 @@ async fn retain_keeps_namespaces_and_a_new_tenant_of_the_same_name_adopts_them()
         .await
         .expect("the data survived");
 
-    // A new tenant of the same name adopts its namespace back.
-    apply::<Tenant>(
-        &env.admin,
-        &tenant_yaml(&t, &p, "keep-admins", "  environments: [{name: prod}]"),
-    )
-    .await
-    .unwrap();
+    // A new tenant of the same name adopts its namespace back, on purpose (annotated).
+    let adopting = tenant_yaml(&t, &p, "keep-admins", "  environments: [{name: prod}]").replace(
+        "metadata: {name: ",
+        "metadata: {annotations: {citycloud.io/adopt-retained: \"true\"}, name: ",
+    );
+    apply::<Tenant>(&env.admin, &adopting).await.unwrap();
     wait_ready(&env.admin, &t).await;
     let ns = namespaces.get(&prod).await.unwrap();
     assert!(

@@ -131,6 +131,14 @@ impl TestEnv {
         )
     }
 
+    /// A client acting as the operator's ServiceAccount with exactly the chart's RBAC: what
+    /// someone holding a stolen operator token could do.
+    pub async fn operator_client(&self) -> kube::Client {
+        client_from_kubeconfig(&operator_kubeconfig())
+            .await
+            .expect("operator client")
+    }
+
     /// Makes `namespace` a platform namespace the operator may keep Secrets in, as the
     /// chart's `providerNamespaces` value does.
     pub async fn provider_namespace(&self, namespace: &str) {

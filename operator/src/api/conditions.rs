@@ -15,6 +15,14 @@ pub mod tenant {
     pub const QUOTA_READY: &str = "QuotaReady";
     /// The NetworkPolicies of every namespace follow `spec.network`.
     pub const NETWORK_READY: &str = "NetworkReady";
+    /// Every condition type above.
+    pub const ALL: &[&str] = &[
+        READY,
+        NAMESPACES_READY,
+        RBAC_READY,
+        QUOTA_READY,
+        NETWORK_READY,
+    ];
 }
 
 /// Condition types of a SharedService's status.
@@ -33,6 +41,8 @@ pub mod claim {
 pub mod reason {
     /// A namespace the tenant needs exists and belongs to another tenant, or to nobody.
     pub const NAMESPACE_CONFLICT: &str = "NamespaceConflict";
+    /// The tenant lists more environments than its QuotaProfile's `maxEnvironments`.
+    pub const TOO_MANY_ENVIRONMENTS: &str = "TooManyEnvironments";
     /// The claim's tenant is not among those the service admits.
     pub const NOT_PERMITTED: &str = "NotPermitted";
     /// The claim names a SharedService that does not exist.

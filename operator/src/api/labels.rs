@@ -28,3 +28,11 @@ pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
 pub const POD_SECURITY_AUDIT: &str = "pod-security.kubernetes.io/audit";
 /// Pod Security Admission: the level warned about in a namespace.
 pub const POD_SECURITY_WARN: &str = "pod-security.kubernetes.io/warn";
+/// On a namespace: the uid of the Tenant that created (or adopted) it. `deletionPolicy: Delete`
+/// deletes only namespaces carrying its own Tenant's uid, never one retained from an earlier
+/// Tenant of the same name.
+pub const TENANT_UID: &str = "citycloud.io/tenant-uid";
+/// On a Tenant: "true" adopts namespaces retained (citycloud.io/orphaned) from an earlier Tenant
+/// of the same name, with their data, for this Tenant's owners. Without it such a namespace is
+/// a NamespaceConflict: nobody inherits another agency's data by reusing its name.
+pub const ADOPT_RETAINED: &str = "citycloud.io/adopt-retained";

@@ -28,6 +28,31 @@ pub struct Allocation {
     pub saturated: Vec<String>,
 }
 
+/// The budget left for the namespaces being provisioned once what `kept` (namespaces retained
+/// from dropped environments, which still run their workloads) uses is taken out: their use
+/// counts against the tenant's budget as long as the tenant exists. Never below zero.
+pub fn remaining<'a>(
+    budget: &BTreeMap<String, Quantity>,
+    kept: impl IntoIterator<Item = &'a ResourceQuota>,
+) -> BTreeMap<String, Quantity> {
+    let kept: Vec<&ResourceQuota> = kept.into_iter().collect();
+    budget
+        .iter()
+        .map(|(resource, total)| {
+            let used: i128 = kept
+                .iter()
+                .filter_map(|q| get(q.status.as_ref()?.used.as_ref(), resource))
+                .map(|m| m.0)
+                .sum();
+            let left = match Milli::of(total) {
+                Ok(t) => Milli((t.0 - used).max(0)).to_quantity(is_bytes(resource)),
+                Err(_) => total.clone(),
+            };
+            (resource.clone(), left)
+        })
+        .collect()
+}
+
 fn get(map: Option<&BTreeMap<String, Quantity>>, resource: &str) -> Option<Milli> {
     map.and_then(|m| m.get(resource))
         .and_then(|q| Milli::of(q).ok())
@@ -106,6 +131,27 @@ mod tests {
 
     fn q(v: &str) -> Quantity {
         Quantity(v.to_string())
+    }
+
+    #[test]
+    fn what_retained_namespaces_use_comes_out_of_the_budget_never_below_zero() {
+        let used = |cpu: &str| ResourceQuota {
+            status: Some(k8s_openapi::api::core::v1::ResourceQuotaStatus {
+                used: Some(BTreeMap::from([("requests.cpu".to_string(), q(cpu))])),
+                hard: None,
+            }),
+            ..Default::default()
+        };
+        let budget = BTreeMap::from([
+            ("requests.cpu".to_string(), q("1")),
+            ("requests.memory".to_string(), q("1Gi")),
+        ]);
+        let kept = [used("400m"), used("100m")];
+        let left = remaining(&budget, &kept);
+        assert_eq!(left["requests.cpu"].0, "500m");
+        assert_eq!(left["requests.memory"].0, "1Gi", "nothing used");
+        let over = [used("3")];
+        assert_eq!(remaining(&budget, &over)["requests.cpu"].0, "0");
     }
 
     #[test]

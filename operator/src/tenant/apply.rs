@@ -4,21 +4,20 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, DeleteParams};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::build::{TenantResources, namespace, orphaned};
+use super::build::{QUOTA, REVOKED_ON_RETAIN, TenantResources, frozen_quota, namespace, orphaned};
 use super::cache::{Caches, in_namespace, named};
-use super::validate::Conflict;
-use crate::Result;
-use crate::api::labels::{ENVIRONMENT, ORPHANED};
+use crate::api::labels::{ENVIRONMENT, ORPHANED, TENANT_UID};
 use crate::api::{DeletionPolicy, Environment, Tenant};
 use crate::apply::{Outcome, apply};
 use crate::context::Context;
+use crate::{Error, Result, StepExt};
 
 /// Label marking objects made for a SharedServiceClaim: the tenant's pruning leaves them alone.
 pub const CLAIM_LABEL: &str = "citycloud.io/claim";
@@ -107,7 +106,8 @@ fn note(heading: &str, items: &[String]) -> String {
     out
 }
 
-fn describe<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+/// "Kind namespace/name", as events and errors name an object.
+pub fn describe<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     let name = obj.meta().name.as_deref().unwrap_or_default();
     match obj.meta().namespace.as_deref() {
         Some(ns) => format!("{} {ns}/{name}", K::kind(&())),
@@ -115,8 +115,9 @@ fn describe<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     }
 }
 
-/// Applies everything the tenant wants. `live_namespaces` and `live_quotas` are read fresh;
-/// the rest of what exists comes from `caches`.
+/// Applies everything the tenant wants but the `skipped` namespaces (conflicts, environments
+/// over the profile's maximum). `live_namespaces` and `live_quotas` are read fresh; the rest of
+/// what exists comes from `caches`.
 pub async fn apply_all(
     ctx: &Context,
     caches: &Caches,
@@ -124,14 +125,14 @@ pub async fn apply_all(
     desired: &TenantResources,
     live_namespaces: &BTreeMap<String, Namespace>,
     live_quotas: &BTreeMap<String, ResourceQuota>,
-    conflicts: &[Conflict],
+    skipped: &[String],
 ) -> Result<Applied> {
     let mut applied = Applied::default();
     let journal = &mut applied.journal;
     let name = tenant.name_any();
     for res in &desired.namespaces {
         let ns = res.namespace.name_any();
-        if conflicts.iter().any(|c| c.namespace == ns) {
+        if skipped.contains(&ns) {
             continue;
         }
         let outcome = apply(
@@ -139,7 +140,8 @@ pub async fn apply_all(
             &res.namespace,
             live_namespaces.get(&ns),
         )
-        .await?;
+        .await
+        .at("applying", describe(&res.namespace))?;
         journal.record(ctx, &res.namespace, outcome);
         let quota = live_quotas
             .get(&ns)
@@ -165,14 +167,18 @@ pub async fn apply_all(
     }
     let roles = Api::<ClusterRole>::all(ctx.client.clone());
     let live_role = named(&caches.cluster_roles, &desired.reader_role.name_any());
-    let outcome = apply(&roles, &desired.reader_role, live_role.as_ref()).await?;
+    let outcome = apply(&roles, &desired.reader_role, live_role.as_ref())
+        .await
+        .at("applying", describe(&desired.reader_role))?;
     journal.record(ctx, &desired.reader_role, outcome);
     let bindings = Api::<ClusterRoleBinding>::all(ctx.client.clone());
     let live_binding = named(
         &caches.cluster_role_bindings,
         &desired.reader_binding.name_any(),
     );
-    let outcome = apply(&bindings, &desired.reader_binding, live_binding.as_ref()).await?;
+    let outcome = apply(&bindings, &desired.reader_binding, live_binding.as_ref())
+        .await
+        .at("applying", describe(&desired.reader_binding))?;
     journal.record(ctx, &desired.reader_binding, outcome);
     Ok(applied)
 }
@@ -195,18 +201,45 @@ where
 {
     let api = Api::<K>::namespaced(ctx.client.clone(), ns);
     for obj in desired {
-        let outcome = apply(&api, obj, live.remove(&obj.name_any()).as_ref()).await?;
+        let outcome = match apply(&api, obj, live.remove(&obj.name_any()).as_ref()).await {
+            // A field the API server will not change in place (a RoleBinding's roleRef, e.g. of
+            // one planted under our name before the guard rails existed): replace the object.
+            Err(Error::Kube(kube::Error::Api(s)))
+                if s.code == 422 && immutable_field(&s.message) =>
+            {
+                delete(&api, &obj.name_any())
+                    .await
+                    .at("deleting", describe(obj))?;
+                apply(&api, obj, None).await.at("applying", describe(obj))?;
+                Outcome::Updated
+            }
+            other => other.at("applying", describe(obj))?,
+        };
         journal.record(ctx, obj, outcome);
     }
     for (name, obj) in live {
-        match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => journal.removed(ctx, &obj),
-            // Already gone (the cache was a moment behind).
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
+        if delete(&api, &name).await.at("deleting", describe(&obj))? {
+            journal.removed(ctx, &obj);
         }
     }
     Ok(())
+}
+
+/// Whether an API server's 422 is about a field that cannot be changed in place.
+fn immutable_field(message: &str) -> bool {
+    message.contains("cannot change roleRef") || message.contains("field is immutable")
+}
+
+/// Deletes `name`; `false` when it was already gone (a cache a moment behind).
+async fn delete<K>(api: &Api<K>, name: &str) -> Result<bool>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub async fn publish(ctx: &Context, tenant: &Tenant, type_: EventType, reason: &str, note: String) {
@@ -214,8 +247,10 @@ pub async fn publish(ctx: &Context, tenant: &Tenant, type_: EventType, reason: &
 }
 
 /// Namespaces labelled as the tenant's whose environment is gone from the spec (or all of
-/// them, when the tenant itself is deleted): deleted under `Delete`, kept and labelled
-/// orphaned under `Retain`.
+/// them, when the tenant itself is deleted): deleted under `Delete` when this very Tenant
+/// created them (its uid) and they are not retained from earlier; under `Retain` (and for
+/// everything `Delete` may not delete) kept with their data, write access revoked, growth
+/// frozen and labelled orphaned.
 pub async fn release_namespaces(
     ctx: &Context,
     tenant: &Tenant,
@@ -226,38 +261,82 @@ pub async fn release_namespaces(
     let mut writes = 0;
     for ns in labelled.iter().filter(|ns| !keep.contains(&ns.name_any())) {
         let name = ns.name_any();
-        match tenant.spec.deletion_policy {
-            DeletionPolicy::Delete => {
-                if ns.metadata.deletion_timestamp.is_none() {
-                    api.delete(&name, &DeleteParams::default()).await?;
-                    publish(
-                        ctx,
-                        tenant,
-                        EventType::Normal,
-                        "NamespaceDeleted",
-                        format!("Deleted namespace {name} (deletionPolicy: Delete)"),
-                    )
-                    .await;
-                    writes += 1;
-                }
-            }
-            DeletionPolicy::Retain => {
-                if ns.labels().get(ORPHANED).map(String::as_str) == Some("true") {
-                    continue;
-                }
-                // Re-apply our own labels plus the orphan mark with the same field manager, so a
-                // tenant that adopts it back removes the mark by simply applying again.
-                let env = ns.labels().get(ENVIRONMENT).cloned().unwrap_or_default();
-                let kept = orphaned(namespace(tenant, &Environment::new(env)));
-                if kept.name_any() != name {
-                    continue; // not named like ours: leave it exactly as it is
-                }
-                let outcome = apply(&api, &kept, Some(ns)).await?;
-                if outcome != Outcome::Unchanged {
-                    publish(ctx, tenant, EventType::Normal, "NamespaceRetained", format!("Kept namespace {name} with its workloads and volumes, labelled {ORPHANED}=true (deletionPolicy: Retain)")).await;
-                    writes += 1;
-                }
-            }
+        if ns.labels().get(ORPHANED).map(String::as_str) == Some("true")
+            || ns.metadata.deletion_timestamp.is_some()
+        {
+            continue; // retained before (never deleted, see below), or already going
+        }
+        let created_here = ns.annotations().get(TENANT_UID) == tenant.metadata.uid.as_ref();
+        if tenant.spec.deletion_policy == DeletionPolicy::Delete && created_here {
+            api.delete(&name, &DeleteParams::default())
+                .await
+                .at("deleting", format!("Namespace {name}"))?;
+            publish(
+                ctx,
+                tenant,
+                EventType::Normal,
+                "NamespaceDeleted",
+                format!("Deleted namespace {name} (deletionPolicy: Delete)"),
+            )
+            .await;
+            writes += 1;
+            continue;
+        }
+        // Re-apply our own labels plus the orphan mark with the same field manager, so a
+        // tenant that adopts it back removes the mark by simply applying again.
+        let env = ns.labels().get(ENVIRONMENT).cloned().unwrap_or_default();
+        let kept = orphaned(namespace(tenant, &Environment::new(env)));
+        if kept.name_any() != name {
+            continue; // not named like ours: leave it exactly as it is
+        }
+        writes += retain(ctx, tenant, &name).await?;
+        // Marked last: a retry after a failure above finds it unmarked and finishes the job.
+        let outcome = apply(&api, &kept, Some(ns))
+            .await
+            .at("retaining", format!("Namespace {name}"))?;
+        if outcome != Outcome::Unchanged {
+            let why = if tenant.spec.deletion_policy == DeletionPolicy::Delete {
+                "deletionPolicy: Delete, but this Tenant did not create it"
+            } else {
+                "deletionPolicy: Retain"
+            };
+            publish(ctx, tenant, EventType::Normal, "NamespaceRetained", format!("Kept namespace {name} with its workloads and volumes, labelled {ORPHANED}=true ({why}); owners' and members' access revoked (viewers keep read), nothing new may start there"))
+            .await;
+            writes += 1;
+        }
+    }
+    Ok(writes)
+}
+
+/// Revokes write access to a retained namespace (owners and members; viewers and the parent's
+/// owners keep read) and freezes its quota so it grows no further.
+async fn retain(ctx: &Context, tenant: &Tenant, ns: &str) -> Result<usize> {
+    let mut writes = 0;
+    let quotas = Api::<ResourceQuota>::namespaced(ctx.client.clone(), ns);
+    let live = quotas
+        .get_opt(QUOTA)
+        .await
+        .at("reading", format!("ResourceQuota {ns}/{QUOTA}"))?;
+    let limited: Vec<String> = live
+        .as_ref()
+        .and_then(|q| q.spec.as_ref()?.hard.as_ref())
+        .map(|h| h.keys().cloned().collect())
+        .unwrap_or_default();
+    let frozen = frozen_quota(&tenant.name_any(), ns, &limited);
+    if apply(&quotas, &frozen, live.as_ref())
+        .await
+        .at("retaining", describe(&frozen))?
+        != Outcome::Unchanged
+    {
+        writes += 1;
+    }
+    let bindings = Api::<RoleBinding>::namespaced(ctx.client.clone(), ns);
+    for name in REVOKED_ON_RETAIN {
+        if delete(&bindings, name)
+            .await
+            .at("retaining", format!("RoleBinding {ns}/{name}"))?
+        {
+            writes += 1;
         }
     }
     Ok(writes)

@@ -19,7 +19,7 @@ use kube::Resource;
 
 use crate::api::labels::{
     EGRESS, ENVIRONMENT, INGRESS, MANAGED_BY, MANAGED_BY_VALUE, ORPHANED, PLATFORM_INGRESS,
-    POD_SECURITY_AUDIT, POD_SECURITY_ENFORCE, POD_SECURITY_WARN, TENANT,
+    POD_SECURITY_AUDIT, POD_SECURITY_ENFORCE, POD_SECURITY_WARN, TENANT, TENANT_UID,
 };
 use crate::api::{Egress, Environment, Ingress, QuotaProfile, Subject, Tenant};
 use crate::context::OperatorIdentity;
@@ -171,6 +171,9 @@ pub fn namespace(tenant: &Tenant, env: &Environment) -> Namespace {
         DISPLAY_NAME_ANNOTATION.to_string(),
         tenant.spec.display_name.clone(),
     )]);
+    if let Some(uid) = &tenant.meta().uid {
+        annotations.insert(TENANT_UID.into(), uid.clone());
+    }
     if let Some(placement) = &tenant.spec.node_placement {
         if !placement.node_selector.is_empty() {
             let selector = placement
@@ -252,6 +255,40 @@ fn quota(
     }
     ResourceQuota {
         metadata: meta(name, Some(ns), QUOTA),
+        spec: Some(ResourceQuotaSpec {
+            hard: Some(hard),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Bindings revoked when a namespace is retained: write access goes, read access stays.
+pub const REVOKED_ON_RETAIN: [&str; 2] = [OWNERS_BINDING, MEMBERS_BINDING];
+
+/// Counted objects a retained namespace may hold no more of (besides every resource its quota
+/// already limited): it keeps what it has and grows no further.
+const FROZEN_COUNTS: [&str; 5] = [
+    "pods",
+    "persistentvolumeclaims",
+    "services",
+    "count/sharedserviceclaims.citycloud.io",
+    "count/deployments.apps",
+];
+
+/// The ResourceQuota of a retained namespace: every resource its quota limited, and the counted
+/// objects above, at 0. Quota never removes what exists, so workloads and volumes stay; nothing
+/// new is admitted (no pod, no restart into a new pod, no claim, no volume, no resize upwards).
+/// A Tenant adopting the namespace back applies its own quota over this one.
+pub fn frozen_quota(tenant: &str, ns: &str, limited: &[String]) -> ResourceQuota {
+    let hard = limited
+        .iter()
+        .map(String::as_str)
+        .chain(FROZEN_COUNTS)
+        .map(|r| (r.to_string(), Quantity("0".into())))
+        .collect();
+    ResourceQuota {
+        metadata: meta(tenant, Some(ns), QUOTA),
         spec: Some(ResourceQuotaSpec {
             hard: Some(hard),
             ..Default::default()

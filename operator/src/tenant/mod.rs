@@ -3,6 +3,7 @@ pub mod apply;
 pub mod build;
 pub mod cache;
 pub mod dereference;
+pub mod failure;
 pub mod status;
 pub mod validate;
 
@@ -32,7 +33,7 @@ use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE, TENANT};
 use crate::api::{QuotaProfile, SharedServiceClaim, Tenant, TenantStatus};
 use crate::conditions::stamp;
 use crate::context::Context;
-use crate::{Error, FIELD_MANAGER, Result};
+use crate::{Error, FIELD_MANAGER, Result, StepExt};
 
 pub const FINALIZER: &str = "citycloud.io/tenant-cleanup";
 const CONTROLLER: &str = "tenant";
@@ -43,6 +44,8 @@ const RESYNC: Duration = Duration::from_secs(300);
 pub struct TenantContext {
     pub base: Arc<Context>,
     pub caches: cache::Caches,
+    /// Per-tenant retry delays after failed reconciles.
+    pub backoff: failure::Backoff,
 }
 
 /// A watch of the operator's labelled objects of one kind: a cache for reconciles, and the
@@ -117,6 +120,7 @@ pub async fn run(
             cluster_role_bindings,
             claims,
         },
+        backoff: failure::Backoff::default(),
     });
     controller
         .watches_stream(namespace_changes, by_tenant_label)
@@ -192,9 +196,17 @@ async fn reconcile(tenant: Arc<Tenant>, context: Arc<TenantContext>) -> Result<A
     let ctx = &context.base;
     let _timer = ctx.shared.metrics.time(CONTROLLER);
     let api = Api::<Tenant>::all(ctx.client.clone());
+    let name = tenant.name_any();
     let result = finalizer(&api, FINALIZER, tenant, |event| async {
         match event {
-            Finalizer::Apply(t) => provision(&t, ctx, &context.caches).await,
+            Finalizer::Apply(t) => match provision(&t, ctx, &context.caches).await {
+                Err(e) => {
+                    // Seen by the tenant's users, not only in the operator's log.
+                    failure::report(ctx, &t, &e).await;
+                    Err(e)
+                }
+                ok => ok,
+            },
             Finalizer::Cleanup(t) => cleanup(&t, ctx).await,
         }
     })
@@ -202,27 +214,41 @@ async fn reconcile(tenant: Arc<Tenant>, context: Arc<TenantContext>) -> Result<A
     .await;
     let result = crate::finalizers::outcome(result);
     ctx.shared.metrics.reconciled(CONTROLLER, result.is_ok());
+    if result.is_ok() {
+        context.backoff.reset(&name);
+    }
     result
 }
 
-fn error_policy(tenant: Arc<Tenant>, error: &Error, _ctx: Arc<TenantContext>) -> Action {
-    warn!(tenant = %tenant.name_any(), %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<TenantContext>) -> Action {
+    let delay = ctx.backoff.next(&tenant.name_any());
+    warn!(tenant = %tenant.name_any(), %error, retry_in = ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
 }
 
 async fn provision(tenant: &Tenant, ctx: &Context, caches: &cache::Caches) -> Result<Action> {
     let name = tenant.name_any();
-    let mut found = dereference::dereference(&ctx.client, tenant).await?;
-    let conflicts = validate::conflicts(&name, &tenant.namespaces(), &found.named);
+    let mut found = dereference::dereference(&ctx.client, tenant)
+        .await
+        .at("reading", format!("the inputs of Tenant {name}"))?;
+    let conflicts = validate::conflicts(tenant, &tenant.namespaces(), &found.named);
+    let excess = validate::excess_environments(tenant, &found.inputs, &found.named, &conflicts);
+    let skipped: Vec<String> = conflicts
+        .iter()
+        .map(|c| c.namespace.clone())
+        .chain(excess.iter().flat_map(|e| e.skipped.clone()))
+        .collect();
 
     // The profile caps first, then the tenant budget split over the namespaces we provision.
     let caps: BTreeMap<String, BTreeMap<String, Quantity>> = build::build(tenant, &found.inputs)
         .namespaces
         .into_iter()
         .filter(|n| {
-            !conflicts
-                .iter()
-                .any(|c| Some(&c.namespace) == n.namespace.metadata.name.as_ref())
+            n.namespace
+                .metadata
+                .name
+                .as_ref()
+                .is_some_and(|ns| !skipped.contains(ns))
         })
         .filter_map(|n| Some((n.namespace.metadata.name?, n.quota.spec?.hard?)))
         .collect();
@@ -232,10 +258,17 @@ async fn provision(tenant: &Tenant, ctx: &Context, caches: &cache::Caches) -> Re
         .get(&tenant.spec.quota_profile)
         .map(|p| p.tenant_budget(tenant.spec.quota_overrides.as_ref()))
         .unwrap_or_default();
+    // Namespaces kept from dropped environments still use what they use: that comes first.
+    let kept = found
+        .quotas
+        .iter()
+        .filter(|(ns, _)| !caps.contains_key(*ns))
+        .map(|(_, q)| q);
+    let left = quota::remaining(&budget, kept);
     let demand = &ctx.shared.demand;
     demand.expire();
     let levels = demand.levels(caps.keys());
-    let allocation = quota::allocate(&budget, &caps, &found.quotas, |ns| {
+    let allocation = quota::allocate(&left, &caps, &found.quotas, |ns| {
         levels.get(ns).copied().unwrap_or(0)
     });
     allocation.saturated.iter().for_each(|ns| demand.record(ns));
@@ -250,22 +283,24 @@ async fn provision(tenant: &Tenant, ctx: &Context, caches: &cache::Caches) -> Re
         &desired,
         &found.named,
         &found.quotas,
-        &conflicts,
+        &skipped,
     )
     .await?;
     applied.journal.publish(ctx, tenant).await;
     // Environments dropped from the spec; conflicted names are never ours to release.
     apply::release_namespaces(ctx, tenant, &found.labelled, &tenant.namespaces()).await?;
 
+    // Use over every namespace of the tenant, kept ones included: they count.
     let quotas: Vec<ResourceQuota> = found
         .quotas
         .iter()
-        .filter(|(ns, _)| applied.namespaces.contains(ns))
+        .filter(|(ns, _)| !conflicts.iter().any(|c| &c.namespace == *ns))
         .map(|(_, q)| q.clone())
         .collect();
     let usage = status::usage(&quotas, &budget);
     let findings = status::Findings {
         conflicts: &conflicts,
+        excess: excess.as_ref(),
         missing_profiles: &found.missing_profiles,
         parent_problem: found.parent_problem.as_ref(),
         namespaces: &applied.namespaces,
@@ -304,14 +339,7 @@ async fn provision(tenant: &Tenant, ctx: &Context, caches: &cache::Caches) -> Re
         }
     }
     if new != previous {
-        let patch = json!({"apiVersion": "citycloud.io/v1alpha1", "kind": "Tenant", "status": new});
-        Api::<Tenant>::all(ctx.client.clone())
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
+        write_status(ctx, &name, &new).await?;
     }
     let ready = new
         .conditions
@@ -333,6 +361,20 @@ async fn provision(tenant: &Tenant, ctx: &Context, caches: &cache::Caches) -> Re
     } else {
         Action::requeue(RESYNC)
     })
+}
+
+/// Writes the Tenant's status with the operator's own apply (status subresource).
+pub(crate) async fn write_status(ctx: &Context, name: &str, status: &TenantStatus) -> Result<()> {
+    let patch = json!({"apiVersion": "citycloud.io/v1alpha1", "kind": "Tenant", "status": status});
+    Api::<Tenant>::all(ctx.client.clone())
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .at("writing the status of", format!("Tenant {name}"))?;
+    Ok(())
 }
 
 /// The shared services claimed and bound in the tenant's namespaces, sorted, once each.
@@ -358,7 +400,8 @@ async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     let name = tenant.name_any();
     let labelled = Api::<Namespace>::all(ctx.client.clone())
         .list(&ListParams::default().labels(&format!("{TENANT}={name}")))
-        .await?
+        .await
+        .at("reading", format!("the namespaces of Tenant {name}"))?
         .items;
     apply::release_namespaces(ctx, tenant, &labelled, &[]).await?;
     ctx.shared.forget_tenant(&name);

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::ResourceQuota;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::dereference::ParentProblem;
-use super::validate::Conflict;
+use super::validate::{Conflict, Excess};
 use crate::api::conditions::{reason, tenant as cond};
 use crate::api::{ResourceUsage, Tenant};
 use crate::conditions::Cond;
@@ -14,6 +14,8 @@ use crate::quantity::{Milli, is_bytes};
 
 pub struct Findings<'a> {
     pub conflicts: &'a [Conflict],
+    /// Environments over the profile's `maxEnvironments`.
+    pub excess: Option<&'a Excess>,
     pub missing_profiles: &'a [String],
     pub parent_problem: Option<&'a ParentProblem>,
     pub namespaces: &'a [String],
@@ -59,6 +61,14 @@ pub fn conditions(tenant: &Tenant, f: &Findings) -> Vec<Cond> {
             .collect::<Vec<_>>()
             .join("; ");
         Cond::fail(cond::NAMESPACES_READY, reason::NAMESPACE_CONFLICT, msg)
+    };
+    let namespaces = match f.excess {
+        Some(excess) if namespaces.ok => Cond::fail(
+            cond::NAMESPACES_READY,
+            reason::TOO_MANY_ENVIRONMENTS,
+            excess.message(),
+        ),
+        _ => namespaces,
     };
     let rbac = if f.awaiting_quota.is_empty() {
         Cond::ok(

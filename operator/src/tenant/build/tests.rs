@@ -253,3 +253,35 @@ fn the_operator_binds_its_secrets_role_in_each_namespace_when_it_runs_in_cluster
         ("ServiceAccount", Some("citycloud-system"))
     );
 }
+
+#[test]
+fn namespaces_carry_their_tenants_uid_and_network_mode_for_the_guard_rails() {
+    let t = tenant(SOTTTT);
+    let r = build(&t, &inputs(&[MEDIUM, SMALL]));
+    let ns = &r.namespaces[0].namespace;
+    let annotations = ns.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(annotations["citycloud.io/tenant-uid"], "uid-1");
+    let labels = ns.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels["citycloud.io/ingress"], "Strict");
+    assert_eq!(labels["citycloud.io/egress"], "Restricted");
+}
+
+#[test]
+fn a_retained_namespace_quota_admits_nothing_new_for_every_resource_it_limited() {
+    let q = frozen_quota(
+        "a",
+        "a-dev",
+        &["requests.cpu".into(), "limits.memory".into()],
+    );
+    let hard = q.spec.and_then(|s| s.hard).unwrap_or_default();
+    for r in [
+        "requests.cpu",
+        "limits.memory",
+        "pods",
+        "persistentvolumeclaims",
+        "count/sharedserviceclaims.citycloud.io",
+    ] {
+        assert_eq!(hard.get(r).map(|q| q.0.as_str()), Some("0"), "{r}");
+    }
+    assert_eq!(q.metadata.name.as_deref(), Some(QUOTA));
+}
