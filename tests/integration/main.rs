@@ -1,6 +1,7 @@
 //! Integration tests against the real local control plane (one per test run, shared).
 //! Each module reads as a specification of behaviour a user would notice.
 
+mod access_matrix;
 mod chart;
 mod claims;
 mod hostile_tenant;
