@@ -3,6 +3,7 @@
 
 mod chart;
 mod claims;
+mod hostile_network;
 mod leader;
 mod process;
 mod quota;
