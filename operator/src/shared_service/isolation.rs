@@ -130,7 +130,9 @@ pub async fn sync(ctx: &Context, service: &SharedService) -> Result<Isolation> {
     // Namespaces it pointed to before a change of spec.endpoint.namespace.
     let before: BTreeSet<&String> = live
         .iter()
-        .filter(|(ns, p)| **ns != here && is_ours(p) && p.owner_references().iter().any(|o| o.uid == uid))
+        .filter(|(ns, p)| {
+            **ns != here && is_ours(p) && p.owner_references().iter().any(|o| o.uid == uid)
+        })
         .map(|(ns, _)| ns)
         .collect();
     for ns in before {
@@ -221,7 +223,10 @@ spec:
     #[test]
     fn the_whole_provider_namespace_admits_only_namespaces_of_no_tenant() {
         let p = build("platform-lgsp", &[service("lgsp", "platform-lgsp")]).expect("a policy");
-        assert_eq!(p.metadata.name.as_deref(), Some("citycloud-provider-isolation"));
+        assert_eq!(
+            p.metadata.name.as_deref(),
+            Some("citycloud-provider-isolation")
+        );
         assert_eq!(p.metadata.namespace.as_deref(), Some("platform-lgsp"));
         assert_eq!(
             p.metadata.labels.clone().unwrap_or_default()["app.kubernetes.io/managed-by"],
@@ -276,11 +281,10 @@ spec:
     fn no_service_there_or_only_one_being_deleted_means_no_policy() {
         assert!(build("platform", &[service("lgsp", "elsewhere")]).is_none());
         let mut deleting = service("lgsp", "platform");
-        deleting.metadata.deletion_timestamp = Some(
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-            ),
-        );
+            ));
         assert!(build("platform", &[deleting]).is_none());
     }
 
