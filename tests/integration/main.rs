@@ -4,6 +4,7 @@
 mod access_matrix;
 mod chart;
 mod claims;
+mod hostile_network;
 mod hostile_tenant;
 mod leader;
 mod process;

@@ -5,6 +5,7 @@
 //! bound claims' binding Secrets and applied whole: one writer, so two claims binding at once
 //! cannot lose each other's token, and a revoked claim's token cannot linger.
 pub mod build;
+pub mod isolation;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -96,6 +97,8 @@ async fn reconcile(service: Arc<SharedService>, ctx: Arc<Context>) -> Result<Act
 
 async fn sync(service: &SharedService, ctx: &Context) -> Result<Action> {
     let name = service.name_any();
+    // First: the provider namespace admits no tenant but through claims, from the start.
+    let isolation = isolation::sync(ctx, service).await?;
     let endpoint = &service.spec.endpoint;
     let provider = Api::<Service>::namespaced(ctx.client.clone(), &endpoint.namespace)
         .get_opt(&endpoint.service)
@@ -133,7 +136,7 @@ async fn sync(service: &SharedService, ctx: &Context) -> Result<Action> {
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(isolation.requeue_after(RESYNC)))
 }
 
 /// The tokens of the bound claims, read by name from each claim's binding Secret (in its own
