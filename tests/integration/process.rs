@@ -46,6 +46,17 @@ async fn metrics_status(port: u16, token: Option<&str>) -> Option<u16> {
     get_as(port, "/metrics", token).await.map(|r| r.0)
 }
 
+/// Waits until `GET /metrics` with `token` answers `code`. A token minted a moment ago may
+/// not be known yet to the API server's ServiceAccount cache (401, cached briefly).
+async fn metrics_answer(port: u16, token: &str, code: u16, who: &str) {
+    eventually(
+        &format!("GET /metrics as {who} answering {code}"),
+        Duration::from_secs(30),
+        || async { (metrics_status(port, Some(token)).await == Some(code)).then_some(()) },
+    )
+    .await;
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -141,11 +152,7 @@ async fn the_operator_process_serves_health_and_metrics_logs_json_spans_and_stop
     let nobody = service_account_token(&pcp.admin, RELEASE_NAMESPACE, "nobody", 600)
         .await
         .unwrap();
-    assert_eq!(
-        metrics_status(port, Some(&nobody)).await,
-        Some(403),
-        "a ServiceAccount without the metrics-reader role"
-    );
+    metrics_answer(port, &nobody, 403, "a ServiceAccount without the reader role").await;
 
     // alice, an owner of the tenant, with the credentials she can mint herself: a
     // ServiceAccount of her namespace (what any of her pods carries).
@@ -161,11 +168,7 @@ async fn the_operator_process_serves_health_and_metrics_logs_json_spans_and_stop
     let alices = service_account_token(&alice, &own, "scraper", 600)
         .await
         .expect("alice mints a token of her own ServiceAccount");
-    assert_eq!(
-        metrics_status(port, Some(&alices)).await,
-        Some(403),
-        "alice's ServiceAccount"
-    );
+    metrics_answer(port, &alices, 403, "alice's ServiceAccount").await;
     // Granting it the reader role in her namespace is refused (she does not hold it) or
     // does nothing (a RoleBinding grants no non-resource URL): still 403, with a new token
     // so no cached decision answers.
@@ -178,14 +181,10 @@ async fn the_operator_process_serves_health_and_metrics_logs_json_spans_and_stop
     let _ = Api::<RoleBinding>::namespaced(alice.clone(), &own)
         .create(&PostParams::default(), &grab)
         .await;
-    let alices = service_account_token(&alice, &own, "scraper", 601)
+    let alices = service_account_token(&alice, &own, "scraper", 600)
         .await
         .unwrap();
-    assert_eq!(
-        metrics_status(port, Some(&alices)).await,
-        Some(403),
-        "alice's ServiceAccount after her RoleBinding"
-    );
+    metrics_answer(port, &alices, 403, "alice's ServiceAccount after her RoleBinding").await;
 
     // The city's Prometheus: a ServiceAccount bound to the chart's metrics-reader ClusterRole.
     let reader = reader_token(&pcp.admin, &helm, 600).await.unwrap();
