@@ -196,7 +196,10 @@ mod tests {
         let shared = Shared::default();
         shared.tenant_readiness("a", true);
         shared.tenant_readiness("b", true);
-        shared.tenant_usage("a", &usage(&[("pods", "2", "8"), ("requests.cpu", "500m", "4")]));
+        shared.tenant_usage(
+            "a",
+            &usage(&[("pods", "2", "8"), ("requests.cpu", "500m", "4")]),
+        );
         shared.tenant_usage("b", &usage(&[("pods", "1", "5")]));
         let text = shared.metrics.encode();
         assert!(
@@ -215,13 +218,19 @@ mod tests {
             text.contains(r#"citycloud_tenant_quota_hard{tenant="b",resource="pods"} 5"#),
             "{text}"
         );
-        assert!(text.contains(r#"citycloud_tenants{ready="true"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"citycloud_tenants{ready="true"} 1"#),
+            "{text}"
+        );
     }
 
     #[test]
     fn a_resource_dropped_from_the_budget_loses_its_series() {
         let shared = Shared::default();
-        shared.tenant_usage("a", &usage(&[("pods", "2", "8"), ("requests.cpu", "1", "4")]));
+        shared.tenant_usage(
+            "a",
+            &usage(&[("pods", "2", "8"), ("requests.cpu", "1", "4")]),
+        );
         shared.tenant_usage("a", &usage(&[("pods", "3", "8")]));
         let text = shared.metrics.encode();
         assert!(!text.contains("requests.cpu"), "{text}");

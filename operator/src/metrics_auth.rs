@@ -298,7 +298,10 @@ mod tests {
         };
         assert_eq!(access_decision(&with(true, None)), Decision::Allowed);
         assert_eq!(access_decision(&with(false, None)), Decision::Forbidden);
-        assert_eq!(access_decision(&with(false, Some(true))), Decision::Forbidden);
+        assert_eq!(
+            access_decision(&with(false, Some(true))),
+            Decision::Forbidden
+        );
         assert_eq!(
             access_decision(&SubjectAccessReview::default()),
             Decision::Forbidden
@@ -319,7 +322,11 @@ mod tests {
         assert_eq!(cache.get(&reader, t0 + ALLOWED_TTL), None);
 
         for i in 0..100 {
-            cache.put(TokenKey::of(&format!("junk-{i}")), Decision::Unauthenticated, t0);
+            cache.put(
+                TokenKey::of(&format!("junk-{i}")),
+                Decision::Unauthenticated,
+                t0,
+            );
         }
         assert_eq!(cache.len(), 2, "at most its capacity");
     }

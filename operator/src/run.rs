@@ -67,13 +67,18 @@ pub async fn run(
     let access = if options.metrics_insecure {
         crate::server::MetricsAccess::Insecure
     } else {
-        crate::server::MetricsAccess::Authorized(crate::metrics_auth::MetricsAuth::new(
+        crate::server::MetricsAccess::Authorized(Box::new(crate::metrics_auth::MetricsAuth::new(
             client.clone(),
-        ))
+        )))
     };
-    let server = options
-        .listen
-        .map(|addr| tokio::spawn(crate::server::serve(addr, shared.clone(), access, stopped())));
+    let server = options.listen.map(|addr| {
+        tokio::spawn(crate::server::serve(
+            addr,
+            shared.clone(),
+            access,
+            stopped(),
+        ))
+    });
 
     let mut elector = None;
     if let Some(config) = options.leader_election.clone() {

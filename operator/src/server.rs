@@ -20,7 +20,7 @@ use crate::metrics_auth::{Decision, MetricsAuth};
 /// Who may read `/metrics`.
 pub enum MetricsAccess {
     /// Callers whose bearer token the API server allows `get` on `/metrics`.
-    Authorized(MetricsAuth),
+    Authorized(Box<MetricsAuth>),
     /// Anyone who reaches the port (`--metrics-insecure`: local development only).
     Insecure,
 }

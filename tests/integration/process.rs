@@ -29,9 +29,11 @@ async fn get_as(port: u16, path: &str, token: Option<&str>) -> Option<(u16, Stri
     let authorization = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n{authorization}\r\n").as_bytes())
-        .await
-        .ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n{authorization}\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.ok()?;
     let code = buf.split_whitespace().nth(1)?.parse().ok()?;
@@ -76,8 +78,14 @@ fn spawn_operator(kubeconfig: &Path, port: u16, extra: &[&str]) -> Child {
         .env("CITYCLOUD_LOG_FORMAT", "json")
         .env("RUST_LOG", "citycloud=debug")
         .env("CITYCLOUD_OPERATOR_NAMESPACE", &identity.namespace)
-        .env("CITYCLOUD_OPERATOR_SERVICE_ACCOUNT", &identity.service_account)
-        .env("CITYCLOUD_SECRETS_CLUSTER_ROLE", &identity.secrets_cluster_role)
+        .env(
+            "CITYCLOUD_OPERATOR_SERVICE_ACCOUNT",
+            &identity.service_account,
+        )
+        .env(
+            "CITYCLOUD_SECRETS_CLUSTER_ROLE",
+            &identity.secrets_cluster_role,
+        )
         .env_remove("CITYCLOUD_METRICS_INSECURE")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -152,7 +160,13 @@ async fn the_operator_process_serves_health_and_metrics_logs_json_spans_and_stop
     let nobody = service_account_token(&pcp.admin, RELEASE_NAMESPACE, "nobody", 600)
         .await
         .unwrap();
-    metrics_answer(port, &nobody, 403, "a ServiceAccount without the reader role").await;
+    metrics_answer(
+        port,
+        &nobody,
+        403,
+        "a ServiceAccount without the reader role",
+    )
+    .await;
 
     // alice, an owner of the tenant, with the credentials she can mint herself: a
     // ServiceAccount of her namespace (what any of her pods carries).
@@ -184,7 +198,13 @@ async fn the_operator_process_serves_health_and_metrics_logs_json_spans_and_stop
     let alices = service_account_token(&alice, &own, "scraper", 600)
         .await
         .unwrap();
-    metrics_answer(port, &alices, 403, "alice's ServiceAccount after her RoleBinding").await;
+    metrics_answer(
+        port,
+        &alices,
+        403,
+        "alice's ServiceAccount after her RoleBinding",
+    )
+    .await;
 
     // The city's Prometheus: a ServiceAccount bound to the chart's metrics-reader ClusterRole.
     let reader = reader_token(&pcp.admin, &helm, 600).await.unwrap();
@@ -239,7 +259,9 @@ async fn the_operator_process_serves_health_and_metrics_logs_json_spans_and_stop
         });
     assert_eq!(reconcile["span"]["controller"], "tenant");
     assert!(
-        !lines.iter().any(|l| l.contains(&reader) || l.contains(&alices)),
+        !lines
+            .iter()
+            .any(|l| l.contains(&reader) || l.contains(&alices)),
         "a token in the operator's log"
     );
 

@@ -20,7 +20,11 @@ pub fn reader_cluster_role() -> String {
 
 /// Installs the chart's metrics-reader ClusterRole bound (values `metrics.readers`) to the
 /// ServiceAccount [`READER`], and returns a token of it valid for `seconds`.
-pub async fn reader_token(admin: &kube::Client, helm: &Path, seconds: i64) -> anyhow::Result<String> {
+pub async fn reader_token(
+    admin: &kube::Client,
+    helm: &Path,
+    seconds: i64,
+) -> anyhow::Result<String> {
     let account = format!(
         "{{apiVersion: v1, kind: Namespace, metadata: {{name: {RELEASE_NAMESPACE}}}}}\n---\n\
          {{apiVersion: v1, kind: ServiceAccount, metadata: {{name: {READER}, namespace: {RELEASE_NAMESPACE}}}}}\n"
