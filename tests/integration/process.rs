@@ -5,14 +5,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use citycloud::api::{QuotaProfile, Tenant};
+use citycloud::api::{QuotaProfile, SharedServiceClaim, Tenant};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, PostParams};
 use testbed::binaries::ensure_built;
 use testbed::env::PrivateControlPlane;
 use testbed::eventually;
-use testbed::fixtures::{apply, wait_ready};
+use testbed::fixtures::{apply, apply_in, code, wait_ready};
 use testbed::metrics_reader::{reader_cluster_role, reader_token, service_account_token};
 use testbed::operator::{RELEASE_NAMESPACE, install_operator_identity};
 
@@ -114,11 +114,21 @@ async fn create_service_account(client: &kube::Client, namespace: &str, name: &s
         .unwrap_or_else(|e| panic!("creating ServiceAccount {namespace}/{name}: {e}"));
 }
 
+/// The operator as the chart runs it. Probes answer anyone; `/metrics` (every tenant's usage)
+/// answers only a token the API server says may get `/metrics`: not anonymous callers, not a
+/// made-up token, not a ServiceAccount without the reader role, not alice (a tenant owner)
+/// with any ServiceAccount token she can mint, even after binding the reader role in her
+/// namespace. Series of her claims naming no SharedService share one label and go with the
+/// claims; a deleted tenant's series go with it. `--metrics-insecure` opens /metrics again.
 #[tokio::test]
-async fn the_operator_process_serves_health_and_metrics_logs_json_spans_and_stops_on_sigterm() {
+async fn the_operator_process_guards_metrics_serves_probes_logs_json_and_stops_on_sigterm() {
     let pcp = PrivateControlPlane::start("process").await;
     testbed::operator::install_crds(&pcp.admin).await.unwrap();
     let helm = ensure_built().unwrap().join("helm");
+    // The chart's guard rails and agency roles (owners may create claims).
+    testbed::operator::install_admission_policies(&pcp.admin, &helm)
+        .await
+        .unwrap();
     // The chart's ServiceAccount with exactly the chart's RBAC: it must suffice for the
     // TokenReviews and SubjectAccessReviews that guard /metrics.
     let kubeconfig = install_operator_identity(&pcp.admin, &pcp.cluster, &helm)
@@ -229,6 +239,50 @@ async fn the_operator_process_serves_health_and_metrics_logs_json_spans_and_stop
         assert!(metrics.contains(family), "{family} in\n{metrics}");
     }
     assert_eq!(get(port, "/healthz").await.map(|r| r.0), Some(200));
+
+    // alice's claims naming services that do not exist create no series of their own: they
+    // count under one label, which goes when they go.
+    let claims = Api::<SharedServiceClaim>::namespaced(alice.clone(), &own);
+    for i in 0..5 {
+        let yaml = format!(
+            "{{apiVersion: citycloud.io/v1alpha1, kind: SharedServiceClaim, metadata: {{name: c{i}}}, spec: {{service: made-up-{i}}}}}"
+        );
+        eventually("alice's claim created", Duration::from_secs(60), || async {
+            // The chart's roles reach admin through aggregation, a moment after they exist.
+            match apply_in::<SharedServiceClaim>(&alice, &own, &yaml).await {
+                Ok(_) => Some(()),
+                Err(e) if code(&e) == Some(403) => None,
+                Err(e) => panic!("alice creating a claim: {e}"),
+            }
+        })
+        .await;
+    }
+    let metrics = eventually(
+        "alice's claims counted under <unknown>",
+        Duration::from_secs(60),
+        || async {
+            let (_, body) = get_as(port, "/metrics", Some(&reader)).await?;
+            body.contains(r#"citycloud_claims{service="<unknown>",state="refused"} 5"#)
+                .then_some(body)
+        },
+    )
+    .await;
+    assert!(!metrics.contains("made-up"), "{metrics}");
+    for i in 0..5 {
+        claims
+            .delete(&format!("c{i}"), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    eventually(
+        "the <unknown> series removed with the claims",
+        Duration::from_secs(60),
+        || async {
+            let (code, body) = get_as(port, "/metrics", Some(&reader)).await?;
+            (code == 200 && !body.contains("citycloud_claims{")).then_some(())
+        },
+    )
+    .await;
 
     // A deleted tenant's series go with it.
     Api::<Tenant>::all(pcp.admin.clone())
