@@ -352,7 +352,7 @@ async fn publish(
 
 /// The `service` label of claims naming a SharedService that does not exist: one label for
 /// all of them, so made-up names cannot create series (no SharedService is named so).
-pub(crate) const UNKNOWN_SERVICE: &str = "<unknown>";
+const UNKNOWN_SERVICE: &str = "<unknown>";
 
 /// Each claim's last state, for the `citycloud_claims{service,state}` gauge.
 #[derive(Default)]
