@@ -22,6 +22,11 @@ enum Command {
         /// Address of /metrics, /healthz and /readyz (the chart sets 0.0.0.0:8080).
         #[arg(long, env = "CITYCLOUD_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Serve /metrics to anyone who reaches the port. By default a caller needs a bearer
+        /// token of a user the API server allows `get` on /metrics (TokenReview, then
+        /// SubjectAccessReview). Local development only: /metrics tells every tenant's usage.
+        #[arg(long, env = "CITYCLOUD_METRICS_INSECURE")]
+        metrics_insecure: bool,
         /// Objects each controller reconciles at once.
         #[arg(long, env = "CITYCLOUD_CONCURRENCY", default_value_t = 8)]
         concurrency: u16,
@@ -70,6 +75,7 @@ pub async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run {
             listen,
+            metrics_insecure,
             concurrency,
             log_format,
             leader_elect,
@@ -104,6 +110,7 @@ pub async fn main() -> anyhow::Result<()> {
                 concurrency,
                 identity: crate::context::OperatorIdentity::from_env(),
                 leader_election,
+                metrics_insecure,
             };
             crate::run::run(
                 client,

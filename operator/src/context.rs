@@ -1,4 +1,5 @@
 //! What every reconcile shares: the client, metrics, the event recorder and readiness.
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -17,6 +18,9 @@ pub struct Shared {
     pub demand: crate::quota::demand::Demand,
     /// Each tenant's last readiness, by name.
     readiness: std::sync::Mutex<std::collections::BTreeMap<String, bool>>,
+    /// The resources of each tenant's published quota series, by tenant, so the series of a
+    /// resource dropped from the budget, or of a deleted tenant, are removed.
+    usage_series: std::sync::Mutex<BTreeMap<String, BTreeSet<String>>>,
 }
 
 pub struct Context {
@@ -118,22 +122,19 @@ impl Shared {
         }
     }
 
-    /// Publishes a tenant's quota use for `citycloud_tenant_quota_used` / `_hard`.
-    pub fn tenant_usage(
-        &self,
-        tenant: &str,
-        usage: &std::collections::BTreeMap<String, crate::api::ResourceUsage>,
-    ) {
+    /// Publishes a tenant's quota use for `citycloud_tenant_quota_used` / `_hard`, and
+    /// removes the series of resources no longer in its budget.
+    pub fn tenant_usage(&self, tenant: &str, usage: &BTreeMap<String, crate::api::ResourceUsage>) {
+        let Ok(mut series) = self.usage_series.lock() else {
+            return;
+        };
+        let value = |q| {
+            crate::quantity::Milli::of(q)
+                .map(|m| m.0 as f64 / 1000.0)
+                .unwrap_or_default()
+        };
         for (resource, u) in usage {
-            let labels = crate::metrics::QuotaLabels {
-                tenant: tenant.to_string(),
-                resource: resource.clone(),
-            };
-            let value = |q| {
-                crate::quantity::Milli::of(q)
-                    .map(|m| m.0 as f64 / 1000.0)
-                    .unwrap_or_default()
-            };
+            let labels = quota_labels(tenant, resource);
             self.metrics
                 .quota_used
                 .get_or_create(&labels)
@@ -143,13 +144,30 @@ impl Shared {
                 .get_or_create(&labels)
                 .set(value(&u.hard));
         }
+        let now: BTreeSet<String> = usage.keys().cloned().collect();
+        let before = series.insert(tenant.to_string(), now).unwrap_or_default();
+        for resource in before.iter().filter(|r| !usage.contains_key(*r)) {
+            self.remove_usage_series(tenant, resource);
+        }
     }
 
+    /// Forgets a deleted tenant: its readiness and its quota series.
     pub fn forget_tenant(&self, tenant: &str) {
         if let Ok(mut map) = self.readiness.lock() {
             map.remove(tenant);
             self.publish_readiness(&map);
         }
+        if let Ok(mut series) = self.usage_series.lock() {
+            for resource in series.remove(tenant).unwrap_or_default() {
+                self.remove_usage_series(tenant, &resource);
+            }
+        }
+    }
+
+    fn remove_usage_series(&self, tenant: &str, resource: &str) {
+        let labels = quota_labels(tenant, resource);
+        self.metrics.quota_used.remove(&labels);
+        self.metrics.quota_hard.remove(&labels);
     }
 
     fn publish_readiness(&self, map: &std::collections::BTreeMap<String, bool>) {
@@ -163,6 +181,80 @@ impl Shared {
             .tenants
             .get_or_create(&labels("false"))
             .set(map.len() as i64 - ready);
+    }
+}
+
+fn quota_labels(tenant: &str, resource: &str) -> crate::metrics::QuotaLabels {
+    crate::metrics::QuotaLabels {
+        tenant: tenant.to_string(),
+        resource: resource.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ResourceUsage;
+
+    fn usage(pairs: &[(&str, &str, &str)]) -> BTreeMap<String, ResourceUsage> {
+        pairs
+            .iter()
+            .map(|(r, used, hard)| {
+                let u: ResourceUsage =
+                    serde_json::from_value(serde_json::json!({"used": used, "hard": hard}))
+                        .expect("usage");
+                (r.to_string(), u)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_deleted_tenants_quota_series_disappear_and_others_stay() {
+        let shared = Shared::default();
+        shared.tenant_readiness("a", true);
+        shared.tenant_readiness("b", true);
+        shared.tenant_usage(
+            "a",
+            &usage(&[("pods", "2", "8"), ("requests.cpu", "500m", "4")]),
+        );
+        shared.tenant_usage("b", &usage(&[("pods", "1", "5")]));
+        let text = shared.metrics.encode();
+        assert!(
+            text.contains(r#"citycloud_tenant_quota_hard{tenant="a",resource="pods"} 8"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"citycloud_tenant_quota_used{tenant="a",resource="requests.cpu"} 0.5"#),
+            "{text}"
+        );
+
+        shared.forget_tenant("a");
+        let text = shared.metrics.encode();
+        assert!(!text.contains(r#"tenant="a""#), "{text}");
+        assert!(
+            text.contains(r#"citycloud_tenant_quota_hard{tenant="b",resource="pods"} 5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"citycloud_tenants{ready="true"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_resource_dropped_from_the_budget_loses_its_series() {
+        let shared = Shared::default();
+        shared.tenant_usage(
+            "a",
+            &usage(&[("pods", "2", "8"), ("requests.cpu", "1", "4")]),
+        );
+        shared.tenant_usage("a", &usage(&[("pods", "3", "8")]));
+        let text = shared.metrics.encode();
+        assert!(!text.contains("requests.cpu"), "{text}");
+        assert!(
+            text.contains(r#"citycloud_tenant_quota_used{tenant="a",resource="pods"} 3"#),
+            "{text}"
+        );
     }
 }
 

@@ -14,6 +14,7 @@ pub mod crds;
 pub mod finalizers;
 pub mod leader;
 pub mod metrics;
+pub mod metrics_auth;
 pub mod quantity;
 pub mod quota;
 pub mod run;

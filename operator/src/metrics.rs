@@ -1,5 +1,11 @@
 //! Prometheus metrics: reconciles and their duration by controller and result, tenants by
 //! readiness, tenant quota used/hard by resource, claims by service and state.
+//!
+//! Every label value is bounded by what exists: a deleted tenant's series, a resource dropped
+//! from a budget and a claim state no claim is in any more are removed (see
+//! `Shared::forget_tenant` and the claim controller's `ClaimStates`), and claims naming a
+//! SharedService that does not exist share one label. `/metrics` is served only to authorised
+//! readers (see `metrics_auth`).
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -93,7 +99,7 @@ impl Default for Metrics {
         );
         registry.register(
             "claims",
-            "SharedServiceClaims by service and state (bound, refused)",
+            "SharedServiceClaims by service and state (bound, refused); claims naming no existing SharedService count under service <unknown>",
             claims.clone(),
         );
         registry.register(

@@ -22,6 +22,9 @@ pub struct Options {
     pub identity: Option<crate::context::OperatorIdentity>,
     /// Reconcile only while holding this Lease; `None` reconciles at once (one replica).
     pub leader_election: Option<LeaderElection>,
+    /// Serve `/metrics` to anyone, without asking the API server who may read it (local
+    /// development only: it tells every tenant's usage).
+    pub metrics_insecure: bool,
 }
 
 impl Default for Options {
@@ -31,6 +34,7 @@ impl Default for Options {
             concurrency: 8,
             identity: None,
             leader_election: None,
+            metrics_insecure: false,
         }
     }
 }
@@ -60,9 +64,21 @@ pub async fn run(
             let _ = stop_tx.send(true);
         })
     };
-    let server = options
-        .listen
-        .map(|addr| tokio::spawn(crate::server::serve(addr, shared.clone(), stopped())));
+    let access = if options.metrics_insecure {
+        crate::server::MetricsAccess::Insecure
+    } else {
+        crate::server::MetricsAccess::Authorized(Box::new(crate::metrics_auth::MetricsAuth::new(
+            client.clone(),
+        )))
+    };
+    let server = options.listen.map(|addr| {
+        tokio::spawn(crate::server::serve(
+            addr,
+            shared.clone(),
+            access,
+            stopped(),
+        ))
+    });
 
     let mut elector = None;
     if let Some(config) = options.leader_election.clone() {

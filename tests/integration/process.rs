@@ -1,21 +1,39 @@
-//! `citycloud-operator run` as a process: its endpoints, its logs, its shutdown.
+//! `citycloud-operator run` as a process: its endpoints (`/metrics` only to authorised
+//! readers), its logs, its shutdown.
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use citycloud::api::{QuotaProfile, Tenant};
+use citycloud::api::{QuotaProfile, SharedServiceClaim, Tenant};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{Api, DeleteParams, PostParams};
+use testbed::binaries::ensure_built;
 use testbed::env::PrivateControlPlane;
 use testbed::eventually;
-use testbed::fixtures::{apply, wait_ready};
+use testbed::fixtures::{apply, apply_in, code, wait_ready};
+use testbed::metrics_reader::{reader_cluster_role, reader_token, service_account_token};
+use testbed::operator::{RELEASE_NAMESPACE, install_operator_identity};
 
 async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    get_as(port, path, None).await
+}
+
+/// GET with `Authorization: Bearer <token>` when a token is given.
+async fn get_as(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
+    let authorization = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(
+        format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n{authorization}\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.ok()?;
     let code = buf.split_whitespace().nth(1)?.parse().ok()?;
@@ -25,24 +43,101 @@ async fn get(port: u16, path: &str) -> Option<(u16, String)> {
     ))
 }
 
-#[tokio::test]
-async fn the_operator_process_serves_health_and_metrics_logs_json_spans_and_stops_on_sigterm() {
-    let pcp = PrivateControlPlane::start("process").await;
-    testbed::operator::install_crds(&pcp.admin).await.unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// The status code of `GET /metrics` with `token`.
+async fn metrics_status(port: u16, token: Option<&str>) -> Option<u16> {
+    get_as(port, "/metrics", token).await.map(|r| r.0)
+}
+
+/// Waits until `GET /metrics` with `token` answers `code`. A token minted a moment ago may
+/// not be known yet to the API server's ServiceAccount cache (401, cached briefly).
+async fn metrics_answer(port: u16, token: &str, code: u16, who: &str) {
+    eventually(
+        &format!("GET /metrics as {who} answering {code}"),
+        Duration::from_secs(30),
+        || async { (metrics_status(port, Some(token)).await == Some(code)).then_some(()) },
+    )
+    .await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_operator-under-test"))
+        .port()
+}
+
+/// `citycloud-operator run` as the chart's Deployment runs it: acting with `kubeconfig` (the
+/// chart's ServiceAccount), knowing its identity, JSON logs on a pipe.
+fn spawn_operator(kubeconfig: &Path, port: u16, extra: &[&str]) -> Child {
+    let identity = testbed::operator::chart_identity();
+    Command::new(env!("CARGO_BIN_EXE_operator-under-test"))
         .args(["run", "--listen", &format!("127.0.0.1:{port}")])
-        .env("KUBECONFIG", pcp.cluster.admin_kubeconfig())
+        .args(extra)
+        .env("KUBECONFIG", kubeconfig)
         .env("CITYCLOUD_LOG_FORMAT", "json")
         .env("RUST_LOG", "citycloud=debug")
+        .env("CITYCLOUD_OPERATOR_NAMESPACE", &identity.namespace)
+        .env(
+            "CITYCLOUD_OPERATOR_SERVICE_ACCOUNT",
+            &identity.service_account,
+        )
+        .env(
+            "CITYCLOUD_SECRETS_CLUSTER_ROLE",
+            &identity.secrets_cluster_role,
+        )
+        .env_remove("CITYCLOUD_METRICS_INSECURE")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("operator process");
+        .expect("operator process")
+}
+
+/// SIGTERM: in-flight work finishes, the process exits cleanly.
+async fn stop(child: Child) {
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut child = child;
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}
+
+async fn create_service_account(client: &kube::Client, namespace: &str, name: &str) {
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap_or_else(|e| panic!("creating ServiceAccount {namespace}/{name}: {e}"));
+}
+
+/// The operator as the chart runs it. Probes answer anyone; `/metrics` (every tenant's usage)
+/// answers only a token the API server says may get `/metrics`: not anonymous callers, not a
+/// made-up token, not a ServiceAccount without the reader role, not alice (a tenant owner)
+/// with any ServiceAccount token she can mint, even after binding the reader role in her
+/// namespace. Series of her claims naming no SharedService share one label and go with the
+/// claims; a deleted tenant's series go with it. `--metrics-insecure` opens /metrics again.
+#[tokio::test]
+async fn the_operator_process_guards_metrics_serves_probes_logs_json_and_stops_on_sigterm() {
+    let pcp = PrivateControlPlane::start("process").await;
+    testbed::operator::install_crds(&pcp.admin).await.unwrap();
+    let helm = ensure_built().unwrap().join("helm");
+    // The chart's guard rails and agency roles (owners may create claims).
+    testbed::operator::install_admission_policies(&pcp.admin, &helm)
+        .await
+        .unwrap();
+    // The chart's ServiceAccount with exactly the chart's RBAC: it must suffice for the
+    // TokenReviews and SubjectAccessReviews that guard /metrics.
+    let kubeconfig = install_operator_identity(&pcp.admin, &pcp.cluster, &helm)
+        .await
+        .unwrap();
+    let kubeconfig_path = pcp.cluster.dir.join("operator.kubeconfig");
+    std::fs::write(&kubeconfig_path, kubeconfig).unwrap();
+    let port = free_port();
+    let mut child = spawn_operator(&kubeconfig_path, port, &[]);
     let stdout = child.stdout.take().expect("stdout");
     let lines = std::thread::spawn(move || {
         BufReader::new(stdout)
@@ -51,6 +146,7 @@ async fn the_operator_process_serves_health_and_metrics_logs_json_spans_and_stop
             .collect::<Vec<_>>()
     });
 
+    // The kubelet's probes need no token.
     eventually("/readyz", Duration::from_secs(30), || async {
         (get(port, "/readyz").await?.0 == 200).then_some(())
     })
@@ -60,15 +156,78 @@ async fn the_operator_process_serves_health_and_metrics_logs_json_spans_and_stop
     let p = "process-p";
     apply::<QuotaProfile>(&pcp.admin, &format!("apiVersion: citycloud.io/v1alpha1\nkind: QuotaProfile\nmetadata: {{name: {p}}}\nspec:\n  namespace: {{pods: \"5\"}}\n  tenant: {{pods: \"8\"}}\n")).await.unwrap();
     apply::<Tenant>(&pcp.admin, &format!("apiVersion: citycloud.io/v1alpha1\nkind: Tenant\nmetadata: {{name: so-xay-dung}}\nspec:\n  displayName: \"Sở Xây dựng\"\n  owners: [{{kind: Group, name: soxd-admins}}]\n  quotaProfile: {p}\n")).await.unwrap();
-    wait_ready(&pcp.admin, "so-xay-dung").await;
+    let tenant = wait_ready(&pcp.admin, "so-xay-dung").await;
 
+    // /metrics tells every tenant's usage: not to anyone who reaches the port.
+    assert_eq!(metrics_status(port, None).await, Some(401), "anonymous");
+    assert_eq!(
+        metrics_status(port, Some("made-up-token")).await,
+        Some(401),
+        "a token the API server does not know"
+    );
+    // A real identity of the cluster, not granted the reader role.
+    create_service_account(&pcp.admin, RELEASE_NAMESPACE, "nobody").await;
+    let nobody = service_account_token(&pcp.admin, RELEASE_NAMESPACE, "nobody", 600)
+        .await
+        .unwrap();
+    metrics_answer(
+        port,
+        &nobody,
+        403,
+        "a ServiceAccount without the reader role",
+    )
+    .await;
+
+    // alice, an owner of the tenant, with the credentials she can mint herself: a
+    // ServiceAccount of her namespace (what any of her pods carries).
+    let alice = pcp
+        .cluster
+        .identity("alice", &["soxd-admins"])
+        .unwrap()
+        .client(&pcp.cluster)
+        .await
+        .unwrap();
+    let own = tenant.namespaces().first().cloned().expect("a namespace");
+    create_service_account(&alice, &own, "scraper").await;
+    let alices = service_account_token(&alice, &own, "scraper", 600)
+        .await
+        .expect("alice mints a token of her own ServiceAccount");
+    metrics_answer(port, &alices, 403, "alice's ServiceAccount").await;
+    // Granting it the reader role in her namespace is refused (she does not hold it) or
+    // does nothing (a RoleBinding grants no non-resource URL): still 403, with a new token
+    // so no cached decision answers.
+    let grab: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "read-metrics", "namespace": own},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": reader_cluster_role()},
+        "subjects": [{"kind": "ServiceAccount", "name": "scraper", "namespace": own}]
+    }))
+    .unwrap();
+    let _ = Api::<RoleBinding>::namespaced(alice.clone(), &own)
+        .create(&PostParams::default(), &grab)
+        .await;
+    let alices = service_account_token(&alice, &own, "scraper", 600)
+        .await
+        .unwrap();
+    metrics_answer(
+        port,
+        &alices,
+        403,
+        "alice's ServiceAccount after her RoleBinding",
+    )
+    .await;
+
+    // The city's Prometheus: a ServiceAccount bound to the chart's metrics-reader ClusterRole.
+    let reader = reader_token(&pcp.admin, &helm, 600).await.unwrap();
     let metrics = eventually(
-        "the tenant in /metrics",
+        "the tenant in /metrics, read as the metrics reader",
         Duration::from_secs(30),
         || async {
-            let (_, body) = get(port, "/metrics").await?;
-            body.contains("citycloud_tenant_quota_hard{tenant=\"so-xay-dung\",resource=\"pods\"} 8")
-                .then_some(body)
+            let (code, body) = get_as(port, "/metrics", Some(&reader)).await?;
+            (code == 200
+                && body.contains(
+                    "citycloud_tenant_quota_hard{tenant=\"so-xay-dung\",resource=\"pods\"} 8",
+                ))
+            .then_some(body)
         },
     )
     .await;
@@ -79,15 +238,68 @@ async fn the_operator_process_serves_health_and_metrics_logs_json_spans_and_stop
     ] {
         assert!(metrics.contains(family), "{family} in\n{metrics}");
     }
+    assert_eq!(get(port, "/healthz").await.map(|r| r.0), Some(200));
 
-    // SIGTERM: in-flight work finishes, the process exits cleanly.
-    // SAFETY: signalling the child we spawned.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    // alice's claims naming services that do not exist create no series of their own: they
+    // count under one label, which goes when they go.
+    let claims = Api::<SharedServiceClaim>::namespaced(alice.clone(), &own);
+    for i in 0..5 {
+        let yaml = format!(
+            "{{apiVersion: citycloud.io/v1alpha1, kind: SharedServiceClaim, metadata: {{name: c{i}}}, spec: {{service: made-up-{i}}}}}"
+        );
+        eventually("alice's claim created", Duration::from_secs(60), || async {
+            // The chart's roles reach admin through aggregation, a moment after they exist.
+            match apply_in::<SharedServiceClaim>(&alice, &own, &yaml).await {
+                Ok(_) => Some(()),
+                Err(e) if code(&e) == Some(403) => None,
+                Err(e) => panic!("alice creating a claim: {e}"),
+            }
+        })
+        .await;
+    }
+    let metrics = eventually(
+        "alice's claims counted under <unknown>",
+        Duration::from_secs(60),
+        || async {
+            let (_, body) = get_as(port, "/metrics", Some(&reader)).await?;
+            body.contains(r#"citycloud_claims{service="<unknown>",state="refused"} 5"#)
+                .then_some(body)
+        },
+    )
+    .await;
+    assert!(!metrics.contains("made-up"), "{metrics}");
+    for i in 0..5 {
+        claims
+            .delete(&format!("c{i}"), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    eventually(
+        "the <unknown> series removed with the claims",
+        Duration::from_secs(60),
+        || async {
+            let (code, body) = get_as(port, "/metrics", Some(&reader)).await?;
+            (code == 200 && !body.contains("citycloud_claims{")).then_some(())
+        },
+    )
+    .await;
+
+    // A deleted tenant's series go with it.
+    Api::<Tenant>::all(pcp.admin.clone())
+        .delete("so-xay-dung", &DeleteParams::default())
         .await
-        .unwrap()
         .unwrap();
-    assert!(status.success(), "exit status after SIGTERM: {status}");
+    eventually(
+        "the deleted tenant's series removed",
+        Duration::from_secs(60),
+        || async {
+            let (code, body) = get_as(port, "/metrics", Some(&reader)).await?;
+            (code == 200 && !body.contains("tenant=\"so-xay-dung\"")).then_some(())
+        },
+    )
+    .await;
+
+    stop(child).await;
     let lines = lines.join().unwrap();
     let reconcile = lines
         .iter()
@@ -100,6 +312,24 @@ async fn the_operator_process_serves_health_and_metrics_logs_json_spans_and_stop
             )
         });
     assert_eq!(reconcile["span"]["controller"], "tenant");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains(&reader) || l.contains(&alices)),
+        "a token in the operator's log"
+    );
+
+    // --metrics-insecure (local development): /metrics to anyone.
+    let port = free_port();
+    let child = spawn_operator(&kubeconfig_path, port, &["--metrics-insecure"]);
+    eventually("/readyz", Duration::from_secs(30), || async {
+        (get(port, "/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+    let (code, body) = get(port, "/metrics").await.expect("/metrics");
+    assert_eq!(code, 200);
+    assert!(body.contains("citycloud_leader 1"), "{body}");
+    stop(child).await;
 }
 
 #[test]

@@ -127,6 +127,7 @@ impl TestEnv {
                 concurrency: 8,
                 identity: Some(crate::operator::chart_identity()),
                 leader_election: Some(election),
+                ..Default::default()
             },
         )
     }

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod env;
 pub mod fixtures;
 pub mod identity;
+pub mod metrics_reader;
 pub mod operator;
 
 pub use controlplane::ControlPlane;

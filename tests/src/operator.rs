@@ -35,6 +35,7 @@ impl RunningOperator {
                 concurrency: 8,
                 identity,
                 leader_election: None,
+                ..Default::default()
             },
         )
     }

@@ -54,6 +54,8 @@ struct ClaimContext {
     base: Arc<Context>,
     watches: watch::BindingWatches,
     states: ClaimStates,
+    /// The SharedServices that exist: a claim naming another is counted as `<unknown>`.
+    catalogue: Store<SharedService>,
 }
 
 /// Runs the claim controller until `shutdown` resolves. `services` re-reconciles a
@@ -106,6 +108,7 @@ pub async fn run(
         base: ctx,
         watches: watch::BindingWatches::new(client.clone(), claims.clone(), claim_tx, services),
         states: ClaimStates::default(),
+        catalogue: catalogue.clone(),
     });
     let (by_tenant, by_namespace, by_policy, by_service) =
         (claims.clone(), claims.clone(), claims.clone(), claims);
@@ -300,10 +303,15 @@ async fn provision(claim: &SharedServiceClaim, ctx: &ClaimContext) -> Result<Act
         }
         _ => {}
     }
+    let exists = found.service.is_some()
+        || ctx
+            .catalogue
+            .get(&ObjectRef::new(claim.service_name()))
+            .is_some();
     ctx.states.set(
         &base.shared.metrics,
         format!("{ns}/{name}"),
-        claim.service_name(),
+        exists.then_some(claim.service_name()),
         outcome.is_ok(),
     );
     Ok(Action::requeue(RESYNC))
@@ -342,6 +350,10 @@ async fn publish(
     ctx.publish(claim, type_, reason, note).await;
 }
 
+/// The `service` label of claims naming a SharedService that does not exist: one label for
+/// all of them, so made-up names cannot create series (no SharedService is named so).
+const UNKNOWN_SERVICE: &str = "<unknown>";
+
 /// Each claim's last state, for the `citycloud_claims{service,state}` gauge.
 #[derive(Default)]
 struct ClaimStates {
@@ -350,16 +362,19 @@ struct ClaimStates {
 
 #[derive(Default)]
 struct StatesInner {
-    /// "<namespace>/<name>" → (service, bound).
+    /// "<namespace>/<name>" → (service label, bound).
     claims: BTreeMap<String, (String, bool)>,
-    /// Every label set published so far, so a count that drops to zero is published as 0.
+    /// The label sets published, so one whose count drops to zero is removed.
     published: BTreeSet<(String, &'static str)>,
 }
 
 impl ClaimStates {
-    fn set(&self, metrics: &Metrics, key: String, service: &str, bound: bool) {
+    /// Records a claim's state; `service` is `None` when the SharedService it names does not
+    /// exist.
+    fn set(&self, metrics: &Metrics, key: String, service: Option<&str>, bound: bool) {
         if let Ok(mut inner) = self.inner.lock() {
-            inner.claims.insert(key, (service.to_string(), bound));
+            let service = service.unwrap_or(UNKNOWN_SERVICE).to_string();
+            inner.claims.insert(key, (service, bound));
             inner.publish(metrics);
         }
     }
@@ -379,16 +394,17 @@ impl StatesInner {
             let state = if *bound { "bound" } else { "refused" };
             *counts.entry((service.clone(), state)).or_default() += 1;
         }
-        self.published.extend(counts.keys().cloned());
-        for key in &self.published {
-            metrics
-                .claims
-                .get_or_create(&ClaimLabels {
-                    service: key.0.clone(),
-                    state: key.1,
-                })
-                .set(counts.get(key).copied().unwrap_or_default());
+        let labels = |(service, state): &(String, &'static str)| ClaimLabels {
+            service: service.clone(),
+            state,
+        };
+        for gone in self.published.iter().filter(|k| !counts.contains_key(*k)) {
+            metrics.claims.remove(&labels(gone));
         }
+        for (key, count) in &counts {
+            metrics.claims.get_or_create(&labels(key)).set(*count);
+        }
+        self.published = counts.into_keys().collect();
     }
 }
 
@@ -397,12 +413,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_claims_gauge_counts_by_service_and_state_and_drops_to_zero() {
+    fn the_claims_gauge_counts_by_service_and_state_and_removes_empty_series() {
         let metrics = Metrics::default();
         let states = ClaimStates::default();
-        states.set(&metrics, "a/x".into(), "sso", true);
-        states.set(&metrics, "b/x".into(), "sso", true);
-        states.set(&metrics, "c/x".into(), "sso", false);
+        states.set(&metrics, "a/x".into(), Some("sso"), true);
+        states.set(&metrics, "b/x".into(), Some("sso"), true);
+        states.set(&metrics, "c/x".into(), Some("sso"), false);
         let text = metrics.encode();
         assert!(
             text.contains(r#"citycloud_claims{service="sso",state="bound"} 2"#),
@@ -414,8 +430,35 @@ mod tests {
         );
         states.forget(&metrics, "c/x");
         let text = metrics.encode();
-        assert!(
-            text.contains(r#"citycloud_claims{service="sso",state="refused"} 0"#),
+        assert!(!text.contains(r#"state="refused""#), "{text}");
+        // A claim that changes state leaves no series behind either.
+        states.set(&metrics, "b/x".into(), Some("sso"), false);
+        states.forget(&metrics, "a/x");
+        states.forget(&metrics, "b/x");
+        let text = metrics.encode();
+        assert!(!text.contains(r#"service="sso""#), "{text}");
+    }
+
+    #[test]
+    fn claims_naming_no_existing_service_share_one_label() {
+        let metrics = Metrics::default();
+        let states = ClaimStates::default();
+        for i in 0..50 {
+            states.set(&metrics, format!("a/x{i}"), None, false);
+        }
+        states.set(&metrics, "a/real".into(), Some("lgsp"), true);
+        let text = metrics.encode();
+        let mut series = text
+            .lines()
+            .filter(|l| l.starts_with("citycloud_claims{"))
+            .collect::<Vec<_>>();
+        series.sort();
+        assert_eq!(
+            series,
+            [
+                r#"citycloud_claims{service="<unknown>",state="refused"} 50"#,
+                r#"citycloud_claims{service="lgsp",state="bound"} 1"#,
+            ],
             "{text}"
         );
     }

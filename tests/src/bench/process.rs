@@ -1,5 +1,7 @@
 //! The operator as a child process (`citycloud-operator run`), as it runs in a cluster: its
-//! `/metrics` read over HTTP, its CPU time and peak memory read from `/proc`.
+//! `/metrics` read over HTTP as the city's Prometheus reads it (the bearer token of a
+//! ServiceAccount bound to the chart's metrics-reader ClusterRole), its CPU time and peak
+//! memory read from `/proc`.
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
@@ -22,6 +24,8 @@ pub struct OperatorProcess {
     pub log: PathBuf,
     pub started: Instant,
     child: Child,
+    /// A token of a reader of `/metrics` (see `testbed::metrics_reader`).
+    token: String,
 }
 
 /// CPU seconds (user + system) and peak resident memory of a process.
@@ -41,7 +45,8 @@ pub struct Stopped {
 
 impl OperatorProcess {
     /// Starts `bin run --listen 127.0.0.1:<free port>` acting with `kubeconfig`, logging to
-    /// `<logs>/operator-<label>.log`, and waits until `/readyz` answers 200.
+    /// `<logs>/operator-<label>.log`, and waits until `/readyz` answers 200. Installs the
+    /// chart's metrics-reader ClusterRole, bound to a ServiceAccount whose token reads `/metrics`.
     ///
     /// Must be called from the thread that lives as long as the bench (the runtime's
     /// `block_on` thread): the child gets SIGKILL when the thread that spawned it ends.
@@ -52,6 +57,9 @@ impl OperatorProcess {
         label: &str,
         concurrency: u16,
     ) -> anyhow::Result<OperatorProcess> {
+        let token = metrics_token(kubeconfig)
+            .await
+            .context("a reader of the operator's /metrics")?;
         let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let log = logs.join(format!("operator-{label}.log"));
         let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -83,6 +91,7 @@ impl OperatorProcess {
             log,
             started: Instant::now(),
             child,
+            token,
         };
         loop {
             if let Some(status) = op.child.try_wait()? {
@@ -112,7 +121,7 @@ impl OperatorProcess {
 
     /// Its `/metrics`, parsed.
     pub async fn metrics(&self) -> anyhow::Result<Metrics> {
-        let (code, body) = http_get(self.addr, "/metrics").await?;
+        let (code, body) = http_get_as(self.addr, "/metrics", Some(&self.token)).await?;
         if code != 200 {
             bail!("operator {}: GET /metrics answered {code}", self.label);
         }
@@ -304,11 +313,34 @@ fn parse_labels(text: &str) -> Option<BTreeMap<String, String>> {
     Some(out)
 }
 
+/// A token of the test bed's reader of `/metrics`, installed with the admin of `kubeconfig`.
+async fn metrics_token(kubeconfig: &Path) -> anyhow::Result<String> {
+    let text = fs::read_to_string(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let admin = testbed::identity::client_from_kubeconfig(&text).await?;
+    let helm = testbed::binaries::ensure_built()?.join("helm");
+    testbed::metrics_reader::reader_token(&admin, &helm, 24 * 3600).await
+}
+
 /// A plain HTTP/1.1 GET on loopback: the status code and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    http_get_as(addr, path, None).await
+}
+
+/// The same, with `Authorization: Bearer <token>` when a token is given.
+pub async fn http_get_as(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let authorization = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n"
+        );
         stream.write_all(request.as_bytes()).await?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await?;

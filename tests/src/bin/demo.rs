@@ -104,6 +104,18 @@ fn up(layout: &Layout, operator: &Path) -> anyhow::Result<bool> {
             testbed::operator::apply_yaml_documents(&client, &policies, demo::FIELD_MANAGER).await?;
         step(format!("  {} objects applied", applied.len()));
 
+        // /metrics answers only a reader the API server vouches for, as the city's Prometheus.
+        let token =
+            testbed::metrics_reader::reader_token(&client, &bin.join("helm"), 7 * 24 * 3600).await?;
+        write_private(&layout.metrics_token(), &token)?;
+        step(format!(
+            "a reader of the operator's /metrics: ServiceAccount {}/{} bound to the chart's ClusterRole {}; its token in {}",
+            testbed::operator::RELEASE_NAMESPACE,
+            testbed::metrics_reader::READER,
+            testbed::metrics_reader::reader_cluster_role(),
+            layout.show(&layout.metrics_token())
+        ));
+
         for file in demo::SAMPLES {
             let applied = demo::apply_sample(&client, file).await?;
             step(format!("deploy/samples/{file}: {} objects applied", applied.len()));
@@ -193,7 +205,22 @@ fn explore(layout: &Layout, cp: &ControlPlane) -> Explore {
         operator_log: layout.show(&layout.operator_log()),
         cluster_logs: layout.show(&layout.cluster().join("logs")),
         operator,
+        metrics_token: layout.show(&layout.metrics_token()),
     }
+}
+
+/// Writes a secret file only its owner may read.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 fn status(layout: &Layout) -> anyhow::Result<bool> {

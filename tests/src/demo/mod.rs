@@ -6,6 +6,7 @@
 //!   operator.log      the operator's log
 //!   operator.pid      its process id (it runs in a session of its own, outliving `make`)
 //!   operator.addr     where it serves /metrics, /healthz and /readyz
+//!   metrics.token     a token that may read /metrics (ServiceAccount citycloud-system/metrics-reader)
 pub mod process;
 pub mod summary;
 
@@ -68,6 +69,9 @@ impl Layout {
     }
     pub fn operator_addr(&self) -> PathBuf {
         self.dir.join("operator.addr")
+    }
+    pub fn metrics_token(&self) -> PathBuf {
+        self.dir.join("metrics.token")
     }
     /// The path as the user typed it relative to the repository, when it is inside it.
     pub fn show(&self, path: &Path) -> String {

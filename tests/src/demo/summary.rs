@@ -162,6 +162,8 @@ pub struct Explore {
     pub cluster_logs: String,
     /// The operator's pid and /metrics address, when it runs.
     pub operator: Option<(i32, String)>,
+    /// The file holding a token that may read /metrics.
+    pub metrics_token: String,
 }
 
 pub fn render(snap: &Snapshot, ex: &Explore) -> String {
@@ -177,7 +179,9 @@ pub fn render(snap: &Snapshot, ex: &Explore) -> String {
         Some((pid, addr)) => {
             let _ = writeln!(
                 out,
-                "Operator: running (pid {pid}), metrics at http://{addr}/metrics"
+                "Operator: running (pid {pid}), metrics at http://{addr}/metrics for a reader's token:\n  \
+                 curl -H \"Authorization: Bearer $(cat {})\" http://{addr}/metrics",
+                ex.metrics_token
             );
         }
         None => {
