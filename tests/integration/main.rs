@@ -3,6 +3,7 @@
 
 mod chart;
 mod claims;
+mod hostile_nodes;
 mod leader;
 mod process;
 mod quota;

@@ -3,6 +3,7 @@ pub mod apply;
 pub mod build;
 pub mod cache;
 pub mod dereference;
+pub mod placement;
 pub mod status;
 pub mod validate;
 
@@ -43,6 +44,8 @@ const RESYNC: Duration = Duration::from_secs(300);
 pub struct TenantContext {
     pub base: Arc<Context>,
     pub caches: cache::Caches,
+    /// Whether the API server enforces nodePlacement, as last checked per namespace.
+    pub placement: placement::Verdicts,
 }
 
 /// A watch of the operator's labelled objects of one kind: a cache for reconciles, and the
@@ -117,6 +120,7 @@ pub async fn run(
             cluster_role_bindings,
             claims,
         },
+        placement: placement::Verdicts::default(),
     });
     controller
         .watches_stream(namespace_changes, by_tenant_label)
@@ -194,7 +198,7 @@ async fn reconcile(tenant: Arc<Tenant>, context: Arc<TenantContext>) -> Result<A
     let api = Api::<Tenant>::all(ctx.client.clone());
     let result = finalizer(&api, FINALIZER, tenant, |event| async {
         match event {
-            Finalizer::Apply(t) => provision(&t, ctx, &context.caches).await,
+            Finalizer::Apply(t) => provision(&t, ctx, &context.caches, &context.placement).await,
             Finalizer::Cleanup(t) => cleanup(&t, ctx).await,
         }
     })
@@ -210,7 +214,12 @@ fn error_policy(tenant: Arc<Tenant>, error: &Error, _ctx: Arc<TenantContext>) ->
     Action::requeue(Duration::from_secs(5))
 }
 
-async fn provision(tenant: &Tenant, ctx: &Context, caches: &cache::Caches) -> Result<Action> {
+async fn provision(
+    tenant: &Tenant,
+    ctx: &Context,
+    caches: &cache::Caches,
+    verdicts: &placement::Verdicts,
+) -> Result<Action> {
     let name = tenant.name_any();
     let mut found = dereference::dereference(&ctx.client, tenant).await?;
     let conflicts = validate::conflicts(&name, &tenant.namespaces(), &found.named);
@@ -264,6 +273,14 @@ async fn provision(tenant: &Tenant, ctx: &Context, caches: &cache::Caches) -> Re
         .map(|(_, q)| q.clone())
         .collect();
     let usage = status::usage(&quotas, &budget);
+    let placement = placement::check(
+        &ctx.client,
+        verdicts,
+        tenant,
+        &applied.namespaces,
+        &caches.namespaces,
+    )
+    .await;
     let findings = status::Findings {
         conflicts: &conflicts,
         missing_profiles: &found.missing_profiles,
@@ -271,6 +288,7 @@ async fn provision(tenant: &Tenant, ctx: &Context, caches: &cache::Caches) -> Re
         namespaces: &applied.namespaces,
         awaiting_quota: &applied.awaiting_quota,
         exhausted: status::exhausted(&usage, &budget),
+        placement: placement.as_ref().map(|p| &p.condition),
     };
     let conds = status::conditions(tenant, &findings);
     let previous = tenant.status.clone().unwrap_or_default();
@@ -327,6 +345,8 @@ async fn provision(tenant: &Tenant, ctx: &Context, caches: &cache::Caches) -> Re
     Ok(if allocation.settling {
         // A raise waits for another namespace's lowered hard to be enforced.
         Action::requeue(Duration::from_secs(1))
+    } else if placement.as_ref().is_some_and(|p| !p.settled) {
+        Action::requeue(Duration::from_secs(10))
     } else if applied.namespaces.iter().any(|ns| demand.active(ns)) {
         // Demand expires: split evenly again afterwards.
         Action::requeue(quota::demand::WINDOW)
