@@ -4,7 +4,7 @@
 //! no pod out of the dry-run permission that check needs.
 use citycloud::api::{QuotaProfile, Tenant};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use testbed::controlplane::Options;
 use testbed::env::PrivateControlPlane;
@@ -160,6 +160,36 @@ async fn another_tenant_cannot_tolerate_or_select_a_dedicated_pool_and_its_own_p
             .iter()
             .any(|t| t.key.as_deref() == Some("node.kubernetes.io/not-ready")),
         "{tolerations:?}"
+    );
+
+    // Tolerations can be added to a running pod: not police's.
+    let mut more = tolerations.clone();
+    more.push(serde_json::from_value(toleration_of(&police_pool)).expect("toleration"));
+    refused_with(
+        Api::<Pod>::namespaced(alice.clone(), &a_ns)
+            .patch(
+                "plain",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"tolerations": more}})),
+            )
+            .await,
+        "tenant a adding police's toleration to a running pod",
+        "whitelist",
+    );
+    // Around the scheduler: a pod bound to a police node by name (the kubelet checks only
+    // NoExecute taints, so the pool's NoSchedule taint would not stop it there).
+    refused_with(
+        create(
+            &alice,
+            &a_ns,
+            &pod_with(
+                "by-name",
+                json!({"nodeName": format!("{police_pool}-node-1")}),
+            ),
+        )
+        .await,
+        "a pod of tenant a naming a police node",
+        "spec.nodeName",
     );
 
     // Police's owner: pods land on the pool, and cannot leave it for another.
