@@ -96,7 +96,7 @@ fn is_superset(ss: &Toleration, t: &Toleration) -> bool {
     fn s(v: &Option<String>) -> &str {
         v.as_deref().unwrap_or("")
     }
-    let fields = |x: &Toleration| {
+    fn fields(x: &Toleration) -> (&str, &str, &str, &str, Option<i64>) {
         (
             s(&x.key),
             s(&x.operator),
@@ -104,7 +104,7 @@ fn is_superset(ss: &Toleration, t: &Toleration) -> bool {
             s(&x.effect),
             x.toleration_seconds,
         )
-    };
+    }
     if fields(ss) == fields(t) {
         return true;
     }
