@@ -81,8 +81,7 @@ fn refused_with(result: Result<Pod, kube::Error>, what: &str, words: &str) {
 }
 
 #[tokio::test]
-async fn another_tenant_cannot_tolerate_or_select_a_dedicated_pool_and_its_own_pods_stay_on_it()
-{
+async fn another_tenant_cannot_tolerate_or_select_a_dedicated_pool_and_its_own_pods_stay_on_it() {
     let env = TestEnv::with_operator().await;
     let (police, a, p) = (env.name("police"), env.name("a"), env.name("nodes"));
     let (police_pool, police_admins, a_admins) = (
@@ -334,11 +333,7 @@ async fn a_cluster_without_the_admission_plugins_reports_node_placement_not_enfo
         .find(|c| c.type_ == "NodePlacementReady")
         .expect("NodePlacementReady");
     for plugin in ["PodTolerationRestriction", "PodNodeSelector"] {
-        assert!(
-            placement.message.contains(plugin),
-            "{}",
-            placement.message
-        );
+        assert!(placement.message.contains(plugin), "{}", placement.message);
     }
     let ready = conditions
         .iter()
@@ -349,12 +344,16 @@ async fn a_cluster_without_the_admission_plugins_reports_node_placement_not_enfo
         ("False", "NodePlacementNotEnforced")
     );
     // Nothing of it was created.
-    let pods = eventually("the pod list", std::time::Duration::from_secs(10), || async {
-        Api::<Pod>::namespaced(pcp.admin.clone(), "police-prod")
-            .list(&Default::default())
-            .await
-            .ok()
-    })
+    let pods = eventually(
+        "the pod list",
+        std::time::Duration::from_secs(10),
+        || async {
+            Api::<Pod>::namespaced(pcp.admin.clone(), "police-prod")
+                .list(&Default::default())
+                .await
+                .ok()
+        },
+    )
     .await;
     assert!(pods.items.is_empty(), "{:?}", pods.items);
 }

@@ -150,27 +150,31 @@ impl ControlPlane {
                 "--log-level=warn".into(),
             ],
         )?;
-        cp.spawn("kube-apiserver", lifetime, &[
-            format!("--etcd-servers={etcd_url}"),
-            format!("--secure-port={api_port}"),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
-            format!("--tls-cert-file={}", p("apiserver.crt")),
-            format!("--tls-private-key-file={}", p("apiserver.key")),
-            format!("--client-ca-file={}", p("ca.crt")),
-            "--authorization-mode=Node,RBAC".into(),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
-            format!("--service-account-issuer={}/", cp.server),
-            format!("--service-account-key-file={}", p("sa.pub")),
-            format!("--service-account-signing-key-file={}", p("sa.key")),
-            format!("--enable-admission-plugins={}", plugins.join(",")),
-            "--allow-privileged=true".into(),
-            // No kubelet or Service network here: the default endpoint reconciler refuses a
-            // loopback advertise address.
-            "--endpoint-reconciler-type=none".into(),
-            "--profiling=false".into(),
-            format!("--cert-dir={}", dir.join("apiserver-certs").display()),
-        ])?;
+        cp.spawn(
+            "kube-apiserver",
+            lifetime,
+            &[
+                format!("--etcd-servers={etcd_url}"),
+                format!("--secure-port={api_port}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--tls-cert-file={}", p("apiserver.crt")),
+                format!("--tls-private-key-file={}", p("apiserver.key")),
+                format!("--client-ca-file={}", p("ca.crt")),
+                "--authorization-mode=Node,RBAC".into(),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                format!("--service-account-issuer={}/", cp.server),
+                format!("--service-account-key-file={}", p("sa.pub")),
+                format!("--service-account-signing-key-file={}", p("sa.key")),
+                format!("--enable-admission-plugins={}", plugins.join(",")),
+                "--allow-privileged=true".into(),
+                // No kubelet or Service network here: the default endpoint reconciler refuses a
+                // loopback advertise address.
+                "--endpoint-reconciler-type=none".into(),
+                "--profiling=false".into(),
+                format!("--cert-dir={}", dir.join("apiserver-certs").display()),
+            ],
+        )?;
         cp.wait_ready("kube-apiserver", || cp.api_ready())?;
         cp.spawn(
             "kube-controller-manager",

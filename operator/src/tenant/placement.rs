@@ -38,6 +38,8 @@ const CONFIRM: Duration = Duration::from_secs(1);
 const PROBE_KEY: &str = "citycloud.io/placement-probe";
 const PROBE_VALUE: &str = "citycloud-placement-probe";
 /// The plugins' refusals, as kube-apiserver words them (plugin/pkg/admission/...).
+/// PodTolerationRestriction's comes as a 500 (a plain error, not a Status), which kube's
+/// client logs as an ERROR line: expected, once per check.
 const TOLERATION_REFUSAL: &str = "conflict with its namespace whitelist";
 const SELECTOR_REFUSAL: &str = "conflicts with its namespace node label selector";
 
@@ -160,7 +162,14 @@ impl Verdicts {
     fn record(&self, ns: &str, fingerprint: String, verdict: Verdict) {
         if let Ok(mut entries) = self.0.lock() {
             let checked = Instant::now();
-            entries.insert(ns.into(), Entry { fingerprint, checked, verdict });
+            entries.insert(
+                ns.into(),
+                Entry {
+                    fingerprint,
+                    checked,
+                    verdict,
+                },
+            );
         }
     }
 }

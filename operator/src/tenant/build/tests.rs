@@ -239,7 +239,10 @@ fn node_placement_becomes_namespace_scheduling_annotations() {
         ))
         .expect("toleration")
     };
-    assert!(super::super::placement::admits(&whitelist, &taint("police")));
+    assert!(super::super::placement::admits(
+        &whitelist,
+        &taint("police")
+    ));
     assert!(!super::super::placement::admits(&whitelist, &taint("fire")));
 }
 
@@ -254,9 +257,10 @@ fn every_namespace_gets_a_toleration_whitelist_even_without_dedicated_nodes() {
         // Empty would mean "any toleration": the whitelist must list something.
         assert!(!whitelist.is_empty());
         assert!(
-            whitelist
-                .iter()
-                .all(|w| w.key.as_deref().is_some_and(|k| k.starts_with("node.kubernetes.io/"))),
+            whitelist.iter().all(|w| w
+                .key
+                .as_deref()
+                .is_some_and(|k| k.starts_with("node.kubernetes.io/"))),
             "only the taints Kubernetes makes every pod tolerate: {whitelist:?}"
         );
         assert!(!annotations.contains_key(NODE_SELECTOR_ANNOTATION));

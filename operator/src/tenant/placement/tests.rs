@@ -76,7 +76,9 @@ fn a_whitelist_entry_with_toleration_seconds_caps_them() {
         json!({"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}),
     )];
     let with = |s: Option<i64>| {
-        toleration(json!({"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": s}))
+        toleration(
+            json!({"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": s}),
+        )
     };
     assert!(admits(&w, &with(Some(30))));
     assert!(!admits(&w, &with(Some(90))));
@@ -148,24 +150,46 @@ fn refused(code: u16, message: &str) -> Result<Pod, kube::Error> {
 #[test]
 fn a_dry_run_refused_by_the_plugin_means_enforced_and_admitted_means_not() {
     let plugin = "pods \"x\" is forbidden: pod tolerations (possibly merged with namespace default tolerations) conflict with its namespace whitelist";
-    assert_eq!(classify(refused(403, plugin), TOLERATION_REFUSAL), Probe::Refused);
+    assert_eq!(
+        classify(refused(403, plugin), TOLERATION_REFUSAL),
+        Probe::Refused
+    );
     let selector = "pods \"x\" is forbidden: pod node label selector conflicts with its namespace node label selector";
-    assert_eq!(classify(refused(403, selector), SELECTOR_REFUSAL), Probe::Refused);
-    assert_eq!(classify(Ok(Pod::default()), TOLERATION_REFUSAL), Probe::Admitted);
+    assert_eq!(
+        classify(refused(403, selector), SELECTOR_REFUSAL),
+        Probe::Refused
+    );
+    assert_eq!(
+        classify(Ok(Pod::default()), TOLERATION_REFUSAL),
+        Probe::Admitted
+    );
     // Checks that run after the plugins would have refused: the plugins let it through.
     for later in [
         "pods \"x\" is forbidden: exceeded quota: citycloud-quota, requested: pods=1, used: pods=0, limited: pods=0",
         "pods \"x\" is forbidden: violates PodSecurity \"restricted:latest\": runAsNonRoot != true",
         "pods \"x\" is forbidden: maximum cpu usage per Container is 1, but limit is 2",
     ] {
-        assert_eq!(classify(refused(403, later), TOLERATION_REFUSAL), Probe::Admitted, "{later}");
+        assert_eq!(
+            classify(refused(403, later), TOLERATION_REFUSAL),
+            Probe::Admitted,
+            "{later}"
+        );
     }
-    assert_eq!(classify(refused(422, "invalid"), TOLERATION_REFUSAL), Probe::Admitted);
+    assert_eq!(
+        classify(refused(422, "invalid"), TOLERATION_REFUSAL),
+        Probe::Admitted
+    );
     // Refused before the plugins ran: no verdict.
     let early = "pods \"x\" is forbidden: error looking up service account police-prod/default: serviceaccount \"default\" not found";
-    assert!(matches!(classify(refused(403, early), TOLERATION_REFUSAL), Probe::Unknown(_)));
+    assert!(matches!(
+        classify(refused(403, early), TOLERATION_REFUSAL),
+        Probe::Unknown(_)
+    ));
     let rbac = "pods is forbidden: User \"op\" cannot create resource \"pods\" in API group \"\"";
-    assert!(matches!(classify(refused(403, rbac), TOLERATION_REFUSAL), Probe::Unknown(_)));
+    assert!(matches!(
+        classify(refused(403, rbac), TOLERATION_REFUSAL),
+        Probe::Unknown(_)
+    ));
 }
 
 #[test]
@@ -176,9 +200,22 @@ fn not_enforced_names_the_missing_plugins_and_what_they_let_through() {
     );
     assert!(!c.ok);
     assert_eq!(c.reason, "NodePlacementNotEnforced");
-    assert!(c.message.contains("PodTolerationRestriction, PodNodeSelector"), "{}", c.message);
-    assert!(c.message.contains("--enable-admission-plugins"), "{}", c.message);
-    assert!(c.message.contains("any tenant's pods may tolerate"), "{}", c.message);
+    assert!(
+        c.message
+            .contains("PodTolerationRestriction, PodNodeSelector"),
+        "{}",
+        c.message
+    );
+    assert!(
+        c.message.contains("--enable-admission-plugins"),
+        "{}",
+        c.message
+    );
+    assert!(
+        c.message.contains("any tenant's pods may tolerate"),
+        "{}",
+        c.message
+    );
     assert!(condition("police-prod", &Verdict::Enforced).ok);
 }
 
