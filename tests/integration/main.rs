@@ -5,6 +5,7 @@ mod access_matrix;
 mod chart;
 mod claims;
 mod hostile_network;
+mod hostile_nodes;
 mod hostile_tenant;
 mod leader;
 mod process;

@@ -16,6 +16,31 @@ use crate::{Error, Result, io_err};
 pub const ADMIN_USER: &str = "citycloud-admin";
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// kube-apiserver's admission plugins (it orders them itself). PodNodeSelector and
+/// PodTolerationRestriction enforce a Tenant's nodePlacement (the namespace annotations
+/// `scheduler.alpha.kubernetes.io/node-selector` and `.../tolerationsWhitelist`); they are
+/// off by default in Kubernetes, so a real cluster must enable them too.
+pub const ADMISSION_PLUGINS: &[&str] = &[
+    "NamespaceLifecycle",
+    "LimitRanger",
+    "ServiceAccount",
+    "ResourceQuota",
+    "PodSecurity",
+    "DefaultTolerationSeconds",
+    "PodNodeSelector",
+    "PodTolerationRestriction",
+    "ValidatingAdmissionPolicy",
+    "NodeRestriction",
+];
+
+/// How a control plane differs from the standard one.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Admission plugins of [`ADMISSION_PLUGINS`] left off (e.g. to show what the operator
+    /// reports on a cluster that does not enforce nodePlacement).
+    pub without_admission_plugins: Vec<String>,
+}
+
 /// Whether the components die with this process (tests) or outlive it (`make cluster-up`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lifetime {
@@ -39,6 +64,16 @@ impl ControlPlane {
     /// Starts a control plane in `dir` with the binaries of `bin_dir`, and waits until the API
     /// server is ready and the controller manager has created the `default` ServiceAccount.
     pub fn start(dir: &Path, bin_dir: &Path, lifetime: Lifetime) -> Result<Self> {
+        ControlPlane::start_with(dir, bin_dir, lifetime, &Options::default())
+    }
+
+    /// The same, with `options`.
+    pub fn start_with(
+        dir: &Path,
+        bin_dir: &Path,
+        lifetime: Lifetime,
+        options: &Options,
+    ) -> Result<Self> {
         let kube_bin = bin_dir.join("kube");
         for sub in ["logs", "etcd"] {
             fs::create_dir_all(dir.join(sub)).map_err(io_err(dir))?;
@@ -60,7 +95,7 @@ impl ControlPlane {
             children: Mutex::new(Vec::new()),
             lifetime,
         };
-        if let Err(e) = cp.start_components(&pki, etcd_port, peer_port, api_port) {
+        if let Err(e) = cp.start_components(&pki, etcd_port, peer_port, api_port, options) {
             cp.stop();
             return Err(e);
         }
@@ -79,6 +114,7 @@ impl ControlPlane {
         etcd_port: u16,
         peer_port: u16,
         api_port: u16,
+        options: &Options,
     ) -> Result<()> {
         let (cp, dir, lifetime) = (self, self.dir.as_path(), self.lifetime);
 
@@ -92,6 +128,11 @@ impl ControlPlane {
         write(&dir.join("server"), &cp.server)?;
 
         let p = |f: &str| pki.join(f).display().to_string();
+        let plugins: Vec<&str> = ADMISSION_PLUGINS
+            .iter()
+            .copied()
+            .filter(|p| !options.without_admission_plugins.iter().any(|w| w == p))
+            .collect();
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         cp.spawn(
@@ -109,27 +150,31 @@ impl ControlPlane {
                 "--log-level=warn".into(),
             ],
         )?;
-        cp.spawn("kube-apiserver", lifetime, &[
-            format!("--etcd-servers={etcd_url}"),
-            format!("--secure-port={api_port}"),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
-            format!("--tls-cert-file={}", p("apiserver.crt")),
-            format!("--tls-private-key-file={}", p("apiserver.key")),
-            format!("--client-ca-file={}", p("ca.crt")),
-            "--authorization-mode=Node,RBAC".into(),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
-            format!("--service-account-issuer={}/", cp.server),
-            format!("--service-account-key-file={}", p("sa.pub")),
-            format!("--service-account-signing-key-file={}", p("sa.key")),
-            "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,ResourceQuota,PodSecurity,DefaultTolerationSeconds,ValidatingAdmissionPolicy,NodeRestriction".into(),
-            "--allow-privileged=true".into(),
-            // No kubelet or Service network here: the default endpoint reconciler refuses a
-            // loopback advertise address.
-            "--endpoint-reconciler-type=none".into(),
-            "--profiling=false".into(),
-            format!("--cert-dir={}", dir.join("apiserver-certs").display()),
-        ])?;
+        cp.spawn(
+            "kube-apiserver",
+            lifetime,
+            &[
+                format!("--etcd-servers={etcd_url}"),
+                format!("--secure-port={api_port}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--tls-cert-file={}", p("apiserver.crt")),
+                format!("--tls-private-key-file={}", p("apiserver.key")),
+                format!("--client-ca-file={}", p("ca.crt")),
+                "--authorization-mode=Node,RBAC".into(),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                format!("--service-account-issuer={}/", cp.server),
+                format!("--service-account-key-file={}", p("sa.pub")),
+                format!("--service-account-signing-key-file={}", p("sa.key")),
+                format!("--enable-admission-plugins={}", plugins.join(",")),
+                "--allow-privileged=true".into(),
+                // No kubelet or Service network here: the default endpoint reconciler refuses a
+                // loopback advertise address.
+                "--endpoint-reconciler-type=none".into(),
+                "--profiling=false".into(),
+                format!("--cert-dir={}", dir.join("apiserver-certs").display()),
+            ],
+        )?;
         cp.wait_ready("kube-apiserver", || cp.api_ready())?;
         cp.spawn(
             "kube-controller-manager",

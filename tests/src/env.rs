@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::binaries::{ensure_built, repo_root};
-use crate::controlplane::{ControlPlane, Lifetime};
+use crate::controlplane::{ControlPlane, Lifetime, Options};
 use crate::identity::client_from_kubeconfig;
 
 static SHARED: OnceLock<Result<Arc<ControlPlane>, String>> = OnceLock::new();
@@ -221,6 +221,11 @@ pub struct PrivateControlPlane {
 
 impl PrivateControlPlane {
     pub async fn start(label: &str) -> Self {
+        PrivateControlPlane::start_with(label, Options::default()).await
+    }
+
+    /// The same, with `options` (e.g. admission plugins left off).
+    pub async fn start_with(label: &str, options: Options) -> Self {
         let dir = repo_root()
             .join("target/testbed")
             .join(format!("{label}-{}", std::process::id()));
@@ -231,7 +236,8 @@ impl PrivateControlPlane {
             let started = ensure_built()
                 .map_err(|e| e.to_string())
                 .and_then(|bin| {
-                    ControlPlane::start(&dir, &bin, Lifetime::Owned).map_err(|e| e.to_string())
+                    ControlPlane::start_with(&dir, &bin, Lifetime::Owned, &options)
+                        .map_err(|e| e.to_string())
                 })
                 .map(Arc::new);
             let keep = started.as_ref().ok().cloned();

@@ -15,6 +15,9 @@ pub mod tenant {
     pub const QUOTA_READY: &str = "QuotaReady";
     /// The NetworkPolicies of every namespace follow `spec.network`.
     pub const NETWORK_READY: &str = "NetworkReady";
+    /// The API server enforces `spec.nodePlacement` (checked by dry-run pods); only on
+    /// Tenants with a nodePlacement.
+    pub const NODE_PLACEMENT_READY: &str = "NodePlacementReady";
     /// Every condition type above.
     pub const ALL: &[&str] = &[
         READY,
@@ -22,6 +25,7 @@ pub mod tenant {
         RBAC_READY,
         QUOTA_READY,
         NETWORK_READY,
+        NODE_PLACEMENT_READY,
     ];
 }
 
@@ -69,6 +73,14 @@ pub mod reason {
     pub const SERVICE_FOUND: &str = "ServiceFound";
     /// The Service a SharedService's endpoint names does not exist.
     pub const SERVICE_MISSING: &str = "ServiceMissing";
+    /// A dry-run pod breaking the tenant's nodePlacement was admitted: the API server lacks
+    /// the PodNodeSelector or PodTolerationRestriction admission plugin.
+    pub const NODE_PLACEMENT_NOT_ENFORCED: &str = "NodePlacementNotEnforced";
+    /// The dry-run pods were refused by the admission plugins, as they must be.
+    pub const NODE_PLACEMENT_ENFORCED: &str = "Enforced";
+    /// The check could not tell (its dry-run pod was refused before the admission plugins
+    /// ran, e.g. no `default` ServiceAccount yet); retried shortly.
+    pub const NODE_PLACEMENT_UNVERIFIED: &str = "NodePlacementUnverified";
 }
 
 /// The condition of type `type_`, if there is one.

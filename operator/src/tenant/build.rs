@@ -36,6 +36,9 @@ pub const EGRESS_POLICY: &str = "citycloud-egress";
 /// Annotations the PodNodeSelector / PodTolerationRestriction admission plugins read.
 pub const NODE_SELECTOR_ANNOTATION: &str = "scheduler.alpha.kubernetes.io/node-selector";
 pub const TOLERATIONS_ANNOTATION: &str = "scheduler.alpha.kubernetes.io/defaultTolerations";
+/// The only tolerations a pod in the namespace may carry (see `placement::whitelist`).
+pub const TOLERATIONS_WHITELIST_ANNOTATION: &str =
+    "scheduler.alpha.kubernetes.io/tolerationsWhitelist";
 pub const DISPLAY_NAME_ANNOTATION: &str = "citycloud.io/display-name";
 
 /// What the tenant's spec points to, read from the API server by `dereference`.
@@ -167,10 +170,18 @@ pub fn namespace(tenant: &Tenant, env: &Environment) -> Namespace {
     for key in [POD_SECURITY_ENFORCE, POD_SECURITY_AUDIT, POD_SECURITY_WARN] {
         labels.insert(key.into(), pss.into());
     }
-    let mut annotations = BTreeMap::from([(
-        DISPLAY_NAME_ANNOTATION.to_string(),
-        tenant.spec.display_name.clone(),
-    )]);
+    let mut annotations = BTreeMap::from([
+        (
+            DISPLAY_NAME_ANNOTATION.to_string(),
+            tenant.spec.display_name.clone(),
+        ),
+        // On every namespace, not only those with dedicated nodes: it is what keeps the
+        // others off them (an absent or empty whitelist allows any toleration).
+        (
+            TOLERATIONS_WHITELIST_ANNOTATION.to_string(),
+            super::placement::whitelist_annotation(tenant.spec.node_placement.as_ref()),
+        ),
+    ]);
     if let Some(uid) = &tenant.meta().uid {
         annotations.insert(TENANT_UID.into(), uid.clone());
     }

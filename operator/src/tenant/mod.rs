@@ -4,6 +4,7 @@ pub mod build;
 pub mod cache;
 pub mod dereference;
 pub mod failure;
+pub mod placement;
 pub mod status;
 pub mod validate;
 
@@ -46,6 +47,8 @@ pub struct TenantContext {
     pub caches: cache::Caches,
     /// Per-tenant retry delays after failed reconciles.
     pub backoff: failure::Backoff,
+    /// Whether the API server enforces nodePlacement, as last checked per namespace.
+    pub placement: placement::Verdicts,
 }
 
 /// A watch of the operator's labelled objects of one kind: a cache for reconciles, and the
@@ -121,6 +124,7 @@ pub async fn run(
             claims,
         },
         backoff: failure::Backoff::default(),
+        placement: placement::Verdicts::default(),
     });
     controller
         .watches_stream(namespace_changes, by_tenant_label)
@@ -199,14 +203,16 @@ async fn reconcile(tenant: Arc<Tenant>, context: Arc<TenantContext>) -> Result<A
     let name = tenant.name_any();
     let result = finalizer(&api, FINALIZER, tenant, |event| async {
         match event {
-            Finalizer::Apply(t) => match provision(&t, ctx, &context.caches).await {
-                Err(e) => {
-                    // Seen by the tenant's users, not only in the operator's log.
-                    failure::report(ctx, &t, &e).await;
-                    Err(e)
+            Finalizer::Apply(t) => {
+                match provision(&t, ctx, &context.caches, &context.placement).await {
+                    Err(e) => {
+                        // Seen by the tenant's users, not only in the operator's log.
+                        failure::report(ctx, &t, &e).await;
+                        Err(e)
+                    }
+                    ok => ok,
                 }
-                ok => ok,
-            },
+            }
             Finalizer::Cleanup(t) => cleanup(&t, ctx).await,
         }
     })
@@ -226,7 +232,12 @@ fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<TenantContext>) -> 
     Action::requeue(delay)
 }
 
-async fn provision(tenant: &Tenant, ctx: &Context, caches: &cache::Caches) -> Result<Action> {
+async fn provision(
+    tenant: &Tenant,
+    ctx: &Context,
+    caches: &cache::Caches,
+    verdicts: &placement::Verdicts,
+) -> Result<Action> {
     let name = tenant.name_any();
     let mut found = dereference::dereference(&ctx.client, tenant)
         .await
@@ -298,6 +309,14 @@ async fn provision(tenant: &Tenant, ctx: &Context, caches: &cache::Caches) -> Re
         .map(|(_, q)| q.clone())
         .collect();
     let usage = status::usage(&quotas, &budget);
+    let placement = placement::check(
+        &ctx.client,
+        verdicts,
+        tenant,
+        &applied.namespaces,
+        &caches.namespaces,
+    )
+    .await;
     let findings = status::Findings {
         conflicts: &conflicts,
         excess: excess.as_ref(),
@@ -306,6 +325,7 @@ async fn provision(tenant: &Tenant, ctx: &Context, caches: &cache::Caches) -> Re
         namespaces: &applied.namespaces,
         awaiting_quota: &applied.awaiting_quota,
         exhausted: status::exhausted(&usage, &budget),
+        placement: placement.as_ref().map(|p| &p.condition),
     };
     let conds = status::conditions(tenant, &findings);
     let previous = tenant.status.clone().unwrap_or_default();
@@ -355,6 +375,8 @@ async fn provision(tenant: &Tenant, ctx: &Context, caches: &cache::Caches) -> Re
     Ok(if allocation.settling {
         // A raise waits for another namespace's lowered hard to be enforced.
         Action::requeue(Duration::from_secs(1))
+    } else if placement.as_ref().is_some_and(|p| !p.settled) {
+        Action::requeue(Duration::from_secs(10))
     } else if applied.namespaces.iter().any(|ns| demand.active(ns)) {
         // Demand expires: split evenly again afterwards.
         Action::requeue(quota::demand::WINDOW)

@@ -23,6 +23,8 @@ pub struct Findings<'a> {
     pub awaiting_quota: &'a [String],
     /// Budgeted resources the tenant uses all of, with a message each.
     pub exhausted: Vec<String>,
+    /// NodePlacementReady, for a tenant with a nodePlacement (see `placement::check`).
+    pub placement: Option<&'a Cond>,
 }
 
 /// The budgeted resources whose tenant-wide use has reached the budget.
@@ -121,7 +123,14 @@ pub fn conditions(tenant: &Tenant, f: &Findings) -> Vec<Cond> {
             tenant.spec.network.ingress, tenant.spec.network.egress
         ),
     );
-    let parts = [&namespaces, &rbac, &quota, &network];
+    // Dedicated nodes the cluster does not enforce are not ready; not knowing yet is not news.
+    let placement = f
+        .placement
+        .filter(|c| c.reason == reason::NODE_PLACEMENT_NOT_ENFORCED);
+    let parts: Vec<&Cond> = [&namespaces, &rbac, &quota, &network]
+        .into_iter()
+        .chain(placement)
+        .collect();
     // A tenant using all its budget is working as intended: not a reason to be un-Ready.
     let ready = if let Some(failed) = parts
         .iter()
@@ -159,7 +168,9 @@ pub fn conditions(tenant: &Tenant, f: &Findings) -> Vec<Cond> {
             format!("{} namespace(s) ready", f.namespaces.len()),
         )
     };
-    vec![ready, namespaces, rbac, quota, network]
+    let mut all = vec![ready, namespaces, rbac, quota, network];
+    all.extend(f.placement.cloned());
+    all
 }
 
 /// Tenant-wide use per resource: `used` summed over the namespaces' quotas; `hard` is the

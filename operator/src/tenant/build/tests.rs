@@ -230,6 +230,42 @@ fn node_placement_becomes_namespace_scheduling_annotations() {
         "citycloud.io/pool=police"
     );
     assert!(annotations[TOLERATIONS_ANNOTATION].contains("\"dedicated\""));
+    // Its pods may tolerate its own pool's taint, and nobody else's.
+    let whitelist: Vec<k8s_openapi::api::core::v1::Toleration> =
+        serde_json::from_str(&annotations[TOLERATIONS_WHITELIST_ANNOTATION]).expect("JSON");
+    let taint = |value: &str| {
+        serde_json::from_value(serde_json::json!(
+            {"key": "dedicated", "operator": "Equal", "value": value, "effect": "NoSchedule"}
+        ))
+        .expect("toleration")
+    };
+    assert!(super::super::placement::admits(
+        &whitelist,
+        &taint("police")
+    ));
+    assert!(!super::super::placement::admits(&whitelist, &taint("fire")));
+}
+
+#[test]
+fn every_namespace_gets_a_toleration_whitelist_even_without_dedicated_nodes() {
+    let t = tenant(SOTTTT);
+    assert!(t.spec.node_placement.is_none());
+    for ns in build(&t, &inputs(&[MEDIUM, SMALL])).namespaces {
+        let annotations = ns.namespace.metadata.annotations.unwrap_or_default();
+        let whitelist: Vec<k8s_openapi::api::core::v1::Toleration> =
+            serde_json::from_str(&annotations[TOLERATIONS_WHITELIST_ANNOTATION]).expect("JSON");
+        // Empty would mean "any toleration": the whitelist must list something.
+        assert!(!whitelist.is_empty());
+        assert!(
+            whitelist.iter().all(|w| w
+                .key
+                .as_deref()
+                .is_some_and(|k| k.starts_with("node.kubernetes.io/"))),
+            "only the taints Kubernetes makes every pod tolerate: {whitelist:?}"
+        );
+        assert!(!annotations.contains_key(NODE_SELECTOR_ANNOTATION));
+        assert!(!annotations.contains_key(TOLERATIONS_ANNOTATION));
+    }
 }
 
 #[test]
