@@ -21,6 +21,8 @@ pub mod tenant {
 pub mod shared_service {
     /// The Service that `spec.endpoint` names exists.
     pub const ENDPOINT_READY: &str = "EndpointReady";
+    /// Every tenant's provider-side consumers Secret holds its bound claims' tokens.
+    pub const CONSUMERS_PUBLISHED: &str = "ConsumersPublished";
 }
 
 /// Condition types of a SharedServiceClaim's status.
@@ -59,6 +61,10 @@ pub mod reason {
     pub const SERVICE_FOUND: &str = "ServiceFound";
     /// The Service a SharedService's endpoint names does not exist.
     pub const SERVICE_MISSING: &str = "ServiceMissing";
+    /// The consumers Secrets hold exactly the bound claims' tokens.
+    pub const PUBLISHED: &str = "Published";
+    /// Some tenant's consumers Secret could not be written (or stale ones removed).
+    pub const PUBLISH_FAILED: &str = "PublishFailed";
 }
 
 /// The condition of type `type_`, if there is one.
