@@ -3,6 +3,7 @@
 
 mod chart;
 mod claims;
+mod hostile_claims;
 mod leader;
 mod process;
 mod quota;

@@ -139,6 +139,14 @@ impl TestEnv {
             .unwrap_or_else(|e| panic!("granting the operator Secrets in {namespace}: {e:#}"));
     }
 
+    /// A client acting as the operator's ServiceAccount, with the token the test bed issued
+    /// it: what someone who stole the operator's token could do.
+    pub async fn operator_client(&self) -> kube::Client {
+        client_from_kubeconfig(&operator_kubeconfig())
+            .await
+            .expect("operator client")
+    }
+
     /// The kubeconfig text of the cluster admin.
     pub fn admin_kubeconfig(&self) -> String {
         std::fs::read_to_string(self.cluster.admin_kubeconfig()).expect("admin kubeconfig")
