@@ -330,6 +330,9 @@ async fn an_owner_claims_a_service_and_reads_its_binding_while_others_cannot() {
         "status.binding names the Secret (the Provisioned Service duck type)"
     );
 
+    // The token on both sides (the provider's consumers Secret holds it too).
+    let token_there = wait_token(&env, &w, &w.service, &ns, "lgsp", "lgsp-binding").await;
+
     // The owner reads the binding, in the Service Binding layout.
     let live = Api::<Secret>::namespaced(owner_a.clone(), &ns)
         .get("lgsp-binding")
@@ -348,7 +351,6 @@ async fn an_owner_claims_a_service_and_reads_its_binding_while_others_cannot() {
     assert_eq!(token.len(), 43, "32 random bytes, URL-safe base64");
 
     // The provider side: the token among the consumers, the namespace admitted on the pods' port.
-    let token_there = wait_token(&env, &w, &w.service, &ns, "lgsp", "lgsp-binding").await;
     assert_eq!(token_there, token);
     let provider_policy = Api::<NetworkPolicy>::namespaced(env.admin.clone(), &w.provider_ns)
         .get(&format!("citycloud-claim-{ns}.lgsp"))

@@ -212,9 +212,18 @@ fn error_policy(claim: Arc<SharedServiceClaim>, error: &Error, _ctx: Arc<ClaimCo
     Action::requeue(Duration::from_secs(5))
 }
 
-async fn provision(claim: &SharedServiceClaim, ctx: &ClaimContext) -> Result<Action> {
+async fn provision(cached: &SharedServiceClaim, ctx: &ClaimContext) -> Result<Action> {
     let base = &ctx.base;
-    let (ns, name) = (claim.namespace().unwrap_or_default(), claim.name_any());
+    let (ns, name) = (cached.namespace().unwrap_or_default(), cached.name_any());
+    // The cache may not show yet the status the previous reconcile wrote, and with it the
+    // digest of the token just issued, which would then be taken for a stranger's and
+    // replaced: read the claim fresh.
+    let Some(claim) = &Api::<SharedServiceClaim>::namespaced(base.client.clone(), &ns)
+        .get_opt(&name)
+        .await?
+    else {
+        return Ok(Action::await_change());
+    };
     let found = dereference::dereference(&base.client, claim).await?;
     let previous = claim.status.clone().unwrap_or_default();
     let was_bound = is_true(&previous.conditions, cond::BOUND);
