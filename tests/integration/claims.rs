@@ -78,7 +78,14 @@ spec:
 }
 
 /// A ready tenant with the given labels and spec lines; its owners are the group `owners`.
-pub(crate) async fn tenant(env: &TestEnv, w: &World, name: &str, owners: &str, labels: &str, extra: &str) {
+pub(crate) async fn tenant(
+    env: &TestEnv,
+    w: &World,
+    name: &str,
+    owners: &str,
+    labels: &str,
+    extra: &str,
+) {
     apply::<Tenant>(
         &env.admin,
         &format!(
@@ -181,7 +188,11 @@ where
     }
 }
 
-pub(crate) async fn secret(client: &kube::Client, ns: &str, name: &str) -> Option<BTreeMap<String, String>> {
+pub(crate) async fn secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Option<BTreeMap<String, String>> {
     let api = Api::<Secret>::namespaced(client.clone(), ns);
     read(&format!("Secret {ns}/{name}"), || api.get_opt(name))
         .await
@@ -190,11 +201,7 @@ pub(crate) async fn secret(client: &kube::Client, ns: &str, name: &str) -> Optio
 
 /// The provider's consumers Secrets `<service>-consumers-<tenant>`, read as the provider
 /// does (by label) and merged: one entry per claim (empty when there is none).
-pub(crate) async fn consumers(
-    env: &TestEnv,
-    w: &World,
-    service: &str,
-) -> BTreeMap<String, String> {
+pub(crate) async fn consumers(env: &TestEnv, w: &World, service: &str) -> BTreeMap<String, String> {
     consumer_secrets(env, w, service)
         .await
         .into_values()
@@ -209,8 +216,7 @@ pub(crate) async fn consumer_secrets(
     service: &str,
 ) -> BTreeMap<String, BTreeMap<String, String>> {
     let api = Api::<Secret>::namespaced(env.admin.clone(), &w.provider_ns);
-    let params =
-        ListParams::default().labels(&format!("citycloud.io/shared-service={service}"));
+    let params = ListParams::default().labels(&format!("citycloud.io/shared-service={service}"));
     read("consumers Secrets", || api.list(&params))
         .await
         .items

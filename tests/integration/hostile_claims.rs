@@ -30,8 +30,7 @@ fn message(err: &kube::Error) -> String {
 async fn create_in_any(user: &kube::Client, namespaces: &[&String], name: &str, service: &str) {
     eventually(&format!("claim {name} admitted"), CONVERGE, || async {
         for ns in namespaces {
-            match apply_in::<SharedServiceClaim>(user, ns, &claim_yaml(name, service, None)).await
-            {
+            match apply_in::<SharedServiceClaim>(user, ns, &claim_yaml(name, service, None)).await {
                 Ok(_) => return Some(()),
                 Err(e) if code(&e) == Some(403) => {}
                 Err(e) => panic!("creating claim {ns}/{name}: {e}"),
@@ -173,12 +172,23 @@ async fn a_token_alice_plants_as_the_operators_field_manager_is_replaced_and_nev
     let fresh = eventually("a fresh token replaces alice's", CONVERGE, || async {
         let shards = consumer_secrets(&env, &w, &w.service).await;
         assert!(
-            !shards.values().flat_map(|s| s.values()).any(|t| *t == chosen),
+            !shards
+                .values()
+                .flat_map(|s| s.values())
+                .any(|t| *t == chosen),
             "alice's own token reached the provider"
         );
-        assert_eq!(shards.get(&shard_b), Some(&b_shard), "b's consumers changed");
-        let token = secret(&env.admin, &ns_a, "lgsp").await?.get("token")?.clone();
-        (token != chosen && token != issued
+        assert_eq!(
+            shards.get(&shard_b),
+            Some(&b_shard),
+            "b's consumers changed"
+        );
+        let token = secret(&env.admin, &ns_a, "lgsp")
+            .await?
+            .get("token")?
+            .clone();
+        (token != chosen
+            && token != issued
             && shards.get(&shard_a)?.get(&format!("{ns_a}.lgsp")) == Some(&token))
         .then_some(token)
     })
@@ -203,7 +213,11 @@ async fn a_token_alice_plants_as_the_operators_field_manager_is_replaced_and_nev
     let only_extra = BTreeMap::from([(format!("{ns_a}.extra"), extra)]);
     eventually("the deleted claim's token revoked", CONVERGE, || async {
         let shards = consumer_secrets(&env, &w, &w.service).await;
-        assert_eq!(shards.get(&shard_b), Some(&b_shard), "b's consumers changed");
+        assert_eq!(
+            shards.get(&shard_b),
+            Some(&b_shard),
+            "b's consumers changed"
+        );
         (shards.get(&shard_a) == Some(&only_extra)).then_some(())
     })
     .await;
@@ -213,14 +227,20 @@ async fn a_token_alice_plants_as_the_operators_field_manager_is_replaced_and_nev
         .expect("alice deletes her other claim");
     eventually("alice's consumers Secret removed", CONVERGE, || async {
         let shards = consumer_secrets(&env, &w, &w.service).await;
-        assert_eq!(shards.get(&shard_b), Some(&b_shard), "b's consumers changed");
+        assert_eq!(
+            shards.get(&shard_b),
+            Some(&b_shard),
+            "b's consumers changed"
+        );
         (!shards.contains_key(&shard_a)).then_some(())
     })
     .await;
-    assert!(!consumers(&env, &w, &w.service)
-        .await
-        .values()
-        .any(|t| *t == fresh || *t == chosen));
+    assert!(
+        !consumers(&env, &w, &w.service)
+            .await
+            .values()
+            .any(|t| *t == fresh || *t == chosen)
+    );
 }
 
 #[tokio::test]
@@ -249,10 +269,7 @@ async fn a_stolen_operator_token_can_neither_read_nor_write_the_providers_own_se
     let thief = env.operator_client().await;
     let provider = Api::<Secret>::namespaced(thief.clone(), &w.provider_ns);
     let refused = |err: kube::Error, what: &str| {
-        assert!(
-            matches!(code(&err), Some(403) | Some(422)),
-            "{what}: {err}"
-        );
+        assert!(matches!(code(&err), Some(403) | Some(422)), "{what}: {err}");
         assert!(
             !message(&err).contains("the-providers-private-key"),
             "{what} leaked the key"
@@ -263,7 +280,10 @@ async fn a_stolen_operator_token_can_neither_read_nor_write_the_providers_own_se
     // No read, in any form.
     let err = refused(provider.get("tls-key").await.unwrap_err(), "get");
     assert_eq!(code(&err), Some(403), "RBAC: {err}");
-    let err = refused(provider.list(&ListParams::default()).await.unwrap_err(), "list");
+    let err = refused(
+        provider.list(&ListParams::default()).await.unwrap_err(),
+        "list",
+    );
     assert_eq!(code(&err), Some(403), "RBAC: {err}");
 
     // No write to the provider's Secret (whose answer would return it): not a patch, not one
@@ -279,7 +299,10 @@ async fn a_stolen_operator_token_can_neither_read_nor_write_the_providers_own_se
             .unwrap_err(),
         "merge patch",
     );
-    assert!(message(&err).contains("citycloud-operator-secrets"), "{err}");
+    assert!(
+        message(&err).contains("citycloud-operator-secrets"),
+        "{err}"
+    );
     let disguised = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tls-key",
         "labels": {"app.kubernetes.io/managed-by": "citycloud-operator",
                    "citycloud.io/shared-service": w.service}}});
@@ -360,7 +383,10 @@ async fn a_stolen_operator_token_can_neither_read_nor_write_the_providers_own_se
 
     // Both Secrets are as their owners left them.
     let key = secret(&env.admin, &w.provider_ns, "tls-key").await.unwrap();
-    assert_eq!(key, BTreeMap::from([("tls.key".into(), "the-providers-private-key".into())]));
+    assert_eq!(
+        key,
+        BTreeMap::from([("tls.key".into(), "the-providers-private-key".into())])
+    );
     let live = Api::<Secret>::namespaced(env.admin.clone(), &w.provider_ns)
         .get("tls-key")
         .await
@@ -445,7 +471,11 @@ async fn one_tenants_consumers_secret_failing_leaves_the_others_published_and_re
     })
     .await;
     let foreign = secret(&env.admin, &w.provider_ns, &taken).await.unwrap();
-    assert_eq!(foreign, BTreeMap::from([("x".into(), "y".into())]), "not overwritten");
+    assert_eq!(
+        foreign,
+        BTreeMap::from([("x".into(), "y".into())]),
+        "not overwritten"
+    );
 
     // Once the name is free, c's tokens are published and the condition clears.
     Api::<Secret>::namespaced(env.admin.clone(), &w.provider_ns)

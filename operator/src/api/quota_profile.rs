@@ -182,7 +182,11 @@ impl QuotaProfile {
         &self,
         overrides: Option<&super::QuotaOverrides>,
     ) -> BTreeMap<String, Quantity> {
-        merged(self.claims(), &self.spec.tenant, overrides.map(|o| &o.tenant))
+        merged(
+            self.claims(),
+            &self.spec.tenant,
+            overrides.map(|o| &o.tenant),
+        )
     }
 
     /// `maxClaims` as a quota entry.
@@ -288,8 +292,14 @@ spec:
             namespace: [(CLAIMS_QUOTA.to_owned(), q("3"))].into(),
             tenant: [(CLAIMS_QUOTA.to_owned(), q("30"))].into(),
         };
-        assert_eq!(profile.tenant_budget(Some(&overrides))[CLAIMS_QUOTA], q("30"));
-        assert_eq!(profile.namespace_hard(Some(&overrides))[CLAIMS_QUOTA], q("3"));
+        assert_eq!(
+            profile.tenant_budget(Some(&overrides))[CLAIMS_QUOTA],
+            q("30")
+        );
+        assert_eq!(
+            profile.namespace_hard(Some(&overrides))[CLAIMS_QUOTA],
+            q("3")
+        );
         // Out of range (the CRD refuses it; a stale object is clamped).
         profile.spec.max_claims = 5000;
         assert_eq!(profile.namespace_hard(None)[CLAIMS_QUOTA], q("1000"));

@@ -74,7 +74,8 @@ pub fn legacy_claim_id(namespace: &str, name: &str) -> Option<String> {
     if full.len() <= LABEL_VALUE_MAX {
         return None;
     }
-    let prefix = full[..LABEL_VALUE_MAX - 17].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    let prefix =
+        full[..LABEL_VALUE_MAX - 17].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
     let fnv = full.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });

@@ -114,11 +114,19 @@ mod tests {
         let recorded = digest("s3cr3t");
         assert_eq!(kept(Some(&s), "a-prod.other", Some(&recorded)), None);
         assert_eq!(
-            kept(Some(&secret("{}", "czNjcjN0")), "a-prod.lgsp", Some(&recorded)),
+            kept(
+                Some(&secret("{}", "czNjcjN0")),
+                "a-prod.lgsp",
+                Some(&recorded)
+            ),
             None
         );
         assert_eq!(
-            kept(Some(&secret(OURS, "\"\"")), "a-prod.lgsp", Some(&digest(""))),
+            kept(
+                Some(&secret(OURS, "\"\"")),
+                "a-prod.lgsp",
+                Some(&digest(""))
+            ),
             None
         );
     }

@@ -118,18 +118,16 @@ mod tests {
         let list = |keys: &[&str]| -> BTreeMap<String, Quantity> {
             keys.iter().map(|k| (k.to_string(), q("1"))).collect()
         };
-        let quota = |spec: &[&str], hard: Option<&[&str]>, used: Option<&[&str]>| {
-            ResourceQuota {
-                spec: Some(k8s_openapi::api::core::v1::ResourceQuotaSpec {
-                    hard: Some(list(spec)),
-                    ..Default::default()
-                }),
-                status: hard.map(|h| k8s_openapi::api::core::v1::ResourceQuotaStatus {
-                    hard: Some(list(h)),
-                    used: used.map(list),
-                }),
+        let quota = |spec: &[&str], hard: Option<&[&str]>, used: Option<&[&str]>| ResourceQuota {
+            spec: Some(k8s_openapi::api::core::v1::ResourceQuotaSpec {
+                hard: Some(list(spec)),
                 ..Default::default()
-            }
+            }),
+            status: hard.map(|h| k8s_openapi::api::core::v1::ResourceQuotaStatus {
+                hard: Some(list(h)),
+                used: used.map(list),
+            }),
+            ..Default::default()
         };
         let both: &[&str] = &["pods", "requests.cpu"];
         let desired = quota(both, None, None);
@@ -139,14 +137,20 @@ mod tests {
             "not synced"
         );
         assert!(
-            !enforced(&desired, Some(&quota(&["pods"], Some(&["pods"]), Some(&["pods"])))),
+            !enforced(
+                &desired,
+                Some(&quota(&["pods"], Some(&["pods"]), Some(&["pods"])))
+            ),
             "cpu not yet"
         );
         assert!(
             !enforced(&desired, Some(&quota(both, Some(both), Some(&["pods"])))),
             "cpu usage not counted yet: admission refuses it all"
         );
-        assert!(enforced(&desired, Some(&quota(both, Some(both), Some(both)))));
+        assert!(enforced(
+            &desired,
+            Some(&quota(both, Some(both), Some(both)))
+        ));
     }
 
     #[test]

@@ -103,11 +103,7 @@ const ERROR_CHARS: usize = 200;
 
 /// ConsumersPublished: True when every consumers Secret was written (or none is needed),
 /// False naming the tenants whose Secret was not, and why.
-pub fn published_condition(
-    service: &SharedService,
-    secrets: usize,
-    failures: &[Failure],
-) -> Cond {
+pub fn published_condition(service: &SharedService, secrets: usize, failures: &[Failure]) -> Cond {
     if failures.is_empty() {
         let message = if service.spec.credentials == Credentials::PerClaim {
             format!(
@@ -251,7 +247,10 @@ spec:
         assert_eq!(labels["citycloud.io/shared-service"], "lgsp");
         assert_eq!(labels["citycloud.io/tenant"], "a");
         assert_eq!(labels["app.kubernetes.io/managed-by"], "citycloud-operator");
-        assert_eq!(secrets[1].metadata.name.as_deref(), Some("lgsp-consumers-b"));
+        assert_eq!(
+            secrets[1].metadata.name.as_deref(),
+            Some("lgsp-consumers-b")
+        );
         let data = secrets[1].data.clone().unwrap_or_default();
         assert_eq!(data.keys().collect::<Vec<_>>(), ["b-prod.lgsp"]);
     }
@@ -284,12 +283,7 @@ spec:
         let secret = &consumers(&service, &all)[0];
         let json = serde_json::to_vec(secret).expect("serializes");
         // The managed fields of a server-side apply add about `"f:<key>":{},` per entry.
-        let managed: usize = secret
-            .data
-            .iter()
-            .flatten()
-            .map(|(k, _)| k.len() + 8)
-            .sum();
+        let managed: usize = secret.data.iter().flatten().map(|(k, _)| k.len() + 8).sum();
         assert!(
             json.len() + managed < 512 * 1024,
             "{} bytes",
@@ -316,7 +310,11 @@ spec:
         let service: SharedService = parse(LGSP);
         let ok = published_condition(&service, 2, &[]);
         assert!(ok.ok);
-        assert!(ok.message.contains("2 consumers Secret(s)"), "{}", ok.message);
+        assert!(
+            ok.message.contains("2 consumers Secret(s)"),
+            "{}",
+            ok.message
+        );
         let failures: Vec<Failure> = (0..7)
             .map(|i| Failure {
                 tenant: Some(format!("t{i}")),
@@ -326,7 +324,11 @@ spec:
         let failed = published_condition(&service, 2, &failures);
         assert!(!failed.ok);
         assert_eq!(failed.reason, "PublishFailed");
-        assert!(failed.message.contains("tenant t0: xxx"), "{}", failed.message);
+        assert!(
+            failed.message.contains("tenant t0: xxx"),
+            "{}",
+            failed.message
+        );
         assert!(failed.message.contains("and 2 more"), "{}", failed.message);
         assert!(failed.message.len() < 2000, "bounded");
     }

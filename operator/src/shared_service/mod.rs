@@ -23,12 +23,12 @@ use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use serde_json::json;
 use tracing::{Instrument, info_span, warn};
 
@@ -188,17 +188,20 @@ async fn sync(service: &SharedService, ctx: &Context, applied: &Applied) -> Resu
     let secrets = build::consumers(service, &tokens);
     // Tenants whose tokens could not all be read keep their Secret as it is.
     let unreadable: BTreeSet<String> = failures.iter().filter_map(|f| f.tenant.clone()).collect();
-    for secret in secrets
-        .iter()
-        .filter(|s| !unreadable.iter().any(|t| s.labels().get(crate::api::labels::TENANT) == Some(t)))
-    {
+    for secret in secrets.iter().filter(|s| {
+        !unreadable
+            .iter()
+            .any(|t| s.labels().get(crate::api::labels::TENANT) == Some(t))
+    }) {
         if let Err(failure) = publish(ctx, applied, service, secret).await {
             failures.push(failure);
         }
     }
     // Revocation does not wait for the others: whatever failed above, the Secrets of tenants
     // left with no bound claim go.
-    if let Err(failure) = remove_stale(ctx, applied, service, &tokens.keys().cloned().collect()).await {
+    if let Err(failure) =
+        remove_stale(ctx, applied, service, &tokens.keys().cloned().collect()).await
+    {
         failures.push(failure);
     }
 
@@ -209,8 +212,13 @@ async fn sync(service: &SharedService, ctx: &Context, applied: &Applied) -> Resu
         .and_then(|s| find(&s.conditions, cond::CONSUMERS_PUBLISHED))
         .map(|c| c.message.clone());
     if !published.ok && previous.as_ref() != Some(&published.message) {
-        ctx.publish(service, EventType::Warning, &published.reason, published.message.clone())
-            .await;
+        ctx.publish(
+            service,
+            EventType::Warning,
+            &published.reason,
+            published.message.clone(),
+        )
+        .await;
     }
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let new = build::status(service, provider.as_ref(), bound.len(), published, &now);
@@ -251,7 +259,9 @@ async fn tokens(ctx: &Context, bound: &[SharedServiceClaim]) -> Result<(Tokens, 
     for claim in bound {
         let (ns, name) = (claim.namespace().unwrap_or_default(), claim.name_any());
         if !tenants.contains_key(&ns) {
-            let namespace = Api::<Namespace>::all(ctx.client.clone()).get_opt(&ns).await?;
+            let namespace = Api::<Namespace>::all(ctx.client.clone())
+                .get_opt(&ns)
+                .await?;
             let tenant = namespace.as_ref().and_then(tenant_of).map(str::to_string);
             tenants.insert(ns.clone(), tenant);
         }
@@ -309,7 +319,11 @@ async fn publish(
     let api = Api::<Secret>::namespaced(ctx.client.clone(), &service.spec.endpoint.namespace);
     let name = secret.name_any();
     match api
-        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(secret))
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(secret),
+        )
         .await
     {
         Ok(live) => {
@@ -350,7 +364,10 @@ async fn remove_stale(
     applied.retain(&service.uid().unwrap_or_default(), keep);
     let api = Api::<Secret>::namespaced(ctx.client.clone(), &service.spec.endpoint.namespace);
     let params = ListParams::default().labels(&build::stale_consumers(service, keep));
-    match api.delete_collection(&DeleteParams::default(), &params).await {
+    match api
+        .delete_collection(&DeleteParams::default(), &params)
+        .await
+    {
         // The answer lists what was deleted (our own Secrets); it is only counted.
         Ok(deleted) => {
             let n = deleted.left().map_or(0, |list| list.items.len());

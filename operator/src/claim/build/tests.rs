@@ -153,7 +153,10 @@ fn long_claim_names_sharing_a_prefix_get_different_ids_with_128_bits_of_sha256()
     // Two tenants' namespaces of 63 characters that share their first 40: everything a
     // shortened id keeps of the name itself is the same, only the hash tells them apart.
     let stem = "a".repeat(40);
-    let (ns1, ns2) = (format!("{stem}{}", "b".repeat(23)), format!("{stem}{}", "c".repeat(23)));
+    let (ns1, ns2) = (
+        format!("{stem}{}", "b".repeat(23)),
+        format!("{stem}{}", "c".repeat(23)),
+    );
     let (one, two) = (claim_id(&ns1, "lgsp"), claim_id(&ns2, "lgsp"));
     assert_ne!(one, two);
     assert_eq!(one[..30], two[..30], "the same prefix");
