@@ -34,6 +34,7 @@ use tracing::{Instrument, info_span, warn};
 
 use self::build::{Failure, Tokens};
 use crate::api::conditions::{find, shared_service as cond};
+use crate::api::labels::TENANT;
 use crate::api::{Credentials, SharedService, SharedServiceClaim};
 use crate::claim::build::{claim_id, consumer_key, sha256_hex};
 use crate::claim::dereference::tenant_of;
@@ -189,9 +190,9 @@ async fn sync(service: &SharedService, ctx: &Context, applied: &Applied) -> Resu
     // Tenants whose tokens could not all be read keep their Secret as it is.
     let unreadable: BTreeSet<String> = failures.iter().filter_map(|f| f.tenant.clone()).collect();
     for secret in secrets.iter().filter(|s| {
-        !unreadable
-            .iter()
-            .any(|t| s.labels().get(crate::api::labels::TENANT) == Some(t))
+        s.labels()
+            .get(TENANT)
+            .is_none_or(|t| !unreadable.contains(t))
     }) {
         if let Err(failure) = publish(ctx, applied, service, secret).await {
             failures.push(failure);
@@ -304,11 +305,7 @@ async fn publish(
     service: &SharedService,
     secret: &Secret,
 ) -> std::result::Result<(), Failure> {
-    let tenant = secret
-        .labels()
-        .get(crate::api::labels::TENANT)
-        .cloned()
-        .unwrap_or_default();
+    let tenant = secret.labels().get(TENANT).cloned().unwrap_or_default();
     let key = (service.uid().unwrap_or_default(), tenant.clone());
     let hash = serde_json::to_vec(secret)
         .map(|bytes| sha256_hex(&bytes))
