@@ -10,13 +10,13 @@ use testbed::fixtures::{CONVERGE, apply, apply_in, code, wait_ready};
 use testbed::{TestEnv, eventually};
 
 /// One test's world: a quota profile, a provider namespace with its Service, a SharedService.
-struct World {
-    profile: String,
-    provider_ns: String,
-    service: String,
+pub(crate) struct World {
+    pub(crate) profile: String,
+    pub(crate) provider_ns: String,
+    pub(crate) service: String,
 }
 
-async fn world(env: &TestEnv, extra_spec: &str) -> World {
+pub(crate) async fn world(env: &TestEnv, extra_spec: &str) -> World {
     let w = World {
         profile: env.name("p"),
         provider_ns: env.name("platform"),
@@ -54,7 +54,7 @@ async fn world(env: &TestEnv, extra_spec: &str) -> World {
     w
 }
 
-async fn shared_service(env: &TestEnv, w: &World, name: &str, extra_spec: &str) {
+pub(crate) async fn shared_service(env: &TestEnv, w: &World, name: &str, extra_spec: &str) {
     apply::<SharedService>(
         &env.admin,
         &format!(
@@ -78,7 +78,14 @@ spec:
 }
 
 /// A ready tenant with the given labels and spec lines; its owners are the group `owners`.
-async fn tenant(env: &TestEnv, w: &World, name: &str, owners: &str, labels: &str, extra: &str) {
+pub(crate) async fn tenant(
+    env: &TestEnv,
+    w: &World,
+    name: &str,
+    owners: &str,
+    labels: &str,
+    extra: &str,
+) {
     apply::<Tenant>(
         &env.admin,
         &format!(
@@ -100,7 +107,7 @@ spec:
     wait_ready(&env.admin, name).await;
 }
 
-fn claim_yaml(name: &str, service: &str, secret: Option<&str>) -> String {
+pub(crate) fn claim_yaml(name: &str, service: &str, secret: Option<&str>) -> String {
     let secret = secret
         .map(|s| format!(", secretName: {s}"))
         .unwrap_or_default();
@@ -113,7 +120,7 @@ fn claim_yaml(name: &str, service: &str, secret: Option<&str>) -> String {
 /// Creates a claim as the agency `user`: owners and members may (the chart aggregates
 /// SharedServiceClaim into the `admin` and `edit` ClusterRoles). The aggregation is done by
 /// kube-controller-manager, so a 403 right after the control plane started is retried.
-async fn claim_as(user: &kube::Client, ns: &str, yaml: &str) {
+pub(crate) async fn claim_as(user: &kube::Client, ns: &str, yaml: &str) {
     eventually(
         &format!("a claim created in {ns} by its owner"),
         CONVERGE,
@@ -129,7 +136,7 @@ async fn claim_as(user: &kube::Client, ns: &str, yaml: &str) {
 }
 
 /// Waits until the claim's Bound condition has `status` and `reason`, for its generation.
-async fn wait_bound(
+pub(crate) async fn wait_bound(
     env: &TestEnv,
     ns: &str,
     name: &str,
@@ -152,7 +159,7 @@ async fn wait_bound(
     .await
 }
 
-fn text(secret: &Secret) -> BTreeMap<String, String> {
+pub(crate) fn text(secret: &Secret) -> BTreeMap<String, String> {
     secret
         .data
         .clone()
@@ -164,7 +171,7 @@ fn text(secret: &Secret) -> BTreeMap<String, String> {
 
 /// Reads from the API server, retrying a dropped connection (a kept-alive connection the
 /// server closed is no test failure; an API error is).
-async fn read<T, F, Fut>(what: &str, mut call: F) -> T
+pub(crate) async fn read<T, F, Fut>(what: &str, mut call: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, kube::Error>>,
@@ -181,22 +188,45 @@ where
     }
 }
 
-async fn secret(client: &kube::Client, ns: &str, name: &str) -> Option<BTreeMap<String, String>> {
+pub(crate) async fn secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Option<BTreeMap<String, String>> {
     let api = Api::<Secret>::namespaced(client.clone(), ns);
     read(&format!("Secret {ns}/{name}"), || api.get_opt(name))
         .await
         .map(|s| text(&s))
 }
 
-/// The provider's consumers Secret (empty when there is none).
-async fn consumers(env: &TestEnv, w: &World, service: &str) -> BTreeMap<String, String> {
-    secret(&env.admin, &w.provider_ns, &format!("{service}-consumers"))
+/// The provider's consumers Secrets `<service>-consumers-<tenant>`, read as the provider
+/// does (by label) and merged: one entry per claim (empty when there is none).
+pub(crate) async fn consumers(env: &TestEnv, w: &World, service: &str) -> BTreeMap<String, String> {
+    consumer_secrets(env, w, service)
         .await
-        .unwrap_or_default()
+        .into_values()
+        .flatten()
+        .collect()
+}
+
+/// The provider's consumers Secrets of `service`, by name.
+pub(crate) async fn consumer_secrets(
+    env: &TestEnv,
+    w: &World,
+    service: &str,
+) -> BTreeMap<String, BTreeMap<String, String>> {
+    let api = Api::<Secret>::namespaced(env.admin.clone(), &w.provider_ns);
+    let params = ListParams::default().labels(&format!("citycloud.io/shared-service={service}"));
+    read("consumers Secrets", || api.list(&params))
+        .await
+        .items
+        .iter()
+        .map(|s| (s.metadata.name.clone().unwrap_or_default(), text(s)))
+        .collect()
 }
 
 /// The NetworkPolicies made for a claim, anywhere, as "namespace/name".
-async fn policies(env: &TestEnv, ns: &str, name: &str) -> BTreeSet<String> {
+pub(crate) async fn policies(env: &TestEnv, ns: &str, name: &str) -> BTreeSet<String> {
     let api = Api::<NetworkPolicy>::all(env.admin.clone());
     let params = ListParams::default().labels(&format!("citycloud.io/claim={ns}.{name}"));
     read("NetworkPolicies", || api.list(&params))
@@ -215,7 +245,7 @@ async fn policies(env: &TestEnv, ns: &str, name: &str) -> BTreeSet<String> {
 
 /// Waits until nothing is left of the claim `ns/name` on either side: no binding Secret
 /// `secret_name`, no consumers entry, no NetworkPolicy.
-async fn wait_revoked(
+pub(crate) async fn wait_revoked(
     env: &TestEnv,
     w: &World,
     service: &str,
@@ -242,7 +272,7 @@ async fn wait_revoked(
 }
 
 /// Waits until the claim is bound with a token that the consumers Secret also holds; returns it.
-async fn wait_token(
+pub(crate) async fn wait_token(
     env: &TestEnv,
     w: &World,
     service: &str,
@@ -306,6 +336,9 @@ async fn an_owner_claims_a_service_and_reads_its_binding_while_others_cannot() {
         "status.binding names the Secret (the Provisioned Service duck type)"
     );
 
+    // The token on both sides (the provider's consumers Secret holds it too).
+    let token_there = wait_token(&env, &w, &w.service, &ns, "lgsp", "lgsp-binding").await;
+
     // The owner reads the binding, in the Service Binding layout.
     let live = Api::<Secret>::namespaced(owner_a.clone(), &ns)
         .get("lgsp-binding")
@@ -324,7 +357,6 @@ async fn an_owner_claims_a_service_and_reads_its_binding_while_others_cannot() {
     assert_eq!(token.len(), 43, "32 random bytes, URL-safe base64");
 
     // The provider side: the token among the consumers, the namespace admitted on the pods' port.
-    let token_there = wait_token(&env, &w, &w.service, &ns, "lgsp", "lgsp-binding").await;
     assert_eq!(token_there, token);
     let provider_policy = Api::<NetworkPolicy>::namespaced(env.admin.clone(), &w.provider_ns)
         .get(&format!("citycloud-claim-{ns}.lgsp"))
@@ -379,14 +411,22 @@ async fn an_owner_claims_a_service_and_reads_its_binding_while_others_cannot() {
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(403), "{err}");
+    assert_eq!(
+        consumer_secrets(&env, &w, &w.service)
+            .await
+            .keys()
+            .collect::<Vec<_>>(),
+        [&format!("{}-consumers-{a}", w.service)],
+        "one consumers Secret per tenant"
+    );
     let err = Api::<Secret>::namespaced(owner_b.clone(), &w.provider_ns)
-        .get(&format!("{}-consumers", w.service))
+        .get(&format!("{}-consumers-{a}", w.service))
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(403), "{err}");
-    // Nor does the claiming agency read the consumers (other agencies' tokens).
+    // Nor does the claiming agency read the consumers (its own tokens are in its binding).
     let err = Api::<Secret>::namespaced(owner_a.clone(), &w.provider_ns)
-        .get(&format!("{}-consumers", w.service))
+        .get(&format!("{}-consumers-{a}", w.service))
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(403), "{err}");
@@ -545,17 +585,13 @@ async fn deleting_the_claim_or_the_service_revokes_everything_on_both_sides() {
     assert!(revoked.status.unwrap().binding.is_none());
     wait_revoked(&env, &w, &w.service, &ns, "two", "two").await;
     eventually(
-        "the consumers Secret deleted with its service",
+        "the consumers Secrets deleted with their service",
         CONVERGE,
         || async {
-            secret(
-                &env.admin,
-                &w.provider_ns,
-                &format!("{}-consumers", w.service),
-            )
-            .await
-            .is_none()
-            .then_some(())
+            consumer_secrets(&env, &w, &w.service)
+                .await
+                .is_empty()
+                .then_some(())
         },
     )
     .await;
@@ -708,6 +744,10 @@ async fn an_operator_restarted_mid_way_leaves_no_half_bound_claim_and_no_orphane
         .await
         .unwrap();
     drop(second);
+    // A fresh operator, as after a restart or a change of leader: it holds no record of what
+    // was applied, so it applies each consumers Secret once more, over whatever the stopped
+    // one wrote last (the operator cannot read those Secrets to compare).
+    let third = env.another_operator();
 
     // What is left converges: exactly the bound claims have a Secret and a consumers entry.
     wait_bound(&env, &ns_t, "a", "True", "Bound").await;
@@ -730,8 +770,7 @@ async fn an_operator_restarted_mid_way_leaves_no_half_bound_claim_and_no_orphane
         "provider side only (egress Open)"
     );
 
-    // A fresh operator finds everything in place, and counts the claims by state.
-    let third = env.another_operator();
+    // The fresh operator counts the claims by state.
     let bound = format!(
         "citycloud_claims{{service=\"{}\",state=\"bound\"}} 1",
         w.service

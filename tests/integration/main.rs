@@ -4,6 +4,7 @@
 mod access_matrix;
 mod chart;
 mod claims;
+mod hostile_claims;
 mod hostile_network;
 mod hostile_nodes;
 mod hostile_tenant;

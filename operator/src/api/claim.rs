@@ -35,7 +35,10 @@ use super::validation::dns_subdomain;
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    validation = Rule::new("size(self.metadata.name) <= 63").message(Message::Message(
+        "metadata.name of a SharedServiceClaim must be at most 63 characters: it names the claim's NetworkPolicies and its entry in the service's consumers Secret".into()
+    ))
 )]
 // clippy reads the repeated `type_ = ...` of the printer columns as duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
@@ -76,6 +79,13 @@ pub struct SharedServiceClaimStatus {
     /// duck type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binding: Option<Binding>,
+
+    /// The SHA-256 of the token the operator issued for this claim ("sha256:<hex>"), with
+    /// PerClaim credentials. Only a binding Secret whose token has this digest is trusted
+    /// and published to the service: nobody but the operator writes a claim's status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 71))]
+    pub token_digest: Option<String>,
 }
 
 /// A reference to a binding Secret in the claim's namespace.

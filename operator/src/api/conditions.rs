@@ -33,6 +33,8 @@ pub mod tenant {
 pub mod shared_service {
     /// The Service that `spec.endpoint` names exists.
     pub const ENDPOINT_READY: &str = "EndpointReady";
+    /// Every tenant's provider-side consumers Secret holds its bound claims' tokens.
+    pub const CONSUMERS_PUBLISHED: &str = "ConsumersPublished";
 }
 
 /// Condition types of a SharedServiceClaim's status.
@@ -81,6 +83,10 @@ pub mod reason {
     /// The check could not tell (its dry-run pod was refused before the admission plugins
     /// ran, e.g. no `default` ServiceAccount yet); retried shortly.
     pub const NODE_PLACEMENT_UNVERIFIED: &str = "NodePlacementUnverified";
+    /// The consumers Secrets hold exactly the bound claims' tokens.
+    pub const PUBLISHED: &str = "Published";
+    /// Some tenant's consumers Secret could not be written (or stale ones removed).
+    pub const PUBLISH_FAILED: &str = "PublishFailed";
 }
 
 /// The condition of type `type_`, if there is one.

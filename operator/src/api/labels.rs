@@ -16,7 +16,8 @@ pub const EGRESS: &str = "citycloud.io/egress";
 /// On a namespace: "true" lets it reach pods of tenants with `network.ingress: Strict`
 /// (ingress controllers, the platform's gateways).
 pub const PLATFORM_INGRESS: &str = "citycloud.io/platform-ingress";
-/// On a provider-side `<service>-consumers` Secret: the SharedService whose tokens it holds.
+/// On a provider-side `<service>-consumers-<tenant>` Secret: the SharedService whose tokens it
+/// holds (its tenant is in [`TENANT`]).
 pub const SHARED_SERVICE: &str = "citycloud.io/shared-service";
 /// The standard label naming who manages an object.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";

@@ -13,6 +13,17 @@ use super::validation::quantity_map;
 /// The number of environments a profile allows when it does not say.
 pub const DEFAULT_MAX_ENVIRONMENTS: i32 = 5;
 
+/// The number of SharedServiceClaims a tenant may have when its profile does not say.
+pub const DEFAULT_MAX_CLAIMS: i32 = 100;
+
+/// The most claims a profile may allow a tenant: with at most this many, a tenant's
+/// provider-side consumers Secret stays far below the 1 MiB an object may have.
+pub const MAX_CLAIMS_LIMIT: i32 = 1000;
+
+/// The quota resource counting a namespace's SharedServiceClaims (the API server's object
+/// count quota, which works for custom resources).
+pub const CLAIMS_QUOTA: &str = "count/sharedserviceclaims.citycloud.io";
+
 /// A standard size: the quota of each namespace, the budget of a whole tenant, the container
 /// limits, and how many environments a tenant may have.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -35,6 +46,12 @@ pub const DEFAULT_MAX_ENVIRONMENTS: i32 = 5;
         type_ = "integer",
         priority = 1,
         json_path = ".spec.maxEnvironments"
+    ),
+    printcolumn(
+        name = "Max Claims",
+        type_ = "integer",
+        priority = 1,
+        json_path = ".spec.maxClaims"
     ),
     printcolumn(name = "Tenants", type_ = "integer", json_path = ".status.tenants"),
     printcolumn(
@@ -72,10 +89,22 @@ pub struct QuotaProfileSpec {
     #[serde(default = "default_max_environments")]
     #[schemars(range(min = 1))]
     pub max_environments: i32,
+
+    /// The most SharedServiceClaims a tenant using this profile may have, over all its
+    /// namespaces; 0 to 1000, default 100. Enforced by the API server's quota: it is the
+    /// tenant budget of count/sharedserviceclaims.citycloud.io (unless `tenant` sets that
+    /// itself) and each namespace's cap.
+    #[serde(default = "default_max_claims")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub max_claims: i32,
 }
 
 fn default_max_environments() -> i32 {
     DEFAULT_MAX_ENVIRONMENTS
+}
+
+fn default_max_claims() -> i32 {
+    DEFAULT_MAX_CLAIMS
 }
 
 /// Container limits, by resource name (cpu, memory, ephemeral-storage): a LimitRange item of
@@ -134,28 +163,47 @@ pub struct QuotaProfileStatus {
 
 impl QuotaProfile {
     /// The ResourceQuota hard of each namespace, with a tenant's approved `overrides` merged
-    /// over the profile's.
+    /// over the profile's. Claims are capped at `maxClaims` unless either sets their count.
     pub fn namespace_hard(
         &self,
         overrides: Option<&super::QuotaOverrides>,
     ) -> BTreeMap<String, Quantity> {
-        merged(&self.spec.namespace, overrides.map(|o| &o.namespace))
+        merged(
+            self.claims(),
+            &self.spec.namespace,
+            overrides.map(|o| &o.namespace),
+        )
     }
 
     /// The budget of a whole tenant, with its approved `overrides` merged over the profile's.
+    /// It always bounds claims: `maxClaims`, unless either sets their count itself. Split over
+    /// the namespaces like any budget, so the API server never admits more claims in total.
     pub fn tenant_budget(
         &self,
         overrides: Option<&super::QuotaOverrides>,
     ) -> BTreeMap<String, Quantity> {
-        merged(&self.spec.tenant, overrides.map(|o| &o.tenant))
+        merged(
+            self.claims(),
+            &self.spec.tenant,
+            overrides.map(|o| &o.tenant),
+        )
+    }
+
+    /// `maxClaims` as a quota entry.
+    fn claims(&self) -> (String, Quantity) {
+        let max = self.spec.max_claims.clamp(0, MAX_CLAIMS_LIMIT);
+        (CLAIMS_QUOTA.to_owned(), Quantity(max.to_string()))
     }
 }
 
+/// `default`, replaced by what `base` says, then by what `over` says.
 fn merged(
+    default: (String, Quantity),
     base: &BTreeMap<String, Quantity>,
     over: Option<&BTreeMap<String, Quantity>>,
 ) -> BTreeMap<String, Quantity> {
-    let mut out = base.clone();
+    let mut out = BTreeMap::from([default]);
+    out.extend(base.iter().map(|(k, v)| (k.clone(), v.clone())));
     if let Some(over) = over {
         out.extend(over.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
@@ -200,6 +248,7 @@ spec:
         assert_eq!(limits.max["memory"], q("8Gi"));
         assert!(limits.min.is_empty());
         assert_eq!(profile.spec.max_environments, 5);
+        assert_eq!(profile.spec.max_claims, DEFAULT_MAX_CLAIMS);
     }
 
     #[test]
@@ -225,6 +274,34 @@ spec:
         let budget = profile.tenant_budget(Some(&overrides));
         assert_eq!(budget["requests.cpu"], q("16"));
         assert_eq!(budget["pods"], q("200"));
-        assert_eq!(profile.tenant_budget(None), profile.spec.tenant);
+        let mut with_claims = profile.spec.tenant.clone();
+        with_claims.insert(CLAIMS_QUOTA.into(), q("100"));
+        assert_eq!(profile.tenant_budget(None), with_claims);
+    }
+
+    #[test]
+    fn claims_are_bounded_per_tenant_and_per_namespace_by_max_claims() {
+        let mut profile: QuotaProfile = serde_yaml_ng::from_str(MEDIUM).expect("profile parses");
+        profile.spec.max_claims = 7;
+        assert_eq!(profile.tenant_budget(None)[CLAIMS_QUOTA], q("7"));
+        assert_eq!(profile.namespace_hard(None)[CLAIMS_QUOTA], q("7"));
+        // A profile, or an approved override, that sets the count itself wins.
+        profile.spec.tenant.insert(CLAIMS_QUOTA.into(), q("20"));
+        assert_eq!(profile.tenant_budget(None)[CLAIMS_QUOTA], q("20"));
+        let overrides = QuotaOverrides {
+            namespace: [(CLAIMS_QUOTA.to_owned(), q("3"))].into(),
+            tenant: [(CLAIMS_QUOTA.to_owned(), q("30"))].into(),
+        };
+        assert_eq!(
+            profile.tenant_budget(Some(&overrides))[CLAIMS_QUOTA],
+            q("30")
+        );
+        assert_eq!(
+            profile.namespace_hard(Some(&overrides))[CLAIMS_QUOTA],
+            q("3")
+        );
+        // Out of range (the CRD refuses it; a stale object is clamped).
+        profile.spec.max_claims = 5000;
+        assert_eq!(profile.namespace_hard(None)[CLAIMS_QUOTA], q("1000"));
     }
 }

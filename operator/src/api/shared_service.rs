@@ -48,7 +48,10 @@ pub const RESERVED_BINDING_KEYS: [&str; 6] = ["type", "provider", "host", "port"
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    validation = Rule::new("size(self.metadata.name) <= 63").message(Message::Message(
+        "metadata.name of a SharedService must be at most 63 characters: it is the value of the label citycloud.io/shared-service on the service's consumers Secrets".into()
+    ))
 )]
 // clippy reads the repeated `type_ = ...` of the printer columns as duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
@@ -70,7 +73,8 @@ pub struct SharedServiceSpec {
     pub access: Access,
 
     /// None: claims get no credentials. PerClaim (default): each claim gets a random token,
-    /// which the service finds in the Secret <service>-consumers of its namespace.
+    /// which the service finds in the Secrets <service>-consumers-<tenant> of its namespace
+    /// (one per tenant with bound claims, labelled citycloud.io/shared-service=<service>).
     #[serde(default)]
     pub credentials: Credentials,
 
@@ -191,7 +195,9 @@ pub struct SharedServiceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// EndpointReady: the Service of spec.endpoint exists.
+    /// EndpointReady: the Service of spec.endpoint exists. ConsumersPublished: every
+    /// tenant's consumers Secret holds its bound claims' tokens (False names the tenants
+    /// whose Secret could not be written, and why).
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -222,10 +228,11 @@ impl SharedService {
         Ok(selector.matches(tenant.labels()) && self.admits_environment(environment))
     }
 
-    /// The name of the Secret, in the service's namespace, that lists the tokens of its
-    /// PerClaim consumers: `<service>-consumers`.
-    pub fn consumers_secret_name(&self) -> String {
-        format!("{}-consumers", self.name_any())
+    /// The name of the Secret, in the service's namespace, that lists the tokens of the
+    /// PerClaim claims of `tenant`: `<service>-consumers-<tenant>` (at most 63 + 11 + 61
+    /// characters). One Secret per tenant: no tenant can make another's overflow.
+    pub fn consumers_secret_name(&self, tenant: &str) -> String {
+        format!("{}-consumers-{tenant}", self.name_any())
     }
 }
 
@@ -266,7 +273,10 @@ spec:
             spec.endpoint.uri(),
             "https://lgsp-gateway.platform-lgsp.svc:443"
         );
-        assert_eq!(service.consumers_secret_name(), "lgsp-consumers");
+        assert_eq!(
+            service.consumers_secret_name("sotttt"),
+            "lgsp-consumers-sotttt"
+        );
     }
 
     #[test]

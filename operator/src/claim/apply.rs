@@ -9,7 +9,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::{Resource, ResourceExt};
 
-use super::build::{ClaimResources, claim_id};
+use super::build::{ClaimResources, claim_id, legacy_claim_id};
 use crate::Result;
 use crate::api::SharedServiceClaim;
 use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE};
@@ -26,9 +26,15 @@ pub struct Bound {
     pub secret_created: bool,
 }
 
+/// What was made for the claim: labelled with its id, or with the id an older release gave it
+/// (so an upgrade leaves nothing behind).
 fn selector(claim: &SharedServiceClaim) -> String {
-    let id = claim_id(&claim.namespace().unwrap_or_default(), &claim.name_any());
-    format!("{MANAGED_BY}={MANAGED_BY_VALUE},{CLAIM_LABEL}={id}")
+    let (ns, name) = (claim.namespace().unwrap_or_default(), claim.name_any());
+    let id = claim_id(&ns, &name);
+    match legacy_claim_id(&ns, &name) {
+        Some(legacy) => format!("{MANAGED_BY}={MANAGED_BY_VALUE},{CLAIM_LABEL} in ({id},{legacy})"),
+        None => format!("{MANAGED_BY}={MANAGED_BY_VALUE},{CLAIM_LABEL}={id}"),
+    }
 }
 
 fn count(ctx: &Context, outcome: Outcome) -> usize {

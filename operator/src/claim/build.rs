@@ -58,34 +58,58 @@ impl ClaimResources {
 }
 
 /// Identifies a claim where at most 63 characters fit (the value of [`CLAIM_LABEL`], the
-/// NetworkPolicy names): `<namespace>.<name>`, or when that is too long, a prefix of it and a
-/// stable hash of the whole. A namespace holds no '.', so the form is unambiguous.
+/// NetworkPolicy names): `<namespace>.<name>`, or when that is too long, a prefix of it and
+/// 128 bits of the SHA-256 of the whole. A namespace holds no '.', so the form is
+/// unambiguous; SHA-256 makes a second claim with the same id (say, in another tenant's
+/// namespace sharing the prefix) infeasible to construct.
 pub fn claim_id(namespace: &str, name: &str) -> String {
     shortened(&format!("{namespace}.{name}"), LABEL_VALUE_MAX)
 }
 
-/// The claim's key in the provider's `<service>-consumers` Secret: `<namespace>.<name>`
-/// (shortened with a hash past the 253 characters a Secret key may have).
+/// The id [`claim_id`] gave before it used SHA-256 (a 64-bit FNV-1a hash, whose collisions
+/// are easy to construct), where it differs: so that objects labelled with it before an
+/// upgrade are still found, and removed. Remove once every installation has upgraded.
+pub fn legacy_claim_id(namespace: &str, name: &str) -> Option<String> {
+    let full = format!("{namespace}.{name}");
+    if full.len() <= LABEL_VALUE_MAX {
+        return None;
+    }
+    let prefix =
+        full[..LABEL_VALUE_MAX - 17].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    let fnv = full.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    Some(format!("{prefix}-{fnv:016x}"))
+}
+
+/// The claim's key in its tenant's provider-side Secret `<service>-consumers-<tenant>`:
+/// `<namespace>.<name>` (at most 127 characters, since a claim's name has at most 63;
+/// shortened like [`claim_id`] past the 253 characters a Secret key may have).
 pub fn consumer_key(namespace: &str, name: &str) -> String {
     shortened(&format!("{namespace}.{name}"), SECRET_KEY_MAX)
 }
 
-/// `full` when it fits in `max`, else `<prefix>-<16 hex digits of its hash>`. The names
-/// are ASCII (DNS names), so slicing by bytes is safe.
+/// Hex digits of the hash in a shortened id: 128 bits.
+const HASH_HEX: usize = 32;
+
+/// `full` when it fits in `max`, else `<prefix>-<the first 32 hex digits of its SHA-256>`.
+/// The names are ASCII (DNS names), so slicing by bytes is safe.
 fn shortened(full: &str, max: usize) -> String {
     if full.len() <= max {
         return full.to_string();
     }
-    let prefix = full[..max - 17].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
-    format!("{prefix}-{:016x}", fnv1a(full.as_bytes()))
+    let prefix = full[..max - HASH_HEX - 1].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    let digest = sha256_hex(full.as_bytes());
+    format!("{prefix}-{}", &digest[..HASH_HEX])
 }
 
-/// FNV-1a, 64 bits: stable across Rust releases (unlike `DefaultHasher`), which matters
-/// because the result names objects that must be found again after an upgrade.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// The SHA-256 of `bytes`, as 64 lowercase hex digits.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Labels of everything made for a claim: managed, the claim's tenant, the claim.

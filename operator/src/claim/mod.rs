@@ -2,8 +2,8 @@
 //!
 //! A permitted claim gets its binding Secret, the provider-side NetworkPolicy and (egress:
 //! Restricted) the egress NetworkPolicy; a refused or deleted one keeps nothing. The
-//! provider's `<service>-consumers` Secret is not written here: the SharedService controller
-//! alone recomputes it from the bound claims (one writer, no lost updates).
+//! provider's `<service>-consumers-<tenant>` Secrets are not written here: the SharedService
+//! controller alone recomputes them from the bound claims (one writer, no lost updates).
 pub mod apply;
 pub mod build;
 pub mod dereference;
@@ -215,25 +215,41 @@ fn error_policy(claim: Arc<SharedServiceClaim>, error: &Error, _ctx: Arc<ClaimCo
     Action::requeue(Duration::from_secs(5))
 }
 
-async fn provision(claim: &SharedServiceClaim, ctx: &ClaimContext) -> Result<Action> {
+async fn provision(cached: &SharedServiceClaim, ctx: &ClaimContext) -> Result<Action> {
     let base = &ctx.base;
-    let (ns, name) = (claim.namespace().unwrap_or_default(), claim.name_any());
+    let (ns, name) = (cached.namespace().unwrap_or_default(), cached.name_any());
+    // The cache may not show yet the status the previous reconcile wrote, and with it the
+    // digest of the token just issued, which would then be taken for a stranger's and
+    // replaced: read the claim fresh.
+    let Some(claim) = &Api::<SharedServiceClaim>::namespaced(base.client.clone(), &ns)
+        .get_opt(&name)
+        .await?
+    else {
+        return Ok(Action::await_change());
+    };
     let found = dereference::dereference(&base.client, claim).await?;
     let previous = claim.status.clone().unwrap_or_default();
     let was_bound = is_true(&previous.conditions, cond::BOUND);
 
     let mut removed = 0;
+    // The digest of the token in the binding Secret, recorded in the status by the same
+    // reconcile (after the Secret: a crash between the two issues a new token next time).
+    let mut token_digest = None;
     let outcome: Result<String, Refusal> = match validate::decide(claim, &found) {
         Ok(permit) => {
             ctx.watches.ensure(&ns);
             let id = claim_id(&ns, &name);
             let (token, issued) = match permit.service.spec.credentials {
                 Credentials::None => (None, false),
-                Credentials::PerClaim => match token::kept(found.secret.as_ref(), &id) {
-                    Some(t) => (Some(t), false),
-                    None => (Some(token::issue()?), true),
-                },
+                Credentials::PerClaim => {
+                    match token::kept(found.secret.as_ref(), &id, previous.token_digest.as_deref())
+                    {
+                        Some(t) => (Some(t), false),
+                        None => (Some(token::issue()?), true),
+                    }
+                }
             };
+            token_digest = token.as_deref().map(token::digest);
             let desired = build::build(claim, &permit, found.provider.as_ref(), token.as_deref());
             let bound = apply::bind(base, claim, &desired, found.secret.as_ref()).await?;
             if was_bound && issued {
@@ -267,7 +283,7 @@ async fn provision(claim: &SharedServiceClaim, ctx: &ClaimContext) -> Result<Act
     };
 
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let new = status::status(claim, &outcome, &now);
+    let new = status::status(claim, &outcome, token_digest, &now);
     if new != previous {
         let patch = json!({"apiVersion": "citycloud.io/v1alpha1", "kind": "SharedServiceClaim", "status": new});
         Api::<SharedServiceClaim>::namespaced(base.client.clone(), &ns)

@@ -1,5 +1,6 @@
 //! A claim's status: the Bound condition and, once bound, the binding Secret's name (the
-//! servicebinding.io "Provisioned Service" duck type). Never anything of the token.
+//! servicebinding.io "Provisioned Service" duck type), and the digest of the token issued
+//! (never the token).
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::validate::Refusal;
@@ -24,6 +25,7 @@ pub fn bound_condition(outcome: &Result<String, Refusal>, service: &str) -> Cond
 pub fn status(
     claim: &SharedServiceClaim,
     outcome: &Result<String, Refusal>,
+    token_digest: Option<String>,
     now: &Time,
 ) -> SharedServiceClaimStatus {
     let previous = claim.status.clone().unwrap_or_default();
@@ -40,6 +42,7 @@ pub fn status(
             .as_ref()
             .ok()
             .map(|name| Binding { name: name.clone() }),
+        token_digest: token_digest.filter(|_| outcome.is_ok()),
     }
 }
 
@@ -54,7 +57,12 @@ mod tests {
 
     #[test]
     fn a_bound_claim_names_its_secret() {
-        let st = status(&claim(), &Ok("sso-binding".into()), &now());
+        let st = status(
+            &claim(),
+            &Ok("sso-binding".into()),
+            Some("sha256:00".into()),
+            &now(),
+        );
         assert_eq!(
             st.binding,
             Some(Binding {
@@ -64,6 +72,7 @@ mod tests {
         assert_eq!(st.conditions[0].type_, "Bound");
         assert_eq!(st.conditions[0].status, "True");
         assert_eq!(st.conditions[0].reason, "Bound");
+        assert_eq!(st.token_digest.as_deref(), Some("sha256:00"));
     }
 
     #[test]
@@ -71,8 +80,9 @@ mod tests {
         let refusal = Refusal::ServiceNotFound {
             service: "sso".into(),
         };
-        let st = status(&claim(), &Err(refusal), &now());
+        let st = status(&claim(), &Err(refusal), Some("sha256:00".into()), &now());
         assert_eq!(st.binding, None);
+        assert_eq!(st.token_digest, None, "no binding, no token");
         assert_eq!(st.conditions[0].status, "False");
         assert_eq!(st.conditions[0].reason, "ServiceNotFound");
     }

@@ -1,7 +1,7 @@
 //! Whether a claim may be bound, and if not, why, in words the agency can act on.
 use kube::ResourceExt;
 
-use super::build::{Permit, claim_id};
+use super::build::{Permit, claim_id, legacy_claim_id};
 use super::dereference::{Found, tenant_of};
 use crate::api::conditions::reason;
 use crate::api::labels::{ENVIRONMENT, MANAGED_BY, MANAGED_BY_VALUE};
@@ -271,7 +271,10 @@ pub fn decide<'a>(claim: &SharedServiceClaim, found: &'a Found) -> Result<Permit
     }
     if let Some(secret) = &found.secret {
         let labels = secret.metadata.labels.clone().unwrap_or_default();
-        let ours = labels.get(CLAIM_LABEL) == Some(&claim_id(&ns, &claim.name_any()))
+        let id = labels.get(CLAIM_LABEL);
+        let name = claim.name_any();
+        let ours = (id == Some(&claim_id(&ns, &name))
+            || id.is_some_and(|id| legacy_claim_id(&ns, &name).as_ref() == Some(id)))
             && labels.get(MANAGED_BY).map(String::as_str) == Some(MANAGED_BY_VALUE);
         if !ours {
             return Err(Refusal::SecretConflict {

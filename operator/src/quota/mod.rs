@@ -60,17 +60,22 @@ fn get(map: Option<&BTreeMap<String, Quantity>>, resource: &str) -> Option<Milli
 
 /// Whether the API server enforces `desired` in its namespace yet. Quota admission ignores a
 /// ResourceQuota until kube-controller-manager has filled in its `status.hard`: until then a
-/// new namespace admits anything. So the tenant's users get access to a namespace only once
-/// this holds for its quota (every resource we limit is in `status.hard`).
+/// new namespace admits anything. And it refuses everything a resource limits ("status unknown
+/// for quota") until kube-controller-manager has counted its usage in `status.used`: it counts
+/// a custom resource (count/sharedserviceclaims.citycloud.io) only once it has discovered it.
+/// So the tenant's users get access to a namespace only once every resource we limit is in
+/// both.
 pub fn enforced(desired: &ResourceQuota, live: Option<&ResourceQuota>) -> bool {
     let wanted = desired.spec.as_ref().and_then(|s| s.hard.as_ref());
-    let synced = live
-        .and_then(|q| q.status.as_ref())
-        .and_then(|s| s.hard.as_ref());
-    match (wanted, synced) {
-        (None, _) => true,
-        (Some(w), Some(h)) => w.keys().all(|k| h.contains_key(k)),
-        (Some(w), None) => w.is_empty(),
+    let status = live.and_then(|q| q.status.as_ref());
+    let (hard, used) = (
+        status.and_then(|s| s.hard.as_ref()),
+        status.and_then(|s| s.used.as_ref()),
+    );
+    match (wanted, hard, used) {
+        (None, _, _) => true,
+        (Some(w), Some(h), Some(u)) => w.keys().all(|k| h.contains_key(k) && u.contains_key(k)),
+        (Some(w), _, _) => w.is_empty(),
     }
 }
 
@@ -156,38 +161,41 @@ mod tests {
 
     #[test]
     fn a_quota_is_enforced_only_once_its_status_lists_every_limited_resource() {
-        let quota = |spec: &[&str], status: Option<&[&str]>| -> ResourceQuota {
-            let list = |keys: &[&str]| -> BTreeMap<String, Quantity> {
-                keys.iter().map(|k| (k.to_string(), q("1"))).collect()
-            };
-            ResourceQuota {
-                spec: Some(k8s_openapi::api::core::v1::ResourceQuotaSpec {
-                    hard: Some(list(spec)),
-                    ..Default::default()
-                }),
-                status: status.map(|s| k8s_openapi::api::core::v1::ResourceQuotaStatus {
-                    hard: Some(list(s)),
-                    used: None,
-                }),
-                ..Default::default()
-            }
+        let list = |keys: &[&str]| -> BTreeMap<String, Quantity> {
+            keys.iter().map(|k| (k.to_string(), q("1"))).collect()
         };
-        let desired = quota(&["pods", "requests.cpu"], None);
+        let quota = |spec: &[&str], hard: Option<&[&str]>, used: Option<&[&str]>| ResourceQuota {
+            spec: Some(k8s_openapi::api::core::v1::ResourceQuotaSpec {
+                hard: Some(list(spec)),
+                ..Default::default()
+            }),
+            status: hard.map(|h| k8s_openapi::api::core::v1::ResourceQuotaStatus {
+                hard: Some(list(h)),
+                used: used.map(list),
+            }),
+            ..Default::default()
+        };
+        let both: &[&str] = &["pods", "requests.cpu"];
+        let desired = quota(both, None, None);
         assert!(!enforced(&desired, None), "not created yet");
         assert!(
-            !enforced(&desired, Some(&quota(&["pods", "requests.cpu"], None))),
+            !enforced(&desired, Some(&quota(both, None, None))),
             "not synced"
         );
         assert!(
-            !enforced(&desired, Some(&quota(&["pods"], Some(&["pods"])))),
+            !enforced(
+                &desired,
+                Some(&quota(&["pods"], Some(&["pods"]), Some(&["pods"])))
+            ),
             "cpu not yet"
+        );
+        assert!(
+            !enforced(&desired, Some(&quota(both, Some(both), Some(&["pods"])))),
+            "cpu usage not counted yet: admission refuses it all"
         );
         assert!(enforced(
             &desired,
-            Some(&quota(
-                &["pods", "requests.cpu"],
-                Some(&["pods", "requests.cpu"])
-            ))
+            Some(&quota(both, Some(both), Some(both)))
         ));
     }
 

@@ -1,6 +1,6 @@
-//! A SharedService's desired consumers Secret and status, computed without touching the API
-//! server.
-use std::collections::BTreeMap;
+//! A SharedService's desired consumers Secrets (one per tenant) and status, computed without
+//! touching the API server.
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::{Resource, ResourceExt};
 
 use crate::api::conditions::{claim as claim_cond, is_true, reason, shared_service as cond};
-use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE, SHARED_SERVICE};
+use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE, SHARED_SERVICE, TENANT};
 use crate::api::{Credentials, SharedService, SharedServiceClaim, SharedServiceStatus};
 use crate::conditions::{Cond, stamp};
 
@@ -21,44 +21,127 @@ pub fn is_bound(claim: &SharedServiceClaim) -> bool {
             .is_some_and(|s| s.binding.is_some() && is_true(&s.conditions, claim_cond::BOUND))
 }
 
-/// Labels of a consumers Secret: managed, and the SharedService it belongs to.
-pub fn consumers_labels(service: &SharedService) -> BTreeMap<String, String> {
+/// The tokens to publish: by tenant, then by consumer key (`<namespace>.<claim>`).
+pub type Tokens = BTreeMap<String, BTreeMap<String, String>>;
+
+/// Labels of a tenant's consumers Secret: managed, the SharedService, the tenant. A provider
+/// reads all its consumers by `citycloud.io/shared-service=<service>`.
+pub fn consumers_labels(service: &SharedService, tenant: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (MANAGED_BY.into(), MANAGED_BY_VALUE.into()),
         (SHARED_SERVICE.into(), service.name_any()),
+        (TENANT.into(), tenant.into()),
     ])
 }
 
-/// The provider-side `<service>-consumers` Secret: one entry per bound PerClaim claim
-/// (`<claim-namespace>.<claim-name>` → its token), owned by the SharedService so that
-/// deleting the service deletes it. `None` when there is nothing to hold: credentials None,
-/// or no bound claim.
-pub fn consumers(service: &SharedService, tokens: &BTreeMap<String, String>) -> Option<Secret> {
-    if service.spec.credentials != Credentials::PerClaim || tokens.is_empty() {
-        return None;
+/// The provider-side Secrets `<service>-consumers-<tenant>`: one per tenant with bound
+/// PerClaim claims, holding each claim's token under `<claim-namespace>.<claim-name>`, owned
+/// by the SharedService so that deleting the service deletes them. None with credentials
+/// None.
+///
+/// Size: a tenant has at most `maxClaims` ≤ 1000 claims; a key has at most 63 + 1 + 63
+/// characters and a token 43, so the data is at most 1000 × 170 bytes (≈ 170 KB; ≈ 190 KB
+/// base64-encoded in JSON) and the managed fields another ≈ 135 KB: far below the 1 MiB
+/// limit. And a tenant whose budget an override raised only risks its own Secret.
+pub fn consumers(service: &SharedService, tokens: &Tokens) -> Vec<Secret> {
+    if service.spec.credentials != Credentials::PerClaim {
+        return Vec::new();
     }
     let owner = service.controller_owner_ref(&()).map(|mut o| {
         // Blocking the owner's deletion would need the sharedservices/finalizers permission.
         o.block_owner_deletion = None;
         o
     });
-    Some(Secret {
-        metadata: ObjectMeta {
-            name: Some(service.consumers_secret_name()),
-            namespace: Some(service.spec.endpoint.namespace.clone()),
-            labels: Some(consumers_labels(service)),
-            owner_references: owner.map(|o| vec![o]),
+    tokens
+        .iter()
+        .map(|(tenant, entries)| Secret {
+            metadata: ObjectMeta {
+                name: Some(service.consumers_secret_name(tenant)),
+                namespace: Some(service.spec.endpoint.namespace.clone()),
+                labels: Some(consumers_labels(service, tenant)),
+                owner_references: owner.clone().map(|o| vec![o]),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
+                    .collect(),
+            ),
             ..Default::default()
-        },
-        type_: Some("Opaque".into()),
-        data: Some(
-            tokens
-                .iter()
-                .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
-                .collect(),
+        })
+        .collect()
+}
+
+/// Selects the service's consumers Secrets of every tenant but `keep`: those to delete. It
+/// also matches the single `<service>-consumers` of older releases (no tenant label).
+pub fn stale_consumers(service: &SharedService, keep: &BTreeSet<String>) -> String {
+    let base = format!(
+        "{MANAGED_BY}={MANAGED_BY_VALUE},{SHARED_SERVICE}={}",
+        service.name_any()
+    );
+    if keep.is_empty() {
+        return base;
+    }
+    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+    format!("{base},{TENANT} notin ({})", keep.join(","))
+}
+
+/// Why a tenant's consumers Secret could not be written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The tenant, or None for the removal of stale Secrets.
+    pub tenant: Option<String>,
+    pub error: String,
+}
+
+/// Tenants named in a condition message, at most; the rest are counted.
+const NAMED_FAILURES: usize = 5;
+/// Characters of an error kept in a condition message.
+const ERROR_CHARS: usize = 200;
+
+/// ConsumersPublished: True when every consumers Secret was written (or none is needed),
+/// False naming the tenants whose Secret was not, and why.
+pub fn published_condition(service: &SharedService, secrets: usize, failures: &[Failure]) -> Cond {
+    if failures.is_empty() {
+        let message = if service.spec.credentials == Credentials::PerClaim {
+            format!(
+                "{secrets} consumers Secret(s) {}-consumers-<tenant> in namespace {} hold the tokens of the bound claims",
+                service.name_any(),
+                service.spec.endpoint.namespace
+            )
+        } else {
+            "credentials None: no tokens to publish".to_string()
+        };
+        return Cond::ok(cond::CONSUMERS_PUBLISHED, reason::PUBLISHED, message);
+    }
+    let named: Vec<String> = failures
+        .iter()
+        .take(NAMED_FAILURES)
+        .map(|f| {
+            let error: String = f.error.chars().take(ERROR_CHARS).collect();
+            match &f.tenant {
+                Some(t) => format!("tenant {t}: {error}"),
+                None => format!("removing stale consumers Secrets: {error}"),
+            }
+        })
+        .collect();
+    let more = failures.len().saturating_sub(NAMED_FAILURES);
+    let more = if more > 0 {
+        format!("; and {more} more")
+    } else {
+        String::new()
+    };
+    Cond::fail(
+        cond::CONSUMERS_PUBLISHED,
+        reason::PUBLISH_FAILED,
+        format!(
+            "could not write the consumers Secrets of namespace {} ({}{more}): there the service does not yet see new tokens, nor that revoked ones are revoked; every other tenant's Secret is up to date",
+            service.spec.endpoint.namespace,
+            named.join("; ")
         ),
-        ..Default::default()
-    })
+    )
 }
 
 /// EndpointReady: whether the Service of `spec.endpoint` exists.
@@ -90,6 +173,7 @@ pub fn status(
     service: &SharedService,
     provider: Option<&Service>,
     bound: usize,
+    published: Cond,
     now: &Time,
 ) -> SharedServiceStatus {
     let previous = service.status.clone().unwrap_or_default();
@@ -98,7 +182,7 @@ pub fn status(
         observed_generation: generation,
         conditions: stamp(
             &previous.conditions,
-            &[endpoint_condition(service, provider)],
+            &[endpoint_condition(service, provider), published],
             generation,
             now,
         ),
@@ -125,57 +209,145 @@ spec:
   bindingType: lgsp
 "#;
 
-    fn tokens(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
+    fn tokens(tenants: &[(&str, &[(&str, &str)])]) -> Tokens {
+        tenants
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(tenant, pairs)| {
+                let entries = pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                (tenant.to_string(), entries)
+            })
             .collect()
     }
 
     #[test]
-    fn the_consumers_secret_holds_one_token_per_bound_claim_and_belongs_to_the_service() {
+    fn each_tenant_gets_its_own_consumers_secret_belonging_to_the_service() {
         let service: SharedService = parse(LGSP);
-        let s = consumers(
+        let secrets = consumers(
             &service,
-            &tokens(&[("a-prod.lgsp", "t1"), ("b-dev.x", "t2")]),
-        )
-        .expect("a Secret");
-        assert_eq!(s.metadata.name.as_deref(), Some("lgsp-consumers"));
+            &tokens(&[
+                ("a", &[("a-prod.lgsp", "t1"), ("a-dev.x", "t2")]),
+                ("b", &[("b-prod.lgsp", "t3")]),
+            ]),
+        );
+        assert_eq!(secrets.len(), 2);
+        let s = &secrets[0];
+        assert_eq!(s.metadata.name.as_deref(), Some("lgsp-consumers-a"));
         assert_eq!(s.metadata.namespace.as_deref(), Some("platform-lgsp"));
         let data = s.data.clone().unwrap_or_default();
-        assert_eq!(data.keys().collect::<Vec<_>>(), ["a-prod.lgsp", "b-dev.x"]);
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["a-dev.x", "a-prod.lgsp"]);
         assert_eq!(data["a-prod.lgsp"].0, b"t1");
         let owner = &s.metadata.owner_references.clone().unwrap_or_default()[0];
         assert_eq!(owner.kind, "SharedService");
         assert_eq!(owner.uid, "uid-lgsp");
         assert_eq!(owner.block_owner_deletion, None);
+        let labels = s.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels["citycloud.io/shared-service"], "lgsp");
+        assert_eq!(labels["citycloud.io/tenant"], "a");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "citycloud-operator");
         assert_eq!(
-            s.metadata.labels.unwrap_or_default()["citycloud.io/shared-service"],
-            "lgsp"
+            secrets[1].metadata.name.as_deref(),
+            Some("lgsp-consumers-b")
         );
+        let data = secrets[1].data.clone().unwrap_or_default();
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["b-prod.lgsp"]);
+    }
+
+    #[test]
+    fn a_tenant_with_bound_claims_but_no_valid_token_keeps_an_empty_secret() {
+        let service: SharedService = parse(LGSP);
+        let secrets = consumers(&service, &tokens(&[("a", &[])]));
+        assert_eq!(secrets.len(), 1);
+        assert_eq!(secrets[0].data, Some(BTreeMap::new()));
     }
 
     #[test]
     fn no_bound_claim_or_no_credentials_means_no_consumers_secret() {
         let mut service: SharedService = parse(LGSP);
-        assert!(consumers(&service, &BTreeMap::new()).is_none());
+        assert!(consumers(&service, &Tokens::new()).is_empty());
         service.spec.credentials = Credentials::None;
-        assert!(consumers(&service, &tokens(&[("a-prod.lgsp", "t1")])).is_none());
+        assert!(consumers(&service, &tokens(&[("a", &[("a-prod.lgsp", "t1")])])).is_empty());
+    }
+
+    #[test]
+    fn a_full_tenant_secret_stays_far_below_the_object_size_limit() {
+        // The worst a tenant can reach: 1000 claims (maxClaims' limit), every key of 127
+        // characters (63-character namespace and claim names), 43-character tokens.
+        let service: SharedService = parse(LGSP);
+        let entries: BTreeMap<String, String> = (0..crate::api::quota_profile::MAX_CLAIMS_LIMIT)
+            .map(|i| (format!("{}.{:0>63}", "n".repeat(63), i), "t".repeat(43)))
+            .collect();
+        let all = Tokens::from([("a".repeat(61), entries)]);
+        let secret = &consumers(&service, &all)[0];
+        let json = serde_json::to_vec(secret).expect("serializes");
+        // The managed fields of a server-side apply add about `"f:<key>":{},` per entry.
+        let managed: usize = secret.data.iter().flatten().map(|(k, _)| k.len() + 8).sum();
+        assert!(
+            json.len() + managed < 512 * 1024,
+            "{} bytes",
+            json.len() + managed
+        );
+    }
+
+    #[test]
+    fn stale_consumers_are_the_services_secrets_of_other_tenants() {
+        let service: SharedService = parse(LGSP);
+        let keep = BTreeSet::from(["a".to_string(), "b".to_string()]);
+        assert_eq!(
+            stale_consumers(&service, &keep),
+            "app.kubernetes.io/managed-by=citycloud-operator,citycloud.io/shared-service=lgsp,citycloud.io/tenant notin (a,b)"
+        );
+        assert_eq!(
+            stale_consumers(&service, &BTreeSet::new()),
+            "app.kubernetes.io/managed-by=citycloud-operator,citycloud.io/shared-service=lgsp"
+        );
+    }
+
+    #[test]
+    fn consumers_published_names_the_tenants_that_failed() {
+        let service: SharedService = parse(LGSP);
+        let ok = published_condition(&service, 2, &[]);
+        assert!(ok.ok);
+        assert!(
+            ok.message.contains("2 consumers Secret(s)"),
+            "{}",
+            ok.message
+        );
+        let failures: Vec<Failure> = (0..7)
+            .map(|i| Failure {
+                tenant: Some(format!("t{i}")),
+                error: "x".repeat(500),
+            })
+            .collect();
+        let failed = published_condition(&service, 2, &failures);
+        assert!(!failed.ok);
+        assert_eq!(failed.reason, "PublishFailed");
+        assert!(
+            failed.message.contains("tenant t0: xxx"),
+            "{}",
+            failed.message
+        );
+        assert!(failed.message.contains("and 2 more"), "{}", failed.message);
+        assert!(failed.message.len() < 2000, "bounded");
     }
 
     #[test]
     fn endpoint_ready_follows_the_service_and_claims_are_counted() {
         let service: SharedService = parse(LGSP);
         let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
-        let missing = status(&service, None, 0, &now);
+        let published = || published_condition(&service, 0, &[]);
+        let missing = status(&service, None, 0, published(), &now);
         assert_eq!(missing.conditions[0].status, "False");
         assert_eq!(missing.conditions[0].reason, "ServiceMissing");
         assert!(missing.conditions[0].message.contains("lgsp-gateway"));
         let gateway: Service = parse(
             "{apiVersion: v1, kind: Service, metadata: {name: lgsp-gateway, namespace: platform-lgsp}}",
         );
-        let ready = status(&service, Some(&gateway), 3, &now);
+        let ready = status(&service, Some(&gateway), 3, published(), &now);
         assert_eq!(ready.conditions[0].status, "True");
+        assert_eq!(ready.conditions[1].type_, "ConsumersPublished");
         assert_eq!(ready.claims, 3);
     }
 

@@ -1,31 +1,44 @@
-//! The SharedService controller: EndpointReady and the number of bound claims in status, and
-//! the provider-side `<service>-consumers` Secret.
+//! The SharedService controller: EndpointReady, ConsumersPublished and the number of bound
+//! claims in status, and the provider-side consumers Secrets `<service>-consumers-<tenant>`.
 //!
-//! That Secret is written here alone, recomputed from scratch on every reconcile from the
-//! bound claims' binding Secrets and applied whole: one writer, so two claims binding at once
-//! cannot lose each other's token, and a revoked claim's token cannot linger.
+//! Those Secrets are written here alone, recomputed from scratch on every reconcile from the
+//! bound claims' binding Secrets: one writer, so two claims binding at once cannot lose each
+//! other's token, and a revoked claim's token cannot linger. One Secret per tenant, so no
+//! tenant can make the publication overflow, or fail, for the others: each is applied on its
+//! own, and a failure is reported (condition, Warning event) without stopping the rest.
+//!
+//! The operator may not read Secrets in provider namespaces (they hold the provider's own
+//! keys): it writes there blind. Each consumers Secret is server-side applied whole, which
+//! also removes the entries of its previous apply that are gone; it is skipped when its
+//! content hash equals the one last applied (kept in memory: after a restart each is applied
+//! once more, which the API server finds unchanged and does not write). The Secrets of tenants
+//! that have no bound claim any more are removed by one deletecollection by label.
 pub mod build;
 pub mod isolation;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use tracing::{Instrument, info_span, warn};
 
-use crate::api::labels::SHARED_SERVICE;
+use self::build::{Failure, Tokens};
+use crate::api::conditions::{find, shared_service as cond};
+use crate::api::labels::TENANT;
 use crate::api::{Credentials, SharedService, SharedServiceClaim};
-use crate::claim::build::{claim_id, consumer_key};
+use crate::claim::build::{claim_id, consumer_key, sha256_hex};
+use crate::claim::dereference::tenant_of;
 use crate::context::Context;
 use crate::{Error, FIELD_MANAGER, Result};
 
@@ -42,6 +55,62 @@ pub fn pokes() -> (UnboundedSender<ObjectRef<SharedService>>, Pokes) {
     unbounded()
 }
 
+/// A consumers Secret is applied again after this long even when its content did not change:
+/// it bounds how long a write the operator cannot see (an admin's delete, a stale write of a
+/// replica that lost its lease) can last.
+const REAPPLY: Duration = Duration::from_secs(600);
+/// Sooner than the resync when some consumers Secret could not be written.
+const RETRY: Duration = Duration::from_secs(10);
+
+/// What the SharedService controller's reconciles share.
+struct ServiceContext {
+    base: Arc<Context>,
+    applied: Applied,
+}
+
+/// The consumers Secrets applied so far, by (SharedService uid, tenant): the hash of their
+/// content, the resourceVersion the API server answered and when.
+#[derive(Default)]
+struct Applied {
+    inner: Mutex<BTreeMap<(String, String), Record>>,
+}
+
+#[derive(Clone)]
+struct Record {
+    hash: String,
+    resource_version: Option<String>,
+    at: Instant,
+}
+
+impl Applied {
+    fn current(&self, key: &(String, String), hash: &str) -> bool {
+        self.inner.lock().is_ok_and(|m| {
+            m.get(key)
+                .is_some_and(|r| r.hash == hash && r.at.elapsed() < REAPPLY)
+        })
+    }
+
+    fn get(&self, key: &(String, String)) -> Option<Record> {
+        self.inner.lock().ok()?.get(key).cloned()
+    }
+
+    fn set(&self, key: (String, String), record: Option<Record>) {
+        if let Ok(mut m) = self.inner.lock() {
+            match record {
+                Some(r) => m.insert(key, r),
+                None => m.remove(&key),
+            };
+        }
+    }
+
+    /// Forgets the service's tenants not in `keep` (their Secrets are being removed).
+    fn retain(&self, uid: &str, keep: &BTreeSet<String>) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.retain(|(u, tenant), _| u != uid || keep.contains(tenant));
+        }
+    }
+}
+
 /// Runs the SharedService controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
@@ -56,6 +125,10 @@ pub async fn run(
     )
     .with_config(Config::default().concurrency(concurrency));
     let services = controller.store();
+    let context = Arc::new(ServiceContext {
+        base: ctx,
+        applied: Applied::default(),
+    });
     controller
         .watches(
             Api::<SharedServiceClaim>::all(client.clone()),
@@ -77,25 +150,26 @@ pub async fn run(
         )
         .reconcile_on(pokes)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, context)
         .for_each(|_| async {})
         .await;
 }
 
-fn error_policy(service: Arc<SharedService>, error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(service: Arc<SharedService>, error: &Error, _ctx: Arc<ServiceContext>) -> Action {
     warn!(service = %service.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
 
-async fn reconcile(service: Arc<SharedService>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(service: Arc<SharedService>, ctx: Arc<ServiceContext>) -> Result<Action> {
     let span = info_span!("reconcile", controller = CONTROLLER, service = %service.name_any());
-    let _timer = ctx.shared.metrics.time(CONTROLLER);
-    let result = sync(&service, &ctx).instrument(span).await;
-    ctx.shared.metrics.reconciled(CONTROLLER, result.is_ok());
+    let base = &ctx.base;
+    let _timer = base.shared.metrics.time(CONTROLLER);
+    let result = sync(&service, base, &ctx.applied).instrument(span).await;
+    base.shared.metrics.reconciled(CONTROLLER, result.is_ok());
     result
 }
 
-async fn sync(service: &SharedService, ctx: &Context) -> Result<Action> {
+async fn sync(service: &SharedService, ctx: &Context, applied: &Applied) -> Result<Action> {
     let name = service.name_any();
     // First: the provider namespace admits no tenant but through claims, from the start.
     let isolation = isolation::sync(ctx, service).await?;
@@ -110,15 +184,48 @@ async fn sync(service: &SharedService, ctx: &Context) -> Result<Action> {
         .into_iter()
         .filter(|c| c.service_name() == name && build::is_bound(c))
         .collect();
-    let tokens = if service.spec.credentials == Credentials::PerClaim {
+    let (tokens, mut failures) = if service.spec.credentials == Credentials::PerClaim {
         tokens(ctx, &bound).await?
     } else {
-        BTreeMap::new()
+        (Tokens::new(), Vec::new())
     };
-    sync_consumers(ctx, service, build::consumers(service, &tokens)).await?;
+    let secrets = build::consumers(service, &tokens);
+    // Tenants whose tokens could not all be read keep their Secret as it is.
+    let unreadable: BTreeSet<String> = failures.iter().filter_map(|f| f.tenant.clone()).collect();
+    for secret in secrets.iter().filter(|s| {
+        s.labels()
+            .get(TENANT)
+            .is_none_or(|t| !unreadable.contains(t))
+    }) {
+        if let Err(failure) = publish(ctx, applied, service, secret).await {
+            failures.push(failure);
+        }
+    }
+    // Revocation does not wait for the others: whatever failed above, the Secrets of tenants
+    // left with no bound claim go.
+    if let Err(failure) =
+        remove_stale(ctx, applied, service, &tokens.keys().cloned().collect()).await
+    {
+        failures.push(failure);
+    }
 
+    let published = build::published_condition(service, secrets.len(), &failures);
+    let previous = service
+        .status
+        .as_ref()
+        .and_then(|s| find(&s.conditions, cond::CONSUMERS_PUBLISHED))
+        .map(|c| c.message.clone());
+    if !published.ok && previous.as_ref() != Some(&published.message) {
+        ctx.publish(
+            service,
+            EventType::Warning,
+            &published.reason,
+            published.message.clone(),
+        )
+        .await;
+    }
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let new = build::status(service, provider.as_ref(), bound.len(), &now);
+    let new = build::status(service, provider.as_ref(), bound.len(), published, &now);
     if service.status.as_ref() != Some(&new) {
         let patch =
             json!({"apiVersion": "citycloud.io/v1alpha1", "kind": "SharedService", "status": new});
@@ -131,88 +238,149 @@ async fn sync(service: &SharedService, ctx: &Context) -> Result<Action> {
             .await;
         match patched {
             Ok(_) => {}
-            // Deleted meanwhile: its consumers Secret goes with it (owner reference).
+            // Deleted meanwhile: its consumers Secrets go with it (owner reference).
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(Action::requeue(isolation.requeue_after(RESYNC)))
+    let after = if failures.is_empty() { RESYNC } else { RETRY };
+    Ok(Action::requeue(isolation.requeue_after(after)))
 }
 
-/// The tokens of the bound claims, read by name from each claim's binding Secret (in its own
-/// namespace: never a list of Secrets). A claim whose Secret is gone, or holds a token the
-/// operator did not issue, contributes nothing until the claim controller reissues it.
-async fn tokens(ctx: &Context, bound: &[SharedServiceClaim]) -> Result<BTreeMap<String, String>> {
-    let mut tokens = BTreeMap::new();
+/// The tokens of the bound claims, by tenant (the claim namespace's `citycloud.io/tenant`,
+/// which only the operator may set), each read by name from the claim's binding Secret (in
+/// its own namespace: never a list of Secrets) and published only if its digest is the one
+/// the claim's status recorded when the operator issued it. A tenant with bound claims has an
+/// entry even when none of its tokens is valid yet. A binding Secret that cannot be read is a
+/// failure of its tenant only.
+async fn tokens(ctx: &Context, bound: &[SharedServiceClaim]) -> Result<(Tokens, Vec<Failure>)> {
+    let mut tenants: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut tokens = Tokens::new();
+    let mut failures = Vec::new();
     for claim in bound {
         let (ns, name) = (claim.namespace().unwrap_or_default(), claim.name_any());
-        let Some(secret_name) = claim.status.as_ref().and_then(|s| s.binding.as_ref()) else {
+        if !tenants.contains_key(&ns) {
+            let namespace = Api::<Namespace>::all(ctx.client.clone())
+                .get_opt(&ns)
+                .await?;
+            let tenant = namespace.as_ref().and_then(tenant_of).map(str::to_string);
+            tenants.insert(ns.clone(), tenant);
+        }
+        // A namespace of no tenant (any more): its claims are being revoked.
+        let Some(Some(tenant)) = tenants.get(&ns) else {
             continue;
         };
-        let secret = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
-            .get_opt(&secret_name.name)
-            .await?;
-        if let Some(token) = crate::claim::token::kept(secret.as_ref(), &claim_id(&ns, &name)) {
-            tokens.insert(consumer_key(&ns, &name), token);
+        let entries = tokens.entry(tenant.clone()).or_default();
+        let status = claim.status.as_ref();
+        let Some(binding) = status.and_then(|s| s.binding.as_ref()) else {
+            continue;
+        };
+        let secret = match Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&binding.name)
+            .await
+        {
+            Ok(secret) => secret,
+            Err(e) => {
+                failures.push(Failure {
+                    tenant: Some(tenant.clone()),
+                    error: format!("reading the binding Secret {ns}/{}: {e}", binding.name),
+                });
+                continue;
+            }
+        };
+        let recorded = status.and_then(|s| s.token_digest.as_deref());
+        if let Some(token) =
+            crate::claim::token::kept(secret.as_ref(), &claim_id(&ns, &name), recorded)
+        {
+            entries.insert(consumer_key(&ns, &name), token);
         }
     }
-    Ok(tokens)
+    Ok((tokens, failures))
 }
 
-/// Makes the consumers Secret exactly `desired` (or absent), never touching a Secret of that
-/// name that is not the operator's.
-async fn sync_consumers(
+/// Applies one tenant's consumers Secret whole, unless what it holds was applied already.
+async fn publish(
     ctx: &Context,
+    applied: &Applied,
     service: &SharedService,
-    desired: Option<Secret>,
-) -> Result<()> {
-    let name = service.consumers_secret_name();
-    let api = Api::<Secret>::namespaced(ctx.client.clone(), &service.spec.endpoint.namespace);
-    let live = api.get_opt(&name).await?;
-    let ours = live
-        .as_ref()
-        .is_none_or(|l| l.labels().get(SHARED_SERVICE) == Some(&service.name_any()));
-    if !ours {
-        warn!(secret = %name, "a Secret of this name exists and is not the operator's: consumers not written");
+    secret: &Secret,
+) -> std::result::Result<(), Failure> {
+    let tenant = secret.labels().get(TENANT).cloned().unwrap_or_default();
+    let key = (service.uid().unwrap_or_default(), tenant.clone());
+    let hash = serde_json::to_vec(secret)
+        .map(|bytes| sha256_hex(&bytes))
+        .unwrap_or_default();
+    if applied.current(&key, &hash) {
         return Ok(());
     }
-    match (desired, live) {
-        (Some(desired), live) => {
-            let outcome = crate::apply::apply(&api, &desired, live.as_ref()).await?;
-            if outcome != crate::apply::Outcome::Unchanged {
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), &service.spec.endpoint.namespace);
+    let name = secret.name_any();
+    match api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(secret),
+        )
+        .await
+    {
+        Ok(live) => {
+            let resource_version = live.metadata.resource_version.clone();
+            if applied.get(&key).and_then(|r| r.resource_version) != resource_version {
                 count_write(ctx);
             }
-            // Entries someone else added are not removed by our apply: remove them.
-            let wanted = desired.data.unwrap_or_default();
-            let extra: serde_json::Map<String, Value> = live
-                .and_then(|l| l.data)
-                .unwrap_or_default()
-                .into_keys()
-                .filter(|k| !wanted.contains_key(k))
-                .map(|k| (k, Value::Null))
-                .collect();
-            if !extra.is_empty() {
-                let params = PatchParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                };
-                api.patch(&name, &params, &Patch::Merge(json!({"data": extra})))
-                    .await?;
-                count_write(ctx);
-            }
+            applied.set(
+                key,
+                Some(Record {
+                    hash,
+                    resource_version,
+                    at: Instant::now(),
+                }),
+            );
+            Ok(())
         }
-        (None, Some(live)) => {
-            if live.meta().deletion_timestamp.is_none() {
-                match api.delete(&name, &DeleteParams::default()).await {
-                    Ok(_) => count_write(ctx),
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+        Err(e) => {
+            warn!(secret = %name, error = %e, "could not write a consumers Secret");
+            applied.set(key, None);
+            Err(Failure {
+                tenant: Some(tenant),
+                error: e.to_string(),
+            })
         }
-        (None, None) => {}
     }
-    Ok(())
+}
+
+/// Deletes the service's consumers Secrets of tenants not in `keep`, by label: the operator
+/// can neither list nor read Secrets in a provider namespace. The admission policy
+/// citycloud-operator-secrets refuses it any Secret there not labelled and named as its own.
+async fn remove_stale(
+    ctx: &Context,
+    applied: &Applied,
+    service: &SharedService,
+    keep: &BTreeSet<String>,
+) -> std::result::Result<(), Failure> {
+    applied.retain(&service.uid().unwrap_or_default(), keep);
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), &service.spec.endpoint.namespace);
+    let params = ListParams::default().labels(&build::stale_consumers(service, keep));
+    match api
+        .delete_collection(&DeleteParams::default(), &params)
+        .await
+    {
+        // The answer lists what was deleted (our own Secrets); it is only counted.
+        Ok(deleted) => {
+            let n = deleted.left().map_or(0, |list| list.items.len());
+            (0..n).for_each(|_| count_write(ctx));
+            Ok(())
+        }
+        // The namespace does not exist: nothing to remove.
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => {
+            warn!(service = %service.name_any(), error = %e, "could not remove stale consumers Secrets");
+            Err(Failure {
+                tenant: None,
+                error: e.to_string(),
+            })
+        }
+    }
 }
 
 fn count_write(ctx: &Context) {

@@ -147,3 +147,41 @@ fn claim_ids_fit_a_label_value_and_stay_distinct() {
     ));
     assert!(policy_name(&c).len() <= 253);
 }
+
+#[test]
+fn long_claim_names_sharing_a_prefix_get_different_ids_with_128_bits_of_sha256() {
+    // Two tenants' namespaces of 63 characters that share their first 40: everything a
+    // shortened id keeps of the name itself is the same, only the hash tells them apart.
+    let stem = "a".repeat(40);
+    let (ns1, ns2) = (
+        format!("{stem}{}", "b".repeat(23)),
+        format!("{stem}{}", "c".repeat(23)),
+    );
+    let (one, two) = (claim_id(&ns1, "lgsp"), claim_id(&ns2, "lgsp"));
+    assert_ne!(one, two);
+    assert_eq!(one[..30], two[..30], "the same prefix");
+    for id in [&one, &two] {
+        assert!(id.len() <= 63, "{id}");
+        let hash = id.rsplit('-').next().unwrap_or_default();
+        assert_eq!(hash.len(), 32, "128 bits in hex: {id}");
+        assert!(hash.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+    // Stable across releases: objects are found again by it after an upgrade.
+    assert_eq!(
+        claim_id(&"x".repeat(63), "lgsp"),
+        format!("{}-38cfd52cc96f9a00a56b09367a2ec09a", "x".repeat(30))
+    );
+    assert_eq!(
+        claim_id("sotttt-prod", &"x".repeat(200)),
+        "sotttt-prod.xxxxxxxxxxxxxxxxxx-17a77038666ea0f1925ea327fbe01f6d"
+    );
+    assert_eq!(
+        sha256_hex(b"abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    // The id before SHA-256 is still known, to find what was labelled with it.
+    assert_eq!(legacy_claim_id("a-prod", "sso"), None);
+    let legacy = legacy_claim_id(&ns1, "lgsp").unwrap_or_default();
+    assert_ne!(legacy, one);
+    assert_eq!(legacy.len(), 63);
+}

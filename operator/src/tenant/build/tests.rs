@@ -103,6 +103,11 @@ fn quota_comes_from_the_environment_profile_with_overrides_merged() {
     assert_eq!(
         hard(&out.namespaces[0]),
         BTreeMap::from([
+            // maxClaims: every namespace's cap (the tenant budget splits it).
+            (
+                "count/sharedserviceclaims.citycloud.io".into(),
+                "100".into()
+            ),
             ("pods".into(), "50".into()),
             ("requests.cpu".into(), "6".into())
         ])
@@ -110,6 +115,10 @@ fn quota_comes_from_the_environment_profile_with_overrides_merged() {
     assert_eq!(
         hard(&out.namespaces[1]),
         BTreeMap::from([
+            (
+                "count/sharedserviceclaims.citycloud.io".into(),
+                "100".into()
+            ),
             ("pods".into(), "10".into()),
             ("requests.cpu".into(), "6".into())
         ])
