@@ -335,14 +335,16 @@ async fn a_cluster_without_the_admission_plugins_reports_node_placement_not_enfo
     for plugin in ["PodTolerationRestriction", "PodNodeSelector"] {
         assert!(placement.message.contains(plugin), "{}", placement.message);
     }
-    let ready = conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .expect("Ready");
-    assert_eq!(
-        (ready.status.as_str(), ready.reason.as_str()),
-        ("False", "NodePlacementNotEnforced")
-    );
+    // Ready says so too, once the namespace's quota is enforced (until then access waits,
+    // and Ready names that first).
+    wait_condition(
+        &pcp.admin,
+        "police",
+        "Ready",
+        "False",
+        Some("NodePlacementNotEnforced"),
+    )
+    .await;
     // Nothing of it was created.
     let pods = eventually(
         "the pod list",
