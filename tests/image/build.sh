@@ -8,6 +8,7 @@
 #   build.sh operator debug     the same image from the test build's dynamically linked
 #                               target/debug/citycloud-operator plus the exact shared libraries
 #                               it loads (ldd), for integration tests on a node: no second compile
+#                               (IMAGE_BINARY=<path>: pack that build of the CLI instead)
 #   build.sh probe              static citycloud-probe → target/image/citycloud-probe.tar
 #                               (localhost/citycloud-probe:<workspace version>)
 #
@@ -135,9 +136,15 @@ operator() {
             strip "$context/rootfs/citycloud-operator"
             ;;
         debug)
-            # The binary `cargo test --workspace` already built: usually nothing to compile.
-            "$CARGO" build -p citycloud-operator --bin citycloud-operator
-            pack_dynamic "$TARGET_DIR/debug/citycloud-operator" "$context/rootfs"
+            if [ -n "${IMAGE_BINARY:-}" ]; then
+                # Any dynamically linked build of the CLI, e.g. the test crate's own copy
+                # ($CARGO_BIN_EXE_operator-under-test): nothing to compile at all.
+                pack_dynamic "$IMAGE_BINARY" "$context/rootfs"
+            else
+                # The binary `cargo test --workspace` already built: usually nothing to compile.
+                "$CARGO" build -p citycloud-operator --bin citycloud-operator
+                pack_dynamic "$TARGET_DIR/debug/citycloud-operator" "$context/rootfs"
+            fi
             ;;
         *) die "unknown profile $profile (release or debug)" ;;
     esac

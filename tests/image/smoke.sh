@@ -38,7 +38,8 @@ trap cleanup EXIT
 unpack() {
     local archive=$1 bundle=$2
     [ -f "$archive" ] || fail "$archive missing: run make image / make probe-image first"
-    local layout="$WORK/layout-$(basename "$bundle")"
+    local layout
+    layout="$WORK/layout-$(basename "$bundle")"
     skopeo copy --quiet "oci-archive:$archive" "oci:$layout:smoke"
     umoci unpack --image "$layout:smoke" "$bundle" > /dev/null
     local user
@@ -62,6 +63,7 @@ run() {
     shift 2
     local args
     args=$(printf '%s\n' "$@" | jq -R . | jq -s .)
+    # shellcheck disable=SC2016 # $args is jq's, not the shell's
     edit "$bundle" '.process.args = [.process.args[0]] + $args' --argjson args "$args"
     STARTED+=("$PREFIX-$name")
     "${RUNC[@]}" run --bundle "$bundle" "$PREFIX-$name"
