@@ -63,26 +63,31 @@ revision() {
 }
 
 # Builds $context with $containerfile into $image and writes it to $archive, all in a scratch
-# storage directory removed afterwards (vfs: no mounts to leak; the images are small).
+# storage directory removed afterwards (vfs: no mounts to leak; the images are small), and the
+# tools' host-wide state kept in it too (private.sh).
 bud() {
-    local containerfile=$1 context=$2 image=$3 archive=$4
-    shift 4
     local store="$OUT/buildah"
     rm -rf "$store"
     mkdir -p "$store"
+    local start=$SECONDS
+    "$ROOT/tests/image/private.sh" "$store" "$ROOT/tests/image/build.sh" _bud "$store" "$@"
+    rm -rf "$store"
+    log "$3 → ${4#"$ROOT"/} ($(du -h "$4" | cut -f1), packed in $((SECONDS - start)) s)"
+}
+
+_bud() {
+    local store=$1 containerfile=$2 context=$3 image=$4 archive=$5
+    shift 5
     local buildah=(buildah --root "$store/root" --runroot "$store/run" --storage-driver vfs)
     # Our own trust policy: nothing is pulled (scratch only) and the push goes to a local file,
     # so the host's /etc/containers/policy.json (absent on bare machines) is not needed.
     local policy="$ROOT/tests/image/policy.json"
-    local start=$SECONDS
     "${buildah[@]}" bud --quiet --isolation chroot --squash --identity-label=false \
         --signature-policy "$policy" --timestamp "$(epoch)" \
         -f "$containerfile" -t "$image" "$@" "$context" > /dev/null
     rm -f "$archive"
     "${buildah[@]}" push --quiet --signature-policy "$policy" "$image" "oci-archive:$archive:$image"
     "${buildah[@]}" rmi --all > /dev/null
-    rm -rf "$store"
-    log "$image → ${archive#"$ROOT"/} ($(du -h "$archive" | cut -f1), packed in $((SECONDS - start)) s)"
 }
 
 # Fails unless $1 is a static binary: a dynamic one would not start in a scratch image.
@@ -178,5 +183,6 @@ case "${1:-}" in
     tools) tools ;;
     operator) operator "${2:-release}" ;;
     probe) probe ;;
+    _bud) shift; _bud "$@" ;;
     *) die "usage: build.sh tools | operator [release|debug] | probe" ;;
 esac

@@ -12,6 +12,14 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="${CITYCLOUD_IMAGE_DIR:-$ROOT/target/image}"
+# skopeo's host-wide state goes to a scratch directory too (see private.sh).
+if [ -z "${CITYCLOUD_SMOKE_PRIVATE:-}" ]; then
+    scratch="$OUT/smoke-private-$$"
+    status=0
+    CITYCLOUD_SMOKE_PRIVATE=1 "$ROOT/tests/image/private.sh" "$scratch" "$ROOT/tests/image/smoke.sh" "$@" || status=$?
+    rm -rf "$scratch"
+    exit "$status"
+fi
 WORK="$OUT/smoke-$$"
 RUNC=(runc --root "$WORK/runc")
 PREFIX="citycloud-smoke-$$"
