@@ -69,14 +69,14 @@ IMAGE_PROFILE ?= release
 image-tools: ## install buildah, skopeo, umoci, runc and jq with apt-get when missing
 	@bash tests/image/build.sh tools
 
-image: image-tools ## the operator's image as the chart names it, in target/image/citycloud-operator.tar (IMAGE_PROFILE=debug: from target/debug)
+image: image-tools ## the operator's image as the chart names it, in target/image/citycloud-operator.tar (IMAGE_PROFILE=debug: -debug.tar, from target/debug)
 	@bash tests/image/build.sh operator $(IMAGE_PROFILE)
 
 probe-image: image-tools ## the traffic tests' probe, localhost/citycloud-probe:<version>, in target/image/citycloud-probe.tar
 	@bash tests/image/build.sh probe
 
 image-smoke: image probe-image ## run both images under runc: operator --help and version, probe serve/get on loopback
-	@bash tests/image/smoke.sh
+	@bash tests/image/smoke.sh $(IMAGE_PROFILE)
 
 clean: ## remove build output (the cached control plane stays in $(CACHE))
 	$(CARGO) clean

@@ -5,10 +5,11 @@
 #   build.sh operator release   static release binary → the Dockerfile's final stage →
 #                               target/image/citycloud-operator.tar, tagged as the chart's default
 #                               (ghcr.io/citycloud/citycloud-operator:<Chart appVersion>)
-#   build.sh operator debug     the same image from the test build's dynamically linked
-#                               target/debug/citycloud-operator plus the exact shared libraries
-#                               it loads (ldd), for integration tests on a node: no second compile
-#                               (IMAGE_BINARY=<path>: pack that build of the CLI instead)
+#   build.sh operator debug     the same image (same name and tag) from the test build's
+#                               dynamically linked target/debug/citycloud-operator plus the exact
+#                               shared libraries it loads (ldd), for integration tests on a node:
+#                               no second compile (IMAGE_BINARY=<path>: pack that build instead)
+#                               → target/image/citycloud-operator-debug.tar
 #   build.sh probe              static citycloud-probe → target/image/citycloud-probe.tar
 #                               (localhost/citycloud-probe:<workspace version>)
 #
@@ -155,7 +156,11 @@ operator() {
     esac
     log "citycloud-operator ($profile) ready in $((SECONDS - start)) s"
     mkdir -p "$OUT"
-    bud "$ROOT/Dockerfile" "$context" "$image" "$OUT/citycloud-operator.tar" \
+    # The debug image has the same name and tag (the chart installs it unchanged) but its own
+    # archive, so it is never published by mistake.
+    local archive="$OUT/citycloud-operator.tar"
+    [ "$profile" = release ] || archive="$OUT/citycloud-operator-$profile.tar"
+    bud "$ROOT/Dockerfile" "$context" "$image" "$archive" \
         --build-arg ROOTFS=prebuilt --build-arg PROFILE="$profile" \
         --build-arg VERSION="$version" --build-arg REVISION="$(revision)"
 }

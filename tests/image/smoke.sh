@@ -2,8 +2,8 @@
 # Runs the built images under runc as a kubelet would run the chart's pod: user 65532, read-only
 # root filesystem, no capabilities, private namespaces (network included: nothing reaches the
 # host's network).
-#   - operator image (target/image/citycloud-operator.tar): `--help` and `version` (the version
-#     must be the tag's);
+#   - operator image (target/image/citycloud-operator.tar; with the argument `debug`,
+#     citycloud-operator-debug.tar): `--help` and `version` (the version must be the tag's);
 #   - probe image (target/image/citycloud-probe.tar): `serve` in one container, `get` from a
 #     second one joined to its network namespace (loopback), a refused `get`, `resolve`.
 # Needs root (runc), skopeo, umoci, runc, jq (`tests/image/build.sh tools`). Every container is
@@ -21,6 +21,7 @@ if [ -z "${CITYCLOUD_SMOKE_PRIVATE:-}" ]; then
     exit "$status"
 fi
 WORK="$OUT/smoke-$$"
+PROFILE="${1:-release}"
 RUNC=(runc --root "$WORK/runc")
 PREFIX="citycloud-smoke-$$"
 STARTED=()
@@ -81,7 +82,9 @@ mkdir -p "$WORK"
 
 log "operator image:"
 version=$(sed -n 's/^appVersion:[[:space:]]*"\{0,1\}\([^"]*\)"\{0,1\}[[:space:]]*$/\1/p' "$ROOT/charts/citycloud-operator/Chart.yaml")
-unpack "$OUT/citycloud-operator.tar" "$WORK/operator"
+archive="$OUT/citycloud-operator.tar"
+[ "$PROFILE" = release ] || archive="$OUT/citycloud-operator-$PROFILE.tar"
+unpack "$archive" "$WORK/operator"
 help=$(run "$WORK/operator" help --help) || fail "operator --help exited $?"
 grep -q '^Usage: citycloud-operator <COMMAND>' <<< "$help" || fail "unexpected --help: $help"
 log "  --help: $(head -1 <<< "$help")"
