@@ -39,8 +39,11 @@ lint: ## rustfmt and clippy, as CI runs them
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: control-plane lint ## everything CI runs: lint, unit tests, integration tests on a real control plane
+test: control-plane lint ## everything CI runs: lint, unit tests, integration tests on a real control plane, the images run under runc
 	$(CARGO) test --workspace --no-fail-fast --lib --bins --tests
+	@# The operator's image, packed from the binary the tests just ran (no second compile), and
+	@# the probe's: both must start under runc as the chart runs them (user 65532, read-only root).
+	$(MAKE) --no-print-directory image-smoke IMAGE_PROFILE=debug IMAGE_BINARY=$(CURDIR)/target/debug/operator-under-test
 
 DEMO_DIR ?= .demo
 
