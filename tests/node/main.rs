@@ -92,7 +92,8 @@ async fn a_deny_all_network_policy_blocks_other_namespaces_until_an_allow_policy
         namespace(&admin, "np-c").await,
     );
     let ip = server(&admin, &a).await;
-    let get = ["get", ip.as_str(), "8080", "2000"];
+    // Each check tries for 3 s (see probe.c): "blocked" means no answer in that whole time.
+    let get = ["get", ip.as_str(), "8080", "3000"];
 
     // Without a policy everything answers: the blocks below are the policies' doing.
     assert!(run_probe(&admin, &b, &get).await, "b -> a before any policy");

@@ -197,6 +197,12 @@ impl Node {
                 "--secure-port=0".into(),
             ],
         )?;
+        self.wait("kubelet", || node_ready(cp))?;
+        eprintln!(
+            "node {NODE_NAME} Ready {:.1}s after kubelet started",
+            started.elapsed().as_secs_f64()
+        );
+        // kube-proxy and kube-router look their Node up at start: after it registered.
         self.spawn(
             "kube-proxy",
             &self.bin.join("kube-proxy"),
@@ -209,7 +215,6 @@ impl Node {
                 "--conntrack-max-per-core=0".into(),
                 "--conntrack-tcp-timeout-established=0".into(),
                 "--conntrack-tcp-timeout-close-wait=0".into(),
-                "--metrics-bind-address=127.0.0.1:0".into(),
             ],
         )?;
         self.spawn(
@@ -225,11 +230,6 @@ impl Node {
                 "--metrics-port=0".into(),
             ],
         )?;
-        self.wait("kubelet", || node_ready(cp))?;
-        eprintln!(
-            "node {NODE_NAME} Ready {:.1}s after kubelet started",
-            started.elapsed().as_secs_f64()
-        );
         Ok(())
     }
 

@@ -1,8 +1,10 @@
 /* The test bed's traffic probe, built with gcc -static into a FROM-scratch image (no busybox):
  *   probe serve PORT          answer every TCP connection with "HTTP/1.0 200 OK ... hello from HOSTNAME"
- *   probe get IP PORT [MS]    connect (timeout MS, default 3000), print the answer; exit 0 on a
- *                             200, 1 on refused/timeout/anything else.
- *   probe connect IP PORT [MS] exit 0 once a TCP connection is established (any protocol), else 1.
+ *   probe get IP PORT [MS]    try for MS milliseconds (default 3000, an attempt every 200 ms):
+ *                             exit 0 at the first 200 answer (printed), 1 if none came (refused,
+ *                             timed out, anything else). Retrying matters: a new pod's address
+ *                             reaches NetworkPolicy enforcers a moment after the pod starts.
+ *   probe connect IP PORT [MS] the same, succeeding once a TCP connection is established.
  * Used until the project's own HTTP probe image exists on this branch. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 static int serve(int port) {
@@ -41,7 +44,7 @@ static int serve(int port) {
   }
 }
 
-static int get(const char *ip, int port, int ms, int connect_only) {
+static int attempt(const char *ip, int port, int ms, int connect_only) {
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
   char buf[512] = {0};
   int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -49,6 +52,7 @@ static int get(const char *ip, int port, int ms, int connect_only) {
     fprintf(stderr, "FAIL %s: not an IPv4 address\n", ip);
     return 1;
   }
+  if (s < 0) goto fail;
   fcntl(s, F_SETFL, O_NONBLOCK);
   if (connect(s, (struct sockaddr *)&a, sizeof a) < 0 && errno != EINPROGRESS) goto fail;
   struct pollfd p = {.fd = s, .events = POLLOUT};
@@ -65,6 +69,7 @@ static int get(const char *ip, int port, int ms, int connect_only) {
   }
   if (connect_only) {
     printf("OK %s:%d connected\n", ip, port);
+    close(s);
     return 0;
   }
   fcntl(s, F_SETFL, 0);
@@ -75,6 +80,7 @@ static int get(const char *ip, int port, int ms, int connect_only) {
   size_t got = 0;
   ssize_t n;
   while (got < sizeof buf - 1 && (n = read(s, buf + got, sizeof buf - 1 - got)) > 0) got += n;
+  close(s);
   if (strncmp(buf, "HTTP/1.0 200", 12) != 0) {
     fprintf(stderr, "FAIL %s:%d: unexpected answer\n", ip, port);
     return 1;
@@ -84,7 +90,24 @@ static int get(const char *ip, int port, int ms, int connect_only) {
   return 0;
 fail:
   fprintf(stderr, "FAIL %s:%d: %s\n", ip, port, strerror(errno));
+  if (s >= 0) close(s);
   return 1;
+}
+
+static long now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1000L + t.tv_nsec / 1000000L;
+}
+
+static int get(const char *ip, int port, int ms, int connect_only) {
+  long deadline = now_ms() + ms;
+  for (;;) {
+    long left = deadline - now_ms();
+    if (attempt(ip, port, left < 1000 ? (left > 50 ? (int)left : 50) : 1000, connect_only) == 0) return 0;
+    if (now_ms() + 200 >= deadline) return 1;
+    usleep(200 * 1000);
+  }
 }
 
 int main(int argc, char **argv) {
