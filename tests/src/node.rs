@@ -65,7 +65,10 @@ impl Node {
         holder
             .args(["--net", "--mount", "--propagation", "private", "--"])
             .args(["sleep", "infinity"])
-            .stdin(Stdio::null());
+            // Not the caller's stdout: `make cluster-up | tail` would wait for it forever.
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         set_lifetime(&mut holder, lifetime, None);
         let child = holder.spawn().map_err(io_err(Path::new("unshare")))?;
         let pid = child.id() as i32;
