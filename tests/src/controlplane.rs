@@ -559,11 +559,24 @@ pub(crate) fn stop_child(child: &mut Child) {
 pub(crate) fn stop_pid(pid: i32) {
     signal(pid, libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(10);
-    // SAFETY: signal 0 only probes whether the process exists.
-    while Instant::now() < deadline && unsafe { libc::kill(pid, 0) } == 0 {
+    while Instant::now() < deadline && alive(pid) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    signal(pid, libc::SIGKILL);
+    if alive(pid) {
+        signal(pid, libc::SIGKILL);
+    }
+}
+
+/// Whether `pid` still runs: an exited process not reaped yet (a zombie, which its new parent
+/// reaps in its own time) counts as gone.
+fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
 }
 
 fn free_port() -> Result<u16> {
