@@ -42,7 +42,10 @@ async fn the_node_is_ready_and_the_kubernetes_service_has_a_real_endpoint() {
             .any(|a| a.type_ == "InternalIP" && a.address == NODE_IP),
         "{addresses:?}"
     );
-    let runtime = status.node_info.expect("node info").container_runtime_version;
+    let runtime = status
+        .node_info
+        .expect("node info")
+        .container_runtime_version;
     assert!(runtime.starts_with("containerd://"), "{runtime}");
 
     // The API server advertises the node IP: the default endpoint reconciler keeps
@@ -96,8 +99,14 @@ async fn a_deny_all_network_policy_blocks_other_namespaces_until_an_allow_policy
     let get = ["get", ip.as_str(), "8080", "3000"];
 
     // Without a policy everything answers: the blocks below are the policies' doing.
-    assert!(run_probe(&admin, &b, &get).await, "b -> a before any policy");
-    assert!(run_probe(&admin, &c, &get).await, "c -> a before any policy");
+    assert!(
+        run_probe(&admin, &b, &get).await,
+        "b -> a before any policy"
+    );
+    assert!(
+        run_probe(&admin, &c, &get).await,
+        "c -> a before any policy"
+    );
 
     let policies = Api::<NetworkPolicy>::namespaced(admin.clone(), &a);
     let deny: NetworkPolicy = serde_json::from_value(json!({
@@ -146,9 +155,11 @@ async fn a_deny_all_network_policy_blocks_other_namespaces_until_an_allow_policy
         .delete("allow-from-b", &DeleteParams::default())
         .await
         .expect("delete allow");
-    eventually("b -> a blocked again once the allow is gone", WAIT, || async {
-        (!run_probe(&admin, &b, &get).await).then_some(())
-    })
+    eventually(
+        "b -> a blocked again once the allow is gone",
+        WAIT,
+        || async { (!run_probe(&admin, &b, &get).await).then_some(()) },
+    )
     .await;
 }
 

@@ -102,7 +102,9 @@ impl Node {
         let start = Instant::now();
         while fs::read_link(self.netns()).ok().is_none_or(|ns| ns == own) {
             if start.elapsed() > Duration::from_secs(10) {
-                return Err(Error::Build("the node's namespaces were not created".into()));
+                return Err(Error::Build(
+                    "the node's namespaces were not created".into(),
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -295,7 +297,10 @@ impl Node {
     /// containers), ends the namespaces (their mounts and interfaces go with them) and removes
     /// the cgroups.
     pub fn teardown(&self) -> Result<()> {
-        if self.torn_down.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if self
+            .torn_down
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
             return Ok(());
         }
         let result = netns_sh(&["down", &self.holder.to_string(), &self.cgroup]);
@@ -629,15 +634,14 @@ fn grant_kubelet_api(cp: &ControlPlane) -> Result<()> {
 
 fn node_ready(cp: &ControlPlane) -> bool {
     crate::controlplane::block_on_admin(cp, |client| async move {
-        kube::Api::<NodeObject>::all(client).get_opt(NODE_NAME).await
+        kube::Api::<NodeObject>::all(client)
+            .get_opt(NODE_NAME)
+            .await
     })
     .ok()
     .flatten()
     .and_then(|n| n.status?.conditions)
-    .is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-    })
+    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn cni_conflist() -> String {
