@@ -215,6 +215,8 @@ impl ControlPlane {
                 "--kubelet-preferred-address-types=InternalIP".into(),
                 format!("--kubelet-client-certificate={}", p("kubelet-client.crt")),
                 format!("--kubelet-client-key={}", p("kubelet-client.key")),
+                // Kubelets serve with certificates of the cluster CA (see crate::node).
+                format!("--kubelet-certificate-authority={}", p("ca.crt")),
             ];
         }
         let plugins: Vec<&str> = ADMISSION_PLUGINS
@@ -349,6 +351,25 @@ impl ControlPlane {
             cert_pem: field("cert")?,
             key_pem: field("key")?,
         })
+    }
+
+    /// Issues `pki/<name>.crt` and `.key`: a serving certificate for `host` and `ips`, signed by
+    /// the cluster CA. Returns the two paths.
+    pub fn serving_cert(&self, name: &str, host: &str, ips: &[&str]) -> Result<(PathBuf, PathBuf)> {
+        let pki = self.dir.join("pki");
+        run_checked(
+            Command::new(&self.kube_bin)
+                .arg("pki")
+                .arg("serving")
+                .arg(&pki)
+                .arg(name)
+                .arg(host)
+                .args(ips),
+        )?;
+        Ok((
+            pki.join(format!("{name}.crt")),
+            pki.join(format!("{name}.key")),
+        ))
     }
 
     /// The cluster CA certificate (PEM), which also signs the API server's serving certificate.

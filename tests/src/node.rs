@@ -166,10 +166,12 @@ impl Node {
         write(&cni_dir.join("10-citycloud.conflist"), &cni_conflist())?;
         let containerd_config = etc.join("containerd.toml");
         write(&containerd_config, &containerd_config_text(&cni_dir))?;
+        // The API server verifies kubelets' serving certificates (--kubelet-certificate-authority).
+        let serving = cp.serving_cert("kubelet-serving", NODE_NAME, &[NODE_IP, "127.0.0.1"])?;
         let kubelet_config = etc.join("kubelet.yaml");
         write(
             &kubelet_config,
-            &kubelet_config_text(&self.cgroup, &pki.join("ca.crt")),
+            &kubelet_config_text(&self.cgroup, &pki.join("ca.crt"), &serving),
         )?;
 
         self.spawn(
@@ -693,7 +695,7 @@ fn containerd_config_text(cni_dir: &Path) -> String {
     )
 }
 
-fn kubelet_config_text(cgroup: &str, client_ca: &Path) -> String {
+fn kubelet_config_text(cgroup: &str, client_ca: &Path, serving: &(PathBuf, PathBuf)) -> String {
     format!(
         r#"apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -724,11 +726,15 @@ authentication:
     clientCAFile: {ca}
 authorization:
   mode: Webhook
+tlsCertFile: {cert}
+tlsPrivateKeyFile: {key}
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 clusterDomain: cluster.local
 "#,
-        ca = client_ca.display()
+        ca = client_ca.display(),
+        cert = serving.0.display(),
+        key = serving.1.display(),
     )
 }
 
