@@ -222,8 +222,18 @@ impl Node {
                 "--conntrack-max-per-core=0".into(),
                 "--conntrack-tcp-timeout-established=0".into(),
                 "--conntrack-tcp-timeout-close-wait=0".into(),
+                // A failed sync (e.g. racing kube-router's table rewrites) is retried after this.
+                "--iptables-sync-period=5s".into(),
             ],
         )?;
+        // Ready means usable: kube-proxy has programmed the `kubernetes` Service and kube-router
+        // its NetworkPolicy chains (both in the node's own iptables).
+        self.wait("kube-proxy", || {
+            self.exec(&["iptables", "-w", "-t", "nat", "-S", "KUBE-SERVICES"])
+                .is_ok_and(|rules| rules.contains("default/kubernetes:https"))
+        })?;
+        // kube-router rewrites the whole filter table (iptables-save/restore): started while
+        // kube-proxy creates its chains, it can drop them and fail kube-proxy's first sync.
         self.spawn(
             "kube-router",
             &self.bin.join("kube-router"),
@@ -237,6 +247,14 @@ impl Node {
                 "--metrics-port=0".into(),
             ],
         )?;
+        self.wait("kube-router", || {
+            self.exec(&["iptables", "-w", "-S", "KUBE-ROUTER-FORWARD"])
+                .is_ok()
+        })?;
+        eprintln!(
+            "node {NODE_NAME}: Services and NetworkPolicies enforced {:.1}s after kubelet started",
+            started.elapsed().as_secs_f64()
+        );
         Ok(())
     }
 
