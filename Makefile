@@ -8,7 +8,8 @@ CARGO ?= cargo
 TESTBED = $(CARGO) run -q -p citycloud-tests --bin testbed --
 export CITYCLOUD_CACHE = $(CACHE)
 
-.PHONY: help build control-plane node-deps node cluster-up node-import cluster-down kubeconfig crds lint test bench demo demo-down clean
+.PHONY: help build control-plane node-deps node cluster-up node-import cluster-down kubeconfig crds lint test bench demo demo-down clean \
+	image-tools image probe-image image-smoke
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -50,8 +51,11 @@ lint: ## rustfmt and clippy, as CI runs them
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: control-plane lint ## everything CI runs: lint, unit tests, integration tests on a real control plane
+test: control-plane lint ## everything CI runs: lint, unit tests, integration tests on a real control plane, the images run under runc
 	$(CARGO) test --workspace --no-fail-fast --lib --bins --tests
+	@# The operator's image, packed from the binary the tests just ran (no second compile), and
+	@# the probe's: both must start under runc as the chart runs them (user 65532, read-only root).
+	$(MAKE) --no-print-directory image-smoke IMAGE_PROFILE=debug IMAGE_BINARY=$(CURDIR)/target/debug/operator-under-test
 
 DEMO_DIR ?= .demo
 
@@ -70,6 +74,24 @@ bench: control-plane ## provisioning throughput vs the API server's own limit, i
 	$(CARGO) build --release -p citycloud-operator
 	$(CARGO) build --release -p citycloud-tests --bin bench
 	target/release/bench $(BENCH_ARGS)
+
+# The operator's image without a Docker daemon (buildah; the Dockerfile's final stage, fed the
+# binary built here). release: the static-pie release binary, as published; debug: the test
+# build's binary with the shared libraries it loads (seconds, no second compile; IMAGE_BINARY=
+# packs another build of the CLI). Same name and tag either way: the chart's default.
+IMAGE_PROFILE ?= release
+
+image-tools: ## install buildah, skopeo, umoci, runc and jq with apt-get when missing
+	@bash tests/image/build.sh tools
+
+image: image-tools ## the operator's image as the chart names it, in target/image/citycloud-operator.tar (IMAGE_PROFILE=debug: -debug.tar, from target/debug)
+	@bash tests/image/build.sh operator $(IMAGE_PROFILE)
+
+probe-image: image-tools ## the traffic tests' probe, localhost/citycloud-probe:<version>, in target/image/citycloud-probe.tar
+	@bash tests/image/build.sh probe
+
+image-smoke: image probe-image ## run both images under runc: operator --help and version, probe serve/get on loopback
+	@bash tests/image/smoke.sh $(IMAGE_PROFILE)
 
 clean: ## remove build output (the cached control plane stays in $(CACHE))
 	$(CARGO) clean

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod conditions;
 pub mod context;
 pub mod crds;
+pub mod digest;
 pub mod finalizers;
 pub mod leader;
 pub mod metrics;

@@ -577,3 +577,51 @@ async fn a_stolen_operator_token_cannot_grant_more_than_tenant_reads_nor_rewrite
     assert_eq!(t2.spec.owners.len(), 1);
     assert_eq!(t2.spec.owners[0].name, "victim-admins");
 }
+
+#[tokio::test]
+async fn an_owner_cannot_capture_other_namespaces_traffic_with_external_ips() {
+    let env = TestEnv::with_operator().await;
+    let (t, p, owners) = (env.name("mitm"), env.name("p"), env.name("mitm-admins"));
+    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "4", 5))
+        .await
+        .unwrap();
+    apply::<Tenant>(&env.admin, &tenant_yaml(&t, &p, &owners, ""))
+        .await
+        .unwrap();
+    wait_ready(&env.admin, &t).await;
+    let alice = env.user("alice", &[&owners]).await;
+    let services =
+        Api::<k8s_openapi::api::core::v1::Service>::namespaced(alice, &format!("{t}-prod"));
+    let service = |name: &str, external: Option<&str>| -> k8s_openapi::api::core::v1::Service {
+        let mut spec = json!({"selector": {"app": "web"}, "ports": [{"port": 443}]});
+        if let Some(ip) = external {
+            spec["externalIPs"] = json!([ip]);
+        }
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec}))
+            .expect("a Service")
+    };
+    // The platform gateway's address, say: traffic to it from every namespace would reach her.
+    let err = services
+        .create(
+            &PostParams::default(),
+            &service("gateway", Some("10.0.0.50")),
+        )
+        .await
+        .expect_err("externalIPs in a tenant namespace");
+    assert_eq!(code(&err), Some(403), "{err}");
+    assert!(message(&err).contains("externalIPs"), "{}", message(&err));
+    // An ordinary Service is hers to make; adding externalIPs to it later is refused too.
+    services
+        .create(&PostParams::default(), &service("web", None))
+        .await
+        .expect("an ordinary Service");
+    let err = services
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"externalIPs": ["10.0.0.50"]}})),
+        )
+        .await
+        .expect_err("externalIPs added later");
+    assert_eq!(code(&err), Some(403), "{err}");
+}

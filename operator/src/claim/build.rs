@@ -99,17 +99,8 @@ fn shortened(full: &str, max: usize) -> String {
         return full.to_string();
     }
     let prefix = full[..max - HASH_HEX - 1].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
-    let digest = sha256_hex(full.as_bytes());
+    let digest = crate::digest::sha256_hex(full.as_bytes());
     format!("{prefix}-{}", &digest[..HASH_HEX])
-}
-
-/// The SHA-256 of `bytes`, as 64 lowercase hex digits.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Labels of everything made for a claim: managed, the claim's tenant, the claim.

@@ -10,8 +10,9 @@ use k8s_openapi::api::core::v1::Secret;
 use rand::TryRngCore;
 use rand::rngs::OsRng;
 
-use super::build::{TOKEN_KEY, sha256_hex};
+use super::build::TOKEN_KEY;
 use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE};
+use crate::digest::sha256_hex;
 use crate::tenant::apply::CLAIM_LABEL;
 use crate::{Error, Result};
 

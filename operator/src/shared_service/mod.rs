@@ -37,9 +37,10 @@ use self::build::{Failure, Tokens};
 use crate::api::conditions::{find, shared_service as cond};
 use crate::api::labels::TENANT;
 use crate::api::{Credentials, SharedService, SharedServiceClaim};
-use crate::claim::build::{claim_id, consumer_key, sha256_hex};
+use crate::claim::build::{claim_id, consumer_key};
 use crate::claim::dereference::tenant_of;
 use crate::context::Context;
+use crate::digest::sha256_hex;
 use crate::{Error, FIELD_MANAGER, Result};
 
 const CONTROLLER: &str = "sharedservice";

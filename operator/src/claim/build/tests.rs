@@ -2,6 +2,7 @@
 use super::*;
 use crate::claim::fixtures::{claim, found, parse};
 use crate::claim::validate::decide;
+use crate::digest::sha256_hex;
 
 fn text(secret: &Secret) -> BTreeMap<String, String> {
     secret
