@@ -21,7 +21,8 @@ node_dir="$cache/node-$k8s-$(key_of "$here/go.mod" "$here/go.sum")"
 router_dir="$cache/kube-router-$router-$(key_of "$here/kube-router/go.mod" "$here/kube-router/go.sum")"
 pause_dir="$cache/pause-$k8s-$(echo "$PAUSE_IMAGE $PAUSE_VERSION" | key_of - "$here/node/oci-archive.sh")"
 probe_dir="$cache/probe-$(echo "$PROBE_IMAGE" | key_of - "$here/node/probe.c" "$here/node/oci-archive.sh")"
-bin="$cache/node-bin-$k8s-$router"
+# Keyed by every build it links, so worktrees with different pins or sources never share links.
+bin="$cache/node-bin-$(echo "$node_dir $router_dir $pause_dir $probe_dir" | key_of -)"
 
 timed() { # name, command...: runs it, reports the time on stderr
   local name=$1 start; shift
