@@ -8,7 +8,7 @@ CARGO ?= cargo
 TESTBED = $(CARGO) run -q -p citycloud-tests --bin testbed --
 export CITYCLOUD_CACHE = $(CACHE)
 
-.PHONY: help build control-plane cluster-up cluster-down kubeconfig crds lint test bench demo demo-down clean \
+.PHONY: help build control-plane node-deps node cluster-up node-import cluster-down kubeconfig crds lint test bench demo demo-down clean \
 	image-tools image probe-image image-smoke
 
 help: ## this list
@@ -20,10 +20,22 @@ build: ## build the operator and the test bed
 control-plane: ## build (or find cached) etcd, kube-apiserver, kube-controller-manager and helm
 	@bash tests/cluster/build.sh
 
-cluster-up: control-plane ## start the local control plane on loopback (admin kubeconfig in .cluster/)
-	@$(TESTBED) up --dir $(CLUSTER_DIR)
+node-deps: ## install the node's Debian packages (containerd, runc, CNI plugins, iptables, ipset, gcc) if missing
+	@bash tests/cluster/node/deps.sh
 
-cluster-down: ## stop the local control plane
+node: control-plane node-deps ## build (or find cached) kubelet, kube-scheduler, kube-proxy, kube-router, pause and probe images
+	@bash tests/cluster/build-node.sh
+
+NODE ?=
+IMAGES ?=
+
+cluster-up: control-plane $(if $(NODE),node) ## start the local control plane on loopback (admin kubeconfig in .cluster/); NODE=1 adds a real node, IMAGES="a.tar b.tar" imports OCI archives into it
+	@$(TESTBED) up --dir $(CLUSTER_DIR) $(if $(NODE),--node $(foreach i,$(IMAGES),--image $(i)))
+
+node-import: ## import OCI image archives into the running node's containerd, e.g. make node-import IMAGES=target/image/citycloud-operator.tar
+	@$(TESTBED) import --dir $(CLUSTER_DIR) $(IMAGES)
+
+cluster-down: ## stop the local control plane (and the node: processes, namespaces, cgroups)
 	@$(TESTBED) down --dir $(CLUSTER_DIR)
 
 kubeconfig: ## print a kubeconfig for AS_USER in AS_GROUPS (space-separated), e.g. make kubeconfig AS_USER=an AS_GROUPS=sotttt-admins

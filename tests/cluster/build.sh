@@ -14,7 +14,8 @@ k8s=$(mod_version "$here/go.mod" k8s.io/kubernetes)
 helm=$(mod_version "$here/helm/go.mod" helm.sh/helm/v3)
 kube_dir="$cache/kube-$k8s-$(key_of "$here/go.mod" "$here/go.sum" "$here"/*.go)"
 helm_dir="$cache/helm-$helm-$(key_of "$here/helm/go.mod" "$here/helm/go.sum")"
-bin="$cache/bin-$k8s-$helm"
+# Keyed by both builds: worktrees with different pins or sources never share (and flip) links.
+bin="$cache/bin-${kube_dir##*/}-${helm_dir##*/}"
 
 if [ ! -x "$kube_dir/kube" ]; then
   echo "building kube-apiserver, kube-controller-manager and etcd $k8s (cold: 10-25 min)" >&2

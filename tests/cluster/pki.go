@@ -25,7 +25,7 @@ const validity = 365 * 24 * time.Hour
 
 func pkiMain(args []string) error {
 	if len(args) < 2 {
-		return errors.New("usage: kube pki init DIR | kube pki user DIR NAME [GROUP...]")
+		return errors.New("usage: kube pki init DIR | kube pki user DIR NAME [GROUP...] | kube pki serving DIR NAME HOST [IP...]")
 	}
 	switch args[0] {
 	case "init":
@@ -40,6 +40,13 @@ func pkiMain(args []string) error {
 		}
 		// JSON on stdout so callers (the Rust harness, the Makefile) need no parsing of PEM files.
 		return json.NewEncoder(os.Stdout).Encode(map[string]string{"cert": string(cert), "key": string(key)})
+	case "serving":
+		// A serving certificate signed by the cluster CA (e.g. a kubelet's, which the API
+		// server then verifies with --kubelet-certificate-authority): DIR/NAME.crt and .key.
+		if len(args) < 4 {
+			return errors.New("usage: kube pki serving DIR NAME HOST [IP...]")
+		}
+		return issueServing(args[1], args[2], args[3], args[4:])
 	default:
 		return fmt.Errorf("unknown pki command %q", args[0])
 	}
@@ -105,6 +112,30 @@ func pkiInit(dir string) error {
 		return err
 	}
 	return writePEM(filepath.Join(dir, "sa.pub"), "PUBLIC KEY", pubDER)
+}
+
+func issueServing(dir, name, host string, ips []string) error {
+	ca, caKey, err := loadCA(dir)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: host},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(validity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{host},
+	}
+	for _, ip := range ips {
+		parsed := net.ParseIP(ip)
+		if parsed == nil {
+			return fmt.Errorf("not an IP address: %q", ip)
+		}
+		tmpl.IPAddresses = append(tmpl.IPAddresses, parsed)
+	}
+	return issue(dir, name, tmpl, ca, caKey)
 }
 
 func issueClient(dir, name string, groups []string) ([]byte, []byte, error) {

@@ -296,6 +296,7 @@ async fn a_cluster_without_the_admission_plugins_reports_node_placement_not_enfo
                 "PodNodeSelector".into(),
                 "PodTolerationRestriction".into(),
             ],
+            ..Options::default()
         },
     )
     .await;

@@ -28,3 +28,28 @@ pub fn ensure_built() -> Result<PathBuf> {
     }
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
+
+/// Installs the node's Debian packages when missing (`tests/cluster/node/deps.sh`, a no-op when
+/// they are there) and runs `tests/cluster/build-node.sh`; returns the folder holding kubelet,
+/// kube-scheduler, kube-proxy, kube-router and the pause and probe image archives.
+pub fn ensure_node_built() -> Result<PathBuf> {
+    run_script("tests/cluster/node/deps.sh")?;
+    run_script("tests/cluster/build-node.sh")
+}
+
+fn run_script(path: &str) -> Result<PathBuf> {
+    let script = repo_root().join(path);
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(crate::io_err(&script))?;
+    if !out.status.success() {
+        return Err(Error::Build(format!(
+            "{} exited with {}",
+            script.display(),
+            out.status
+        )));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}

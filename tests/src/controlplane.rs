@@ -39,7 +39,28 @@ pub struct Options {
     /// Admission plugins of [`ADMISSION_PLUGINS`] left off (e.g. to show what the operator
     /// reports on a cluster that does not enforce nodePlacement).
     pub without_admission_plugins: Vec<String>,
+    /// Run inside a test bed node's network namespace (see [`crate::node`]), with the flags a
+    /// node needs; `None`: loopback only, no node.
+    pub node: Option<NodeNetwork>,
 }
+
+/// Where the control plane of a cluster with a node runs, and how the host reaches it.
+#[derive(Clone, Debug)]
+pub struct NodeNetwork {
+    /// The node's network namespace (`/proc/<holder>/ns/net`).
+    pub netns: PathBuf,
+    /// The node's IP: the API server binds every address there and advertises this one, so the
+    /// default endpoint reconciler gives `default/kubernetes` a real endpoint for pods.
+    pub ip: String,
+    /// A `testbed` executable to run the host relay as its own process (`testbed relay`), for
+    /// a cluster that outlives this process; `None`: a thread of this process.
+    pub relay_exe: Option<PathBuf>,
+}
+
+/// The client certificate the API server presents to kubelets (`logs`, `exec`, ...), in `pki/`.
+/// Its user is bound to `system:kubelet-api-admin` once the API server is up (see
+/// [`crate::node`]); kubelets check it by webhook (TokenReview + SubjectAccessReview).
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 
 /// Whether the components die with this process (tests) or outlive it (`make cluster-up`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +79,9 @@ pub struct ControlPlane {
     kube_bin: PathBuf,
     children: Mutex<Vec<Child>>,
     lifetime: Lifetime,
+    /// The node's network namespace the components run in, if any.
+    netns: Option<PathBuf>,
+    relay: Mutex<Option<crate::relay::Relay>>,
 }
 
 impl ControlPlane {
@@ -94,7 +118,15 @@ impl ControlPlane {
             kube_bin,
             children: Mutex::new(Vec::new()),
             lifetime,
+            netns: options.node.as_ref().map(|n| n.netns.clone()),
+            relay: Mutex::new(None),
         };
+        if let Some(node) = &options.node
+            && let Err(e) = cp.start_relay(node, api_port)
+        {
+            cp.stop();
+            return Err(e);
+        }
         if let Err(e) = cp.start_components(&pki, etcd_port, peer_port, api_port, options) {
             cp.stop();
             return Err(e);
@@ -106,6 +138,42 @@ impl ControlPlane {
             }
         }
         Ok(cp)
+    }
+
+    /// The host's 127.0.0.1:`port` → the same inside the node's namespace (see [`crate::relay`]).
+    fn start_relay(&self, node: &NodeNetwork, port: u16) -> Result<()> {
+        match &node.relay_exe {
+            None => {
+                let relay = crate::relay::Relay::start(&node.netns, port)?;
+                if let Ok(mut slot) = self.relay.lock() {
+                    *slot = Some(relay);
+                }
+                Ok(())
+            }
+            Some(exe) => {
+                let mut cmd = Command::new(exe);
+                cmd.arg("relay")
+                    .arg("--netns")
+                    .arg(&node.netns)
+                    .arg("--port")
+                    .arg(port.to_string());
+                // The relay itself stays on the host's side.
+                self.spawn_cmd("relay", cmd, self.lifetime, false)?;
+                // It binds the host port at start: wait until it answers.
+                let start = Instant::now();
+                while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                    if start.elapsed() > Duration::from_secs(10) {
+                        return Err(Error::NotReady {
+                            component: "relay".into(),
+                            seconds: 10,
+                            log: self.dir.join("logs/relay.log").display().to_string(),
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Ok(())
+            }
+        }
     }
 
     fn start_components(
@@ -128,6 +196,29 @@ impl ControlPlane {
         write(&dir.join("server"), &cp.server)?;
 
         let p = |f: &str| pki.join(f).display().to_string();
+        let mut node_flags: Vec<String> = vec![
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            // No kubelet or Service network here: the default endpoint reconciler refuses a
+            // loopback advertise address.
+            "--endpoint-reconciler-type=none".into(),
+        ];
+        if let Some(node) = &options.node {
+            let kubelet_client = cp.identity(KUBELET_CLIENT_USER, &[])?;
+            write(&pki.join("kubelet-client.crt"), &kubelet_client.cert_pem)?;
+            write(&pki.join("kubelet-client.key"), &kubelet_client.key_pem)?;
+            node_flags = vec![
+                // Every address of the node's own namespace: loopback (kubelet, the relay) and
+                // the node IP (pods, through the `kubernetes` Service).
+                "--bind-address=0.0.0.0".into(),
+                format!("--advertise-address={}", node.ip),
+                "--kubelet-preferred-address-types=InternalIP".into(),
+                format!("--kubelet-client-certificate={}", p("kubelet-client.crt")),
+                format!("--kubelet-client-key={}", p("kubelet-client.key")),
+                // Kubelets serve with certificates of the cluster CA (see crate::node).
+                format!("--kubelet-certificate-authority={}", p("ca.crt")),
+            ];
+        }
         let plugins: Vec<&str> = ADMISSION_PLUGINS
             .iter()
             .copied()
@@ -156,8 +247,6 @@ impl ControlPlane {
             &[
                 format!("--etcd-servers={etcd_url}"),
                 format!("--secure-port={api_port}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
                 format!("--tls-cert-file={}", p("apiserver.crt")),
                 format!("--tls-private-key-file={}", p("apiserver.key")),
                 format!("--client-ca-file={}", p("ca.crt")),
@@ -168,12 +257,12 @@ impl ControlPlane {
                 format!("--service-account-signing-key-file={}", p("sa.key")),
                 format!("--enable-admission-plugins={}", plugins.join(",")),
                 "--allow-privileged=true".into(),
-                // No kubelet or Service network here: the default endpoint reconciler refuses a
-                // loopback advertise address.
-                "--endpoint-reconciler-type=none".into(),
                 "--profiling=false".into(),
                 format!("--cert-dir={}", dir.join("apiserver-certs").display()),
-            ],
+            ]
+            .into_iter()
+            .chain(node_flags)
+            .collect::<Vec<_>>(),
         )?;
         cp.wait_ready("kube-apiserver", || cp.api_ready())?;
         cp.spawn(
@@ -210,11 +299,16 @@ impl ControlPlane {
             kube_bin,
             children: Mutex::new(Vec::new()),
             lifetime: Lifetime::Detached,
+            netns: None,
+            relay: Mutex::new(None),
         })
     }
 
     /// Stops the components this process started, and those listed in `pids`.
     pub fn stop(&self) {
+        if let Ok(mut relay) = self.relay.lock() {
+            drop(relay.take());
+        }
         if let Ok(mut children) = self.children.lock() {
             for child in children.iter_mut().rev() {
                 stop_child(child);
@@ -259,6 +353,25 @@ impl ControlPlane {
         })
     }
 
+    /// Issues `pki/<name>.crt` and `.key`: a serving certificate for `host` and `ips`, signed by
+    /// the cluster CA. Returns the two paths.
+    pub fn serving_cert(&self, name: &str, host: &str, ips: &[&str]) -> Result<(PathBuf, PathBuf)> {
+        let pki = self.dir.join("pki");
+        run_checked(
+            Command::new(&self.kube_bin)
+                .arg("pki")
+                .arg("serving")
+                .arg(&pki)
+                .arg(name)
+                .arg(host)
+                .args(ips),
+        )?;
+        Ok((
+            pki.join(format!("{name}.crt")),
+            pki.join(format!("{name}.key")),
+        ))
+    }
+
     /// The cluster CA certificate (PEM), which also signs the API server's serving certificate.
     pub fn ca_pem(&self) -> Result<String> {
         let path = self.dir.join("pki/ca.crt");
@@ -292,31 +405,32 @@ impl ControlPlane {
     }
 
     fn spawn(&self, component: &str, lifetime: Lifetime, args: &[String]) -> Result<()> {
+        let mut cmd = Command::new(&self.kube_bin);
+        cmd.arg(component).args(args);
+        self.spawn_cmd(component, cmd, lifetime, true)
+    }
+
+    /// Starts `cmd` logging to `logs/<component>.log`, inside the node's network namespace if
+    /// there is one and `in_netns`.
+    fn spawn_cmd(
+        &self,
+        component: &str,
+        mut cmd: Command,
+        lifetime: Lifetime,
+        in_netns: bool,
+    ) -> Result<()> {
         let log_path = self.dir.join("logs").join(format!("{component}.log"));
         let log = fs::File::create(&log_path).map_err(io_err(&log_path))?;
         let err_log = log.try_clone().map_err(io_err(&log_path))?;
-        let mut cmd = Command::new(&self.kube_bin);
-        cmd.arg(component)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err_log);
-        // SAFETY: only async-signal-safe libc calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                match lifetime {
-                    Lifetime::Owned => {
-                        libc::setpgid(0, 0);
-                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    }
-                    Lifetime::Detached => {
-                        libc::setsid();
-                    }
-                }
-                Ok(())
-            });
-        }
+        cmd.stdin(Stdio::null()).stdout(log).stderr(err_log);
+        let netns = match (&self.netns, in_netns) {
+            (Some(path), true) => Some(fs::File::open(path).map_err(io_err(path))?),
+            _ => None,
+        };
+        let netns_fd = netns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        set_lifetime(&mut cmd, lifetime, netns_fd);
         let child = cmd.spawn().map_err(io_err(&self.kube_bin))?;
+        drop(netns);
         let pid = child.id();
         if lifetime == Lifetime::Detached {
             let pids = self.dir.join("pids");
@@ -394,8 +508,33 @@ impl Drop for ControlPlane {
     }
 }
 
+/// Makes the child of `cmd` die with this process (Owned) or outlive it in its own session
+/// (Detached), and enter the network namespace `netns_fd` if given.
+pub(crate) fn set_lifetime(cmd: &mut Command, lifetime: Lifetime, netns_fd: Option<i32>) {
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            match lifetime {
+                Lifetime::Owned => {
+                    libc::setpgid(0, 0);
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                }
+                Lifetime::Detached => {
+                    libc::setsid();
+                }
+            }
+            if let Some(fd) = netns_fd
+                && libc::setns(fd, libc::CLONE_NEWNET) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Runs one admin request on a throwaway runtime (start-up code is synchronous).
-fn block_on_admin<T, F, Fut>(cp: &ControlPlane, f: F) -> Result<T>
+pub(crate) fn block_on_admin<T, F, Fut>(cp: &ControlPlane, f: F) -> Result<T>
 where
     F: FnOnce(kube::Client) -> Fut,
     Fut: std::future::Future<Output = Result<T, kube::Error>>,
@@ -424,7 +563,7 @@ fn signal(pid: i32, sig: i32) {
 }
 
 /// SIGTERM, up to 10 s to exit, then SIGKILL: a child of this process, reaped here.
-fn stop_child(child: &mut Child) {
+pub(crate) fn stop_child(child: &mut Child) {
     signal(child.id() as i32, libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -438,14 +577,27 @@ fn stop_child(child: &mut Child) {
 }
 
 /// The same for a detached component started by an earlier process.
-fn stop_pid(pid: i32) {
+pub(crate) fn stop_pid(pid: i32) {
     signal(pid, libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(10);
-    // SAFETY: signal 0 only probes whether the process exists.
-    while Instant::now() < deadline && unsafe { libc::kill(pid, 0) } == 0 {
+    while Instant::now() < deadline && alive(pid) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    signal(pid, libc::SIGKILL);
+    if alive(pid) {
+        signal(pid, libc::SIGKILL);
+    }
+}
+
+/// Whether `pid` still runs: an exited process not reaped yet (a zombie, which its new parent
+/// reaps in its own time) counts as gone.
+fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
 }
 
 fn free_port() -> Result<u16> {

@@ -12,7 +12,9 @@ pub mod env;
 pub mod fixtures;
 pub mod identity;
 pub mod metrics_reader;
+pub mod node;
 pub mod operator;
+pub mod relay;
 
 pub use controlplane::ControlPlane;
 pub use env::{TestEnv, eventually};

@@ -2,6 +2,8 @@
 //!   testbed up   [--dir .cluster]   start it in the background, print the admin kubeconfig
 //!   testbed down [--dir .cluster]   stop it
 //!   testbed kubeconfig --user NAME [--group G]...   print a kubeconfig for any user
+//!   testbed up --node                 the same with a real node (see testbed::node)
+//!   testbed import ARCHIVE...         import OCI image archives into the node's containerd
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -28,7 +30,25 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Build what is missing, start etcd, kube-apiserver and kube-controller-manager on loopback.
-    Up,
+    Up {
+        /// Also a real node: containerd, kubelet, kube-scheduler, kube-proxy, kube-router, in
+        /// namespaces of their own (the control plane joins the node's network namespace).
+        #[arg(long)]
+        node: bool,
+        /// OCI image archives to import into the node's containerd (with --node).
+        #[arg(long = "image")]
+        images: Vec<PathBuf>,
+    },
+    /// Import OCI image archives into the node's containerd (namespace k8s.io).
+    Import { archives: Vec<PathBuf> },
+    /// (internal) Relay the host's 127.0.0.1:PORT into the node's network namespace.
+    #[command(hide = true)]
+    Relay {
+        #[arg(long)]
+        netns: PathBuf,
+        #[arg(long)]
+        port: u16,
+    },
     /// Stop the control plane started by `up` (its data stays until `--wipe`).
     Down {
         #[arg(long)]
@@ -46,7 +66,7 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Up => {
+        Cmd::Up { node, images } => {
             if cli.dir.join("pids").exists() {
                 anyhow::bail!(
                     "a control plane already runs from {} (testbed down first)",
@@ -57,7 +77,22 @@ fn main() -> anyhow::Result<()> {
             let bin = testbed::binaries::ensure_built()?;
             let built = started.elapsed();
             let _ = std::fs::remove_dir_all(cli.dir.join("etcd"));
-            let cp = ControlPlane::start(&cli.dir, &bin, Lifetime::Detached)?;
+            let cp = if node {
+                let exe = std::env::current_exe()?;
+                let (cp, node) = testbed::node::start(&cli.dir, Lifetime::Detached, Some(exe))?;
+                for image in &images {
+                    node.import_image(image)?;
+                }
+                println!(
+                    "node {} Ready (IP {} in its own network namespace; pods {})",
+                    testbed::node::NODE_NAME,
+                    testbed::node::NODE_IP,
+                    testbed::node::POD_CIDR
+                );
+                cp
+            } else {
+                ControlPlane::start(&cli.dir, &bin, Lifetime::Detached)?
+            };
             let dir = std::fs::canonicalize(&cli.dir)?;
             println!(
                 "control plane ready at {} ({:.1}s to ready, {:.1}s checking the build)",
@@ -72,13 +107,24 @@ fn main() -> anyhow::Result<()> {
             println!("  logs: {}", dir.join("logs").display());
         }
         Cmd::Down { wipe } => {
-            let cp = ControlPlane::attach(&cli.dir)?;
-            cp.stop();
+            if cli.dir.join("node/holder").exists() {
+                testbed::node::stop_detached(&cli.dir)?;
+            } else {
+                ControlPlane::attach(&cli.dir)?.stop();
+            }
             if wipe {
                 std::fs::remove_dir_all(&cli.dir)?;
             }
             println!("control plane in {} stopped", cli.dir.display());
         }
+        Cmd::Import { archives } => {
+            let node = testbed::node::Node::attach(&cli.dir.join("node"))?;
+            for archive in &archives {
+                node.import_image(archive)?;
+                println!("imported {}", archive.display());
+            }
+        }
+        Cmd::Relay { netns, port } => testbed::relay::run_forever(&netns, port)?,
         Cmd::Kubeconfig { user, groups } => {
             let cp = ControlPlane::attach(&cli.dir)?;
             let groups: Vec<&str> = groups.iter().map(String::as_str).collect();

@@ -1,0 +1,263 @@
+//! Tests on a real node: kubelet, containerd + runc, a CNI bridge, kube-proxy and kube-router
+//! (NetworkPolicy) in namespaces of their own, with the local control plane. Traffic is real:
+//! the probe image (`tests/cluster/node/probe.c`) serves HTTP, and client pods run to completion
+//! (Succeeded = answered, Failed = refused or timed out).
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{DeleteParams, LogParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use testbed::eventually;
+use testbed::node::{NODE_IP, NODE_NAME, NodeCluster};
+
+const WAIT: Duration = Duration::from_secs(90);
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+#[tokio::test]
+async fn the_node_is_ready_and_the_kubernetes_service_has_a_real_endpoint() {
+    let cluster = NodeCluster::shared().await;
+    let _report = cluster.report();
+    let admin = cluster.admin().await;
+
+    let node = Api::<Node>::all(admin.clone())
+        .get(NODE_NAME)
+        .await
+        .expect("the node registered");
+    let status = node.status.expect("node status");
+    let ready = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("a Ready condition");
+    assert_eq!(ready.status, "True", "{ready:?}");
+    let addresses = status.addresses.unwrap_or_default();
+    assert!(
+        addresses
+            .iter()
+            .any(|a| a.type_ == "InternalIP" && a.address == NODE_IP),
+        "{addresses:?}"
+    );
+    let runtime = status
+        .node_info
+        .expect("node info")
+        .container_runtime_version;
+    assert!(runtime.starts_with("containerd://"), "{runtime}");
+
+    // The API server advertises the node IP: the default endpoint reconciler keeps
+    // default/kubernetes pointing at it (no hand-made EndpointSlice).
+    let slices = Api::<EndpointSlice>::namespaced(admin, "default");
+    let slice = slices.get("kubernetes").await.expect("default/kubernetes");
+    let addresses: Vec<String> = slice
+        .endpoints
+        .iter()
+        .flatten()
+        .flat_map(|e| e.addresses.clone())
+        .collect();
+    assert_eq!(addresses, vec![NODE_IP.to_string()]);
+}
+
+#[tokio::test]
+async fn pods_reach_the_api_server_and_the_api_server_reaches_the_kubelet() {
+    let cluster = NodeCluster::shared().await;
+    let _report = cluster.report();
+    let admin = cluster.admin().await;
+    let ns = namespace(&admin, "api").await;
+    let ip = server(&admin, &ns).await;
+    assert!(!ip.is_empty());
+
+    // Pod → Service 10.0.0.1:443 → kube-proxy (iptables) → the API server on the node IP.
+    assert!(
+        run_probe(&admin, &ns, &["connect", "10.0.0.1", "443", "3000"]).await,
+        "a pod could not connect to the kubernetes Service"
+    );
+    // API server → kubelet (pods/log): its client certificate, checked by the kubelet's
+    // webhook authentication and authorisation.
+    let logs = Api::<Pod>::namespaced(admin, &ns)
+        .logs("web", &LogParams::default())
+        .await
+        .expect("pod logs through the kubelet");
+    assert!(logs.contains("serving on :8080"), "{logs}");
+}
+
+#[tokio::test]
+async fn a_deny_all_network_policy_blocks_other_namespaces_until_an_allow_policy() {
+    let cluster = NodeCluster::shared().await;
+    let _report = cluster.report();
+    let admin = cluster.admin().await;
+    let (a, b, c) = (
+        namespace(&admin, "np-a").await,
+        namespace(&admin, "np-b").await,
+        namespace(&admin, "np-c").await,
+    );
+    let ip = server(&admin, &a).await;
+    // Each check tries for 3 s (see probe.c): "blocked" means no answer in that whole time.
+    let get = ["get", ip.as_str(), "8080", "3000"];
+
+    // Without a policy everything answers: the blocks below are the policies' doing.
+    assert!(
+        run_probe(&admin, &b, &get).await,
+        "b -> a before any policy"
+    );
+    assert!(
+        run_probe(&admin, &c, &get).await,
+        "c -> a before any policy"
+    );
+
+    let policies = Api::<NetworkPolicy>::namespaced(admin.clone(), &a);
+    let deny: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "deny-all-ingress"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}
+    }))
+    .expect("policy");
+    policies
+        .create(&PostParams::default(), &deny)
+        .await
+        .expect("deny-all");
+    eventually("b -> a blocked by deny-all", WAIT, || async {
+        (!run_probe(&admin, &b, &get).await).then_some(())
+    })
+    .await;
+    eventually("c -> a blocked by deny-all", WAIT, || async {
+        (!run_probe(&admin, &c, &get).await).then_some(())
+    })
+    .await;
+
+    let allow: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "allow-from-b"},
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": b}
+            }}]}]
+        }
+    }))
+    .expect("policy");
+    policies
+        .create(&PostParams::default(), &allow)
+        .await
+        .expect("allow-from-b");
+    eventually("b -> a allowed again", WAIT, || async {
+        run_probe(&admin, &b, &get).await.then_some(())
+    })
+    .await;
+    assert!(
+        !run_probe(&admin, &c, &get).await,
+        "c -> a must stay blocked: the allow names b only"
+    );
+
+    policies
+        .delete("allow-from-b", &DeleteParams::default())
+        .await
+        .expect("delete allow");
+    eventually(
+        "b -> a blocked again once the allow is gone",
+        WAIT,
+        || async { (!run_probe(&admin, &b, &get).await).then_some(()) },
+    )
+    .await;
+}
+
+/// A namespace enforcing the restricted Pod Security level (the probe complies).
+async fn namespace(admin: &Client, base: &str) -> String {
+    let name = format!(
+        "{base}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let ns: Namespace = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {
+            "pod-security.kubernetes.io/enforce": "restricted"
+        }}
+    }))
+    .expect("namespace");
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
+    // Pods need the namespace's default ServiceAccount.
+    eventually("the default ServiceAccount", WAIT, || async {
+        Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), &name)
+            .get_opt("default")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    name
+}
+
+fn pod(name: &str, args: &[&str], restart: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "restartPolicy": restart,
+            "terminationGracePeriodSeconds": 0,
+            "automountServiceAccountToken": false,
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"}
+            },
+            "containers": [{
+                "name": "probe",
+                "image": NodeCluster::probe_image(),
+                "imagePullPolicy": "Never",
+                "args": args,
+                "readinessProbe": if restart == "Always" {
+                    json!({"tcpSocket": {"port": 8080}, "periodSeconds": 1})
+                } else {
+                    serde_json::Value::Null
+                },
+                "securityContext": {
+                    "allowPrivilegeEscalation": false,
+                    "readOnlyRootFilesystem": true,
+                    "capabilities": {"drop": ["ALL"]}
+                }
+            }]
+        }
+    }))
+    .expect("pod")
+}
+
+/// Starts `web` (probe serve 8080) in `ns` and returns its IP once it is Ready.
+async fn server(admin: &Client, ns: &str) -> String {
+    let pods = Api::<Pod>::namespaced(admin.clone(), ns);
+    pods.create(
+        &PostParams::default(),
+        &pod("web", &["serve", "8080"], "Always"),
+    )
+    .await
+    .expect("create server pod");
+    eventually("the server pod Ready", WAIT, || async {
+        let p = pods.get("web").await.ok()?;
+        let status = p.status?;
+        let ready = status
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        ready.then_some(status.pod_ip?)
+    })
+    .await
+}
+
+/// Runs the probe with `args` in a pod of `ns` to completion: true if it exited 0.
+async fn run_probe(admin: &Client, ns: &str, args: &[&str]) -> bool {
+    let pods = Api::<Pod>::namespaced(admin.clone(), ns);
+    let name = format!("client-{}", COUNTER.fetch_add(1, Ordering::Relaxed));
+    pods.create(&PostParams::default(), &pod(&name, args, "Never"))
+        .await
+        .expect("create client pod");
+    let phase = eventually("the client pod to finish", WAIT, || async {
+        let phase = pods.get(&name).await.ok()?.status?.phase?;
+        matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
+    })
+    .await;
+    let _ = pods.delete(&name, &DeleteParams::default()).await;
+    phase == "Succeeded"
+}

@@ -1,0 +1,761 @@
+//! A real node for the local control plane: containerd + runc, kubelet, kube-scheduler,
+//! kube-proxy (iptables) and kube-router (NetworkPolicy firewall only) on a CNI bridge, all in
+//! one network namespace plus one private mount namespace held by a `sleep` (see
+//! `tests/cluster/node/netns.sh`). The control plane runs in the same network namespace, so the
+//! API server advertises the node IP and pods reach it through the `kubernetes` Service; the
+//! host reaches it through [`crate::relay`]. Nothing touches the host's network, sysctls or
+//! mounts; the cgroups kubelet needs are created for the run and removed after it.
+//!
+//! Integration tests use [`NodeCluster::start`]; `make cluster-up NODE=1` uses [`start`] with a
+//! detached lifetime and `make cluster-down` [`stop_detached`].
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Node as NodeObject;
+
+use crate::binaries::{ensure_built, ensure_node_built, repo_root};
+use crate::controlplane::{
+    ControlPlane, KUBELET_CLIENT_USER, Lifetime, NodeNetwork, Options, set_lifetime,
+};
+use crate::{Error, Result, io_err};
+
+/// The node's name (Node object, kubelet's --hostname-override).
+pub const NODE_NAME: &str = "citycloud-node";
+/// The node's IP, on a veth inside its own network namespace (never on the host).
+pub const NODE_IP: &str = "10.99.0.2";
+/// Pod addresses (CNI host-local on the `cni0` bridge).
+pub const POD_CIDR: &str = "10.244.0.0/24";
+/// Same as the API server's --service-cluster-ip-range.
+const SERVICE_CIDR: &str = "10.0.0.0/24";
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// The node components, in start order (stopped in reverse).
+const COMPONENTS: &[&str] = &[
+    "containerd",
+    "kubelet",
+    "kube-scheduler",
+    "kube-proxy",
+    "kube-router",
+];
+
+/// The node's namespaces, cgroups and processes, described by files in `dir`: `holder` (the pid
+/// holding the namespaces), `cgroup` (kubelet's cgroupRoot), `pids` (detached components) and
+/// `logs/`.
+pub struct Node {
+    pub dir: PathBuf,
+    holder: i32,
+    cgroup: String,
+    bin: PathBuf,
+    children: Mutex<Vec<Child>>,
+    lifetime: Lifetime,
+    torn_down: std::sync::atomic::AtomicBool,
+}
+
+impl Node {
+    /// Creates the namespaces (holder process, interfaces, private /run /var/lib /var/log, kubelet's
+    /// /proc/sys files) and kubelet's cgroupRoot.
+    pub fn create(dir: &Path, bin: &Path, lifetime: Lifetime) -> Result<Node> {
+        for sub in ["logs", "etc"] {
+            fs::create_dir_all(dir.join(sub)).map_err(io_err(dir))?;
+        }
+        let dir = fs::canonicalize(dir).map_err(io_err(dir))?;
+        let mut holder = Command::new("unshare");
+        holder
+            .args(["--net", "--mount", "--propagation", "private", "--"])
+            .args(["sleep", "infinity"])
+            // Not the caller's stdout: `make cluster-up | tail` would wait for it forever.
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        set_lifetime(&mut holder, lifetime, None);
+        let child = holder.spawn().map_err(io_err(Path::new("unshare")))?;
+        let pid = child.id() as i32;
+        write(&dir.join("holder"), &pid.to_string())?;
+        let cgroup = format!("citycloud-node-{pid}");
+        write(&dir.join("cgroup"), &cgroup)?;
+        let node = Node {
+            dir: dir.clone(),
+            holder: pid,
+            cgroup,
+            bin: bin.to_path_buf(),
+            children: Mutex::new(vec![child]),
+            lifetime,
+            torn_down: Default::default(),
+        };
+        if lifetime == Lifetime::Detached
+            && let Ok(mut children) = node.children.lock()
+        {
+            children.drain(..).for_each(std::mem::forget);
+        }
+        if let Err(e) = node.setup() {
+            node.stop();
+            return Err(e);
+        }
+        Ok(node)
+    }
+
+    fn setup(&self) -> Result<()> {
+        // unshare execs `sleep` once the namespaces exist.
+        let own = fs::read_link("/proc/self/ns/net").map_err(io_err(Path::new("/proc/self")))?;
+        let start = Instant::now();
+        while fs::read_link(self.netns()).ok().is_none_or(|ns| ns == own) {
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err(Error::Build(
+                    "the node's namespaces were not created".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ip = format!("{NODE_IP}/24");
+        let holder = self.holder.to_string();
+        netns_sh(&["setup", &holder, &self.dir.display().to_string(), &ip])?;
+        netns_sh(&["cgroups-up", &self.cgroup])
+    }
+
+    /// Attaches to a node started by an earlier process (`make cluster-up NODE=1`).
+    pub fn attach(dir: &Path) -> Result<Node> {
+        let read = |f: &str| {
+            let path = dir.join(f);
+            fs::read_to_string(&path)
+                .map(|s| s.trim().to_string())
+                .map_err(io_err(&path))
+        };
+        let holder = read("holder")?
+            .parse()
+            .map_err(|_| Error::Build("node/holder is not a pid".into()))?;
+        Ok(Node {
+            dir: dir.to_path_buf(),
+            holder,
+            cgroup: read("cgroup")?,
+            bin: PathBuf::new(),
+            children: Mutex::new(Vec::new()),
+            lifetime: Lifetime::Detached,
+            torn_down: Default::default(),
+        })
+    }
+
+    /// The node's network namespace.
+    pub fn netns(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.holder))
+    }
+
+    /// Starts containerd (with the pause image imported), kubelet, kube-scheduler, kube-proxy and
+    /// kube-router against `cp`, and waits until the Node is Ready.
+    pub fn start_components(&self, cp: &ControlPlane) -> Result<()> {
+        let etc = self.dir.join("etc");
+        let pki = cp.dir.join("pki");
+        let kubeconfig = |name: &str, user: &str, groups: &[&str]| -> Result<String> {
+            let path = etc.join(format!("{name}.kubeconfig"));
+            write(&path, &cp.identity(user, groups)?.kubeconfig(cp))?;
+            Ok(path.display().to_string())
+        };
+        let kubelet_kc = kubeconfig(
+            "kubelet",
+            &format!("system:node:{NODE_NAME}"),
+            &["system:nodes"],
+        )?;
+        let scheduler_kc = kubeconfig("kube-scheduler", "system:kube-scheduler", &[])?;
+        let proxy_kc = kubeconfig("kube-proxy", "system:kube-proxy", &[])?;
+        let admin_kc = cp.admin_kubeconfig().display().to_string();
+        grant_kubelet_api(cp)?;
+
+        let cni_dir = etc.join("cni");
+        fs::create_dir_all(&cni_dir).map_err(io_err(&cni_dir))?;
+        write(&cni_dir.join("10-citycloud.conflist"), &cni_conflist())?;
+        let containerd_config = etc.join("containerd.toml");
+        write(&containerd_config, &containerd_config_text(&cni_dir))?;
+        // The API server verifies kubelets' serving certificates (--kubelet-certificate-authority).
+        let serving = cp.serving_cert("kubelet-serving", NODE_NAME, &[NODE_IP, "127.0.0.1"])?;
+        let kubelet_config = etc.join("kubelet.yaml");
+        write(
+            &kubelet_config,
+            &kubelet_config_text(&self.cgroup, &pki.join("ca.crt"), &serving),
+        )?;
+
+        self.spawn(
+            "containerd",
+            Path::new("containerd"),
+            &[format!("--config={}", containerd_config.display())],
+        )?;
+        self.wait("containerd", || {
+            self.exec(&["ctr", "--timeout", "1s", "version"]).is_ok()
+        })?;
+        self.import_image(&self.bin.join("pause.tar"))?;
+
+        let started = Instant::now();
+        self.spawn(
+            "kubelet",
+            &self.bin.join("kubelet"),
+            &[
+                format!("--config={}", kubelet_config.display()),
+                format!("--kubeconfig={kubelet_kc}"),
+                format!("--hostname-override={NODE_NAME}"),
+                format!("--node-ip={NODE_IP}"),
+            ],
+        )?;
+        self.spawn(
+            "kube-scheduler",
+            &self.bin.join("kube-scheduler"),
+            &[
+                format!("--kubeconfig={scheduler_kc}"),
+                "--leader-elect=false".into(),
+                "--secure-port=0".into(),
+            ],
+        )?;
+        self.wait("kubelet", || node_ready(cp))?;
+        eprintln!(
+            "node {NODE_NAME} Ready {:.1}s after kubelet started",
+            started.elapsed().as_secs_f64()
+        );
+        // kube-proxy and kube-router look their Node up at start: after it registered.
+        self.spawn(
+            "kube-proxy",
+            &self.bin.join("kube-proxy"),
+            &[
+                format!("--kubeconfig={proxy_kc}"),
+                "--proxy-mode=iptables".into(),
+                format!("--hostname-override={NODE_NAME}"),
+                format!("--cluster-cidr={POD_CIDR}"),
+                // 0 = leave the (global) conntrack sysctls as they are.
+                "--conntrack-max-per-core=0".into(),
+                "--conntrack-tcp-timeout-established=0".into(),
+                "--conntrack-tcp-timeout-close-wait=0".into(),
+                // A failed sync (e.g. racing kube-router's table rewrites) is retried after this.
+                "--iptables-sync-period=5s".into(),
+            ],
+        )?;
+        // Ready means usable: kube-proxy has programmed the `kubernetes` Service and kube-router
+        // its NetworkPolicy chains (both in the node's own iptables).
+        self.wait("kube-proxy", || {
+            self.exec(&["iptables", "-w", "-t", "nat", "-S", "KUBE-SERVICES"])
+                .is_ok_and(|rules| rules.contains("default/kubernetes:https"))
+        })?;
+        // kube-router rewrites the whole filter table (iptables-save/restore): started while
+        // kube-proxy creates its chains, it can drop them and fail kube-proxy's first sync.
+        self.spawn(
+            "kube-router",
+            &self.bin.join("kube-router"),
+            &[
+                format!("--kubeconfig={admin_kc}"),
+                "--run-firewall=true".into(),
+                "--run-router=false".into(),
+                "--run-service-proxy=false".into(),
+                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                format!("--hostname-override={NODE_NAME}"),
+                "--metrics-port=0".into(),
+            ],
+        )?;
+        self.wait("kube-router", || {
+            self.exec(&["iptables", "-w", "-S", "KUBE-ROUTER-FORWARD"])
+                .is_ok()
+        })?;
+        eprintln!(
+            "node {NODE_NAME}: Services and NetworkPolicies enforced {:.1}s after kubelet started",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// Imports an OCI (or docker) image archive into the node's containerd (namespace k8s.io),
+    /// where kubelet finds it: pods then use it with `imagePullPolicy: Never`/`IfNotPresent`.
+    pub fn import_image(&self, archive: &Path) -> Result<()> {
+        let path = fs::canonicalize(archive).map_err(io_err(archive))?;
+        self.exec(&[
+            "ctr",
+            "-n",
+            "k8s.io",
+            "images",
+            "import",
+            &path.display().to_string(),
+        ])
+        .map(|_| ())
+    }
+
+    /// Runs a command inside the node's namespaces (as its components see the world).
+    pub fn exec(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("nsenter")
+            .args(["-t", &self.holder.to_string(), "-n", "-m", "--"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io_err(Path::new("nsenter")))?;
+        if !out.status.success() {
+            return Err(Error::Build(format!(
+                "{args:?} in the node failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Stops the components (kubelet first, containerd last), leaving the namespaces.
+    pub fn stop_components(&self) {
+        if let Ok(mut children) = self.children.lock() {
+            // The holder is the first child: it goes with the namespaces in `teardown`.
+            let holder = self.holder as u32;
+            for child in children.iter_mut().rev().filter(|c| c.id() != holder) {
+                crate::controlplane::stop_child(child);
+            }
+            children.retain(|c| c.id() == holder);
+        }
+        let pids_file = self.dir.join("pids");
+        if let Ok(pids) = fs::read_to_string(&pids_file) {
+            for pid in pids
+                .lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok())
+                .rev()
+            {
+                crate::controlplane::stop_pid(pid);
+            }
+            let _ = fs::remove_file(&pids_file);
+        }
+    }
+
+    /// Kills whatever still runs in the node's namespaces or cgroups (pods' shims and
+    /// containers), ends the namespaces (their mounts and interfaces go with them) and removes
+    /// the cgroups.
+    pub fn teardown(&self) -> Result<()> {
+        if self
+            .torn_down
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(());
+        }
+        let result = netns_sh(&["down", &self.holder.to_string(), &self.cgroup]);
+        if let Ok(mut children) = self.children.lock() {
+            for child in children.iter_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            children.clear();
+        }
+        let _ = fs::remove_file(self.dir.join("holder"));
+        result
+    }
+
+    /// Both, in order.
+    pub fn stop(&self) {
+        self.stop_components();
+        if let Err(e) = self.teardown() {
+            eprintln!("node teardown: {e}");
+        }
+    }
+
+    /// The last `lines` lines of each component's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for c in COMPONENTS {
+            let path = self.dir.join("logs").join(format!("{c}.log"));
+            let text = fs::read_to_string(&path).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            out.push_str(&format!(
+                "---- {} (last {lines} lines) ----\n",
+                path.display()
+            ));
+            for l in &all[all.len().saturating_sub(lines)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    fn spawn(&self, component: &str, bin: &Path, args: &[String]) -> Result<()> {
+        let log_path = self.dir.join("logs").join(format!("{component}.log"));
+        let log = fs::File::create(&log_path).map_err(io_err(&log_path))?;
+        let err_log = log.try_clone().map_err(io_err(&log_path))?;
+        let mut cmd = Command::new("nsenter");
+        // nsenter execs the component: the pid is the component's.
+        cmd.args(["-t", &self.holder.to_string(), "-n", "-m", "--"])
+            .arg(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err_log);
+        set_lifetime(&mut cmd, self.lifetime, None);
+        let child = cmd.spawn().map_err(io_err(bin))?;
+        if self.lifetime == Lifetime::Detached {
+            let pids = self.dir.join("pids");
+            let mut text = fs::read_to_string(&pids).unwrap_or_default();
+            text.push_str(&format!("{}\n", child.id()));
+            write(&pids, &text)?;
+            std::mem::forget(child);
+        } else if let Ok(mut children) = self.children.lock() {
+            children.push(child);
+        }
+        Ok(())
+    }
+
+    fn wait(&self, component: &str, probe: impl Fn() -> bool) -> Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < READY_TIMEOUT {
+            if probe() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(Error::NotReady {
+            component: component.to_string(),
+            seconds: start.elapsed().as_secs(),
+            log: self
+                .dir
+                .join("logs")
+                .join(format!("{component}.log"))
+                .display()
+                .to_string(),
+        })
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.lifetime == Lifetime::Owned {
+            self.stop();
+        }
+    }
+}
+
+/// Starts a control plane in `dir` with a node in `dir/node`. `relay_exe`: see [`NodeNetwork`].
+pub fn start(
+    dir: &Path,
+    lifetime: Lifetime,
+    relay_exe: Option<PathBuf>,
+) -> Result<(ControlPlane, Node)> {
+    let bin = ensure_built()?;
+    let node_bin = ensure_node_built()?;
+    let node = Node::create(&dir.join("node"), &node_bin, lifetime)?;
+    let options = Options {
+        node: Some(NodeNetwork {
+            netns: node.netns(),
+            ip: NODE_IP.into(),
+            relay_exe,
+        }),
+        ..Options::default()
+    };
+    let cp = match ControlPlane::start_with(dir, &bin, lifetime, &options) {
+        Ok(cp) => cp,
+        Err(e) => {
+            node.stop();
+            return Err(e);
+        }
+    };
+    if let Err(e) = node.start_components(&cp) {
+        node.stop_components();
+        cp.stop();
+        node.stop();
+        return Err(e);
+    }
+    Ok((cp, node))
+}
+
+/// Stops a cluster started detached (`make cluster-up NODE=1`): node components, control plane,
+/// then the namespaces and cgroups.
+pub fn stop_detached(dir: &Path) -> Result<()> {
+    let node = Node::attach(&dir.join("node"))?;
+    node.stop_components();
+    ControlPlane::attach(dir)?.stop();
+    node.teardown()
+}
+
+/// A control plane with a Ready node for integration tests. [`NodeCluster::shared`] gives every
+/// test of a binary the same one, stopped when the test binary exits (an `atexit` hook: statics
+/// are never dropped); [`NodeCluster::start`] gives a test its own, stopped when dropped. Logs
+/// stay in `target/testbed/<label>-<pid>/` (the last three runs are kept); [`NodeCluster::report`]
+/// prints their tails when the calling test fails.
+pub struct NodeCluster {
+    pub cluster: Arc<ControlPlane>,
+    pub node: Arc<Node>,
+    stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+static SHARED: std::sync::OnceLock<Result<Arc<NodeCluster>, String>> = std::sync::OnceLock::new();
+
+extern "C" fn stop_shared() {
+    if let Some(Ok(cluster)) = SHARED.get() {
+        cluster.shutdown();
+    }
+}
+
+impl NodeCluster {
+    /// The test binary's cluster with a node, started on first use.
+    pub async fn shared() -> Arc<NodeCluster> {
+        let shared = tokio::task::spawn_blocking(|| {
+            SHARED.get_or_init(|| {
+                let started = NodeCluster::start_blocking("node");
+                if started.is_ok() {
+                    // SAFETY: registers a plain function, run once at exit().
+                    unsafe {
+                        libc::atexit(stop_shared);
+                    }
+                }
+                started.map(Arc::new)
+            })
+        })
+        .await
+        .expect("start-up thread");
+        match shared {
+            Ok(c) => c.clone(),
+            Err(e) => panic!("the cluster with a node could not start: {e}"),
+        }
+    }
+
+    /// A cluster with a node of this test's own.
+    pub async fn start(label: &str) -> NodeCluster {
+        let label = label.to_string();
+        tokio::task::spawn_blocking(move || NodeCluster::start_blocking(&label))
+            .await
+            .expect("start-up thread")
+            .unwrap_or_else(|e| panic!("the cluster with a node could not start: {e}"))
+    }
+
+    /// Builds what is missing, starts the control plane and the node, imports the pause and
+    /// probe images, and waits until the node is Ready.
+    fn start_blocking(label: &str) -> Result<NodeCluster, String> {
+        let root = repo_root().join("target/testbed");
+        crate::controlplane::prune_old_runs(&root);
+        let dir = root.join(format!("{label}-{}", std::process::id()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        // The components die with the thread that spawned them (PR_SET_PDEATHSIG): it lives
+        // until the cluster is shut down.
+        let thread = std::thread::spawn(move || {
+            let started = start(&dir, Lifetime::Owned, None).and_then(|(cp, node)| {
+                node.import_image(&node.bin.join("probe.tar"))?;
+                Ok((Arc::new(cp), Arc::new(node)))
+            });
+            let keep = started
+                .as_ref()
+                .ok()
+                .map(|(c, n)| (Arc::clone(c), Arc::clone(n)));
+            let _ = tx.send(started.map_err(|e| e.to_string()));
+            let _ = stopped.recv();
+            if let Some((cp, node)) = keep {
+                node.stop_components();
+                cp.stop();
+                node.stop();
+            }
+        });
+        let (cluster, node) = rx.recv().map_err(|e| e.to_string())??;
+        Ok(NodeCluster {
+            cluster,
+            node,
+            stop: Mutex::new(Some(stop)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// An admin client (cluster-admin) for the calling test's runtime.
+    pub async fn admin(&self) -> kube::Client {
+        let kubeconfig =
+            fs::read_to_string(self.cluster.admin_kubeconfig()).expect("admin kubeconfig");
+        crate::identity::client_from_kubeconfig(&kubeconfig)
+            .await
+            .expect("admin client")
+    }
+
+    /// Prints the components' log tails if the calling thread is panicking (a failing test):
+    /// `let _report = cluster.report();` at the top of a test.
+    pub fn report(&self) -> FailureReport<'_> {
+        FailureReport(self)
+    }
+
+    /// The probe image's name (`tests/cluster/node/probe.c`: `probe serve PORT`,
+    /// `probe get IP PORT [MS]`, `probe connect IP PORT [MS]`), imported at start.
+    pub fn probe_image() -> String {
+        pin("PROBE_IMAGE").unwrap_or_else(|| "localhost/citycloud/probe:1".into())
+    }
+
+    /// Stops everything: node components, control plane, namespaces and cgroups.
+    fn shutdown(&self) {
+        if let Ok(mut stop) = self.stop.lock() {
+            drop(stop.take());
+        }
+        if let Ok(mut thread) = self.thread.lock()
+            && let Some(t) = thread.take()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for NodeCluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// See [`NodeCluster::report`].
+pub struct FailureReport<'a>(&'a NodeCluster);
+
+impl Drop for FailureReport<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "test failed; cluster with a node in {}\n{}\n{}",
+                self.0.cluster.dir.display(),
+                self.0.cluster.log_tail(30),
+                self.0.node.log_tail(30)
+            );
+        }
+    }
+}
+
+/// A value of `tests/cluster/node/pins.env`.
+fn pin(name: &str) -> Option<String> {
+    let text = fs::read_to_string(repo_root().join("tests/cluster/node/pins.env")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .map(|v| v.trim().to_string())
+}
+
+fn netns_sh(args: &[&str]) -> Result<()> {
+    let script = repo_root().join("tests/cluster/node/netns.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io_err(&script))?;
+    if !out.status.success() {
+        return Err(Error::Build(format!(
+            "netns.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Lets the API server's kubelet client (see [`KUBELET_CLIENT_USER`]) use kubelets' API (logs,
+/// exec, port-forward), which kubelets authorise by SubjectAccessReview.
+fn grant_kubelet_api(cp: &ControlPlane) -> Result<()> {
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "citycloud-apiserver-kubelet-api"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "system:kubelet-api-admin"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                      "name": KUBELET_CLIENT_USER}],
+    }))
+    .map_err(|e| Error::Build(e.to_string()))?;
+    crate::controlplane::block_on_admin(cp, |client| async move {
+        let api: kube::Api<ClusterRoleBinding> = kube::Api::all(client);
+        api.patch(
+            "citycloud-apiserver-kubelet-api",
+            &kube::api::PatchParams::apply("citycloud-testbed").force(),
+            &kube::api::Patch::Apply(&binding),
+        )
+        .await
+    })
+    .map(|_| ())
+}
+
+fn node_ready(cp: &ControlPlane) -> bool {
+    crate::controlplane::block_on_admin(cp, |client| async move {
+        kube::Api::<NodeObject>::all(client)
+            .get_opt(NODE_NAME)
+            .await
+    })
+    .ok()
+    .flatten()
+    .and_then(|n| n.status?.conditions)
+    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn cni_conflist() -> String {
+    serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": "citycloud",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "cni0",
+                "isGateway": true,
+                "ipMasq": false,
+                "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": POD_CIDR}]],
+                    "routes": [{"dst": "0.0.0.0/0"}]
+                }
+            },
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    })
+    .to_string()
+}
+
+/// containerd 1.6 (config version 2). Its socket, root and state are the defaults, which are
+/// private to the node: /run and /var/lib are the node's own.
+fn containerd_config_text(cni_dir: &Path) -> String {
+    let pause = pin("PAUSE_IMAGE").unwrap_or_default();
+    format!(
+        r#"version = 2
+[grpc]
+  address = "/run/containerd/containerd.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause}"
+  # No CAP_SYS_RESOURCE here: runc could not lower oom_score_adj (-998 for sandboxes).
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni}"
+"#,
+        cni = cni_dir.display()
+    )
+}
+
+fn kubelet_config_text(cgroup: &str, client_ca: &Path, serving: &(PathBuf, PathBuf)) -> String {
+    format!(
+        r#"apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# cgroup v1 is deprecated in kubelet 1.37 and refused unless this says otherwise.
+failCgroupV1: false
+cgroupDriver: cgroupfs
+cgroupRoot: /{cgroup}
+containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
+# Without CAP_SYS_RESOURCE kubelet may neither lower its oom_score_adj nor raise nofile.
+oomScoreAdj: 0
+maxOpenFiles: 20000
+failSwapOn: false
+# No registry to pull from again: never collect images.
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+# The disk is the host's, shared: never evict or taint for it.
+evictionHard:
+  memory.available: "0%"
+  nodefs.available: "0%"
+  nodefs.inodesFree: "0%"
+  imagefs.available: "0%"
+authentication:
+  anonymous:
+    enabled: false
+  webhook:
+    enabled: true
+  x509:
+    clientCAFile: {ca}
+authorization:
+  mode: Webhook
+tlsCertFile: {cert}
+tlsPrivateKeyFile: {key}
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+clusterDomain: cluster.local
+"#,
+        ca = client_ca.display(),
+        cert = serving.0.display(),
+        key = serving.1.display(),
+    )
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    fs::write(path, text).map_err(io_err(path))
+}
