@@ -146,14 +146,16 @@ fn up(layout: &Layout, operator: &Path) -> anyhow::Result<bool> {
                 layout.show(&layout.operator_log())
             );
         }
-        let applied = demo::apply_sample(&client, demo::CLAIMS).await?;
-        step(format!("deploy/samples/{}: {} objects applied", demo::CLAIMS, applied.len()));
-
+        // Ready means the tenant's quota is enforced, claims count included: kube-controller-
+        // manager counts a custom resource only once it has discovered it (seconds after the
+        // CRDs), and until then the API server refuses claims ("status unknown for quota").
         step(format!("waiting (at most {}s) for every tenant to be Ready", CONVERGE.as_secs()));
         let tenants = demo::wait_until(CONVERGE, || demo::tenants_ready(&client)).await;
         if let Err(why) = &tenants {
             step(format!("gave up waiting: {why}"));
         }
+        let applied = demo::apply_sample(&client, demo::CLAIMS).await?;
+        step(format!("deploy/samples/{}: {} objects applied", demo::CLAIMS, applied.len()));
         step("waiting for every claim to be bound or refused");
         if let Err(why) =
             demo::wait_until(std::time::Duration::from_secs(60), || demo::claims_decided(&client)).await
