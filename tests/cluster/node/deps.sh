@@ -23,5 +23,10 @@ export DEBIAN_FRONTEND=noninteractive
 apt_get() { apt-get -o DPkg::Lock::Timeout=600 "$@"; }
 apt_get install -y --no-install-recommends "${missing[@]}" >&2 || {
   apt_get update >&2
-  apt_get install -y --no-install-recommends "${missing[@]}" >&2
+  apt_get install -y --no-install-recommends "${missing[@]}" >&2 || {
+    # Debian's security archive keeps only the newest build of a package: when a pinned
+    # version is gone, take the release's current one (same upstream series) and say so.
+    echo "warning: a pinned node package version is no longer served; installing the current ones: ${missing[*]%%=*}" >&2
+    apt_get install -y --no-install-recommends "${missing[@]%%=*}" >&2
+  }
 }
