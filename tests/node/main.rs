@@ -14,6 +14,8 @@ use serde_json::json;
 use testbed::eventually;
 use testbed::node::{NODE_IP, NODE_NAME, NodeCluster};
 
+mod traffic;
+
 const WAIT: Duration = Duration::from_secs(90);
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
