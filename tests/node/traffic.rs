@@ -95,6 +95,8 @@ async fn isolation_is_proved_by_traffic_between_tenants_platform_and_provider() 
     )
     .await;
     namespace(&admin, &prov, json!({})).await;
+    // As the chart's providerNamespaces value does (the operator tidies consumers Secrets there).
+    env.provider_namespace(&prov).await;
     apply_in::<Service>(
         &admin,
         &prov,
