@@ -14,6 +14,9 @@ use serde_json::json;
 use testbed::eventually;
 use testbed::node::{NODE_IP, NODE_NAME, NodeCluster};
 
+mod chart;
+mod traffic;
+
 const WAIT: Duration = Duration::from_secs(90);
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

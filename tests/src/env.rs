@@ -67,6 +67,12 @@ impl TestEnv {
         let cluster = tokio::task::spawn_blocking(shared_control_plane)
             .await
             .expect("control plane start-up thread");
+        TestEnv::on(cluster).await
+    }
+
+    /// A view of an existing `cluster` (e.g. a `NodeCluster`'s control plane) rather than the
+    /// shared control plane.
+    pub async fn on(cluster: Arc<ControlPlane>) -> Self {
         let kubeconfig =
             std::fs::read_to_string(cluster.admin_kubeconfig()).expect("admin kubeconfig");
         let admin = client_from_kubeconfig(&kubeconfig)
@@ -82,7 +88,12 @@ impl TestEnv {
     /// the chart's RBAC, so every test also proves the chart grants enough (and the operator-only
     /// admission policies let it through).
     pub async fn with_operator() -> Self {
-        let env = TestEnv::new().await;
+        TestEnv::with_operator_on(TestEnv::new().await).await
+    }
+
+    /// [`TestEnv::with_operator`] on the cluster of `env` (see [`TestEnv::on`]). The operator
+    /// is one per test process: every test of a binary must use the same cluster.
+    pub async fn with_operator_on(env: TestEnv) -> Self {
         SETUP
             .get_or_init(|| async {
                 crate::operator::install_crds(&env.admin)

@@ -1,0 +1,212 @@
+//! The chart installed for real (issue 11 item 4): the operator's image (the test build's
+//! binary, packed by tests/image/build.sh) imported into the node, `helm install`, and the
+//! operator running as a pod: Ready through its probes, reconciling, surviving the loss of its
+//! pod, and `helm uninstall` leaving what it made.
+use std::process::Command;
+use std::time::Duration;
+
+use citycloud::api::Tenant;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{DeleteParams, ListParams};
+use kube::{Api, Client};
+use testbed::binaries::{ensure_built, repo_root};
+use testbed::eventually;
+use testbed::fixtures::{apply, wait_ready};
+use testbed::node::NodeCluster;
+use testbed::operator::apply_yaml_documents;
+
+const RELEASE: &str = "citycloud-operator";
+const NAMESPACE: &str = "citycloud-system";
+const WAIT: Duration = Duration::from_secs(120);
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The operator's pods, Ready ones only.
+async fn ready_pods(admin: &Client) -> Vec<String> {
+    let pods = Api::<Pod>::namespaced(admin.clone(), NAMESPACE)
+        .list(&ListParams::default().labels("app.kubernetes.io/name=citycloud-operator"))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    pods.into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .filter_map(|p| p.metadata.name)
+        .collect()
+}
+
+async fn lease_holder(admin: &Client) -> Option<String> {
+    Api::<Lease>::namespaced(admin.clone(), NAMESPACE)
+        .get_opt(RELEASE)
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
+}
+
+#[tokio::test]
+async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_tenants() {
+    let cluster = NodeCluster::start("chart").await;
+    let _report = cluster.report();
+    let admin = cluster.admin().await;
+    let kubeconfig = cluster.cluster.admin_kubeconfig();
+
+    // The image from this test build's operator binary: no second compile.
+    let root = repo_root();
+    let archive = root.join("target/image/citycloud-operator-debug.tar");
+    let node = cluster.node.clone();
+    let build_root = root.clone();
+    tokio::task::spawn_blocking(move || {
+        run(Command::new("bash")
+            .arg(build_root.join("tests/image/build.sh"))
+            .args(["operator", "debug"])
+            .env("IMAGE_BINARY", env!("CARGO_BIN_EXE_operator-under-test"))
+            .current_dir(&build_root));
+        node.import_image(&archive)
+            .expect("importing the operator image");
+    })
+    .await
+    .expect("image thread");
+
+    // Provider namespaces first: the chart binds the operator's Secrets role in them.
+    let platform = std::fs::read_to_string(root.join("deploy/samples/platform.yaml"))
+        .expect("platform samples");
+    apply_yaml_documents(&admin, &platform, "citycloud-tests")
+        .await
+        .expect("platform namespaces");
+    let helm = ensure_built().expect("binaries").join("helm");
+    let chart = root.join("charts/citycloud-operator");
+    let (h, k, c) = (helm.clone(), kubeconfig.clone(), chart.clone());
+    tokio::task::spawn_blocking(move || {
+        run(Command::new(&h)
+            .args(["install", RELEASE])
+            .arg(&c)
+            .args([
+                "--namespace",
+                NAMESPACE,
+                "--create-namespace",
+                "--kubeconfig",
+            ])
+            .arg(&k))
+    })
+    .await
+    .expect("helm thread");
+
+    // Ready means its readiness probe (/readyz) passes in the pod.
+    let first = eventually("the operator pod Ready", WAIT, || async {
+        ready_pods(&admin).await.into_iter().next()
+    })
+    .await;
+    eventually("the operator pod holding the Lease", WAIT, || async {
+        lease_holder(&admin).await.filter(|h| h.starts_with(&first))
+    })
+    .await;
+
+    apply::<citycloud::api::QuotaProfile>(
+        &admin,
+        "{apiVersion: citycloud.io/v1alpha1, kind: QuotaProfile, metadata: {name: chart}, \
+         spec: {description: chart, namespace: {pods: '10'}}}",
+    )
+    .await
+    .expect("quota profile");
+    apply::<Tenant>(
+        &admin,
+        "{apiVersion: citycloud.io/v1alpha1, kind: Tenant, metadata: {name: so-chart}, \
+         spec: {displayName: 'Sở Thông tin và Truyền thông', owners: [{kind: Group, name: so-admins}], \
+         quotaProfile: chart}}",
+    )
+    .await
+    .expect("tenant");
+    wait_ready(&admin, "so-chart").await;
+
+    // Its pod lost: the Deployment's new pod takes the Lease over and keeps reconciling.
+    Api::<Pod>::namespaced(admin.clone(), NAMESPACE)
+        .delete(&first, &DeleteParams::default())
+        .await
+        .expect("delete the operator pod");
+    let second = eventually("a new operator pod Ready", WAIT, || async {
+        ready_pods(&admin).await.into_iter().find(|p| *p != first)
+    })
+    .await;
+    eventually("the new pod holding the Lease", WAIT, || async {
+        lease_holder(&admin)
+            .await
+            .filter(|h| h.starts_with(&second))
+    })
+    .await;
+    apply::<Tenant>(
+        &admin,
+        "{apiVersion: citycloud.io/v1alpha1, kind: Tenant, metadata: {name: so-chart}, \
+         spec: {displayName: 'Sở Thông tin và Truyền thông', owners: [{kind: Group, name: so-admins}], \
+         quotaProfile: chart, environments: [{name: prod}, {name: dev}]}}",
+    )
+    .await
+    .expect("tenant change");
+    eventually("the new pod reconciling a change", WAIT, || async {
+        Api::<Namespace>::all(admin.clone())
+            .get_opt("so-chart-dev")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    wait_ready(&admin, "so-chart").await;
+
+    // helm uninstall: the operator goes, the Tenant (CRDs are kept) and its namespaces stay.
+    let (h, k) = (helm.clone(), kubeconfig.clone());
+    tokio::task::spawn_blocking(move || {
+        run(Command::new(&h)
+            .args([
+                "uninstall",
+                RELEASE,
+                "--namespace",
+                NAMESPACE,
+                "--wait",
+                "--kubeconfig",
+            ])
+            .arg(&k))
+    })
+    .await
+    .expect("helm thread");
+    eventually("the Deployment gone", WAIT, || async {
+        Api::<Deployment>::namespaced(admin.clone(), NAMESPACE)
+            .get_opt(RELEASE)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let tenant = Api::<Tenant>::all(admin.clone())
+        .get("so-chart")
+        .await
+        .expect("the Tenant survives helm uninstall");
+    assert!(tenant.metadata.deletion_timestamp.is_none());
+    for ns in ["so-chart-prod", "so-chart-dev"] {
+        let n = Api::<Namespace>::all(admin.clone())
+            .get(ns)
+            .await
+            .unwrap_or_else(|e| panic!("{ns} survives helm uninstall: {e}"));
+        assert!(
+            n.metadata.deletion_timestamp.is_none(),
+            "{ns} is being deleted"
+        );
+    }
+}

@@ -1,0 +1,473 @@
+//! Isolation proved by traffic (issue 11): the operator, as the integration tests run it (CRDs,
+//! the chart's admission policies and RBAC, in-process as the chart's ServiceAccount), against
+//! the node cluster, where kube-router enforces the NetworkPolicies it writes. Every namespace's
+//! probe connects to every other namespace's probe; what answers must be exactly what DESIGN.md
+//! promises.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use citycloud::api::{QuotaProfile, SharedService, SharedServiceClaim, Tenant};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use std::sync::Arc;
+use testbed::fixtures::{CONVERGE, apply, apply_in, code, wait_ready};
+use testbed::node::{Node, NodeCluster};
+use testbed::{TestEnv, eventually};
+
+use super::{COUNTER, WAIT};
+
+/// How long one probe tries (it retries every 200 ms within it): kube-router REJECTs, so a
+/// blocked attempt fails at once, and a new client pod's address reaches kube-router's ipsets
+/// within about a second.
+const PROBE_MS: &str = "1500";
+/// How long a cell may take to settle after a policy change before its observation stands.
+const SETTLE: Duration = Duration::from_secs(45);
+const PORT: i32 = 8080;
+
+/// A namespace of the matrix and what DESIGN.md says about it.
+#[derive(Clone)]
+struct Place {
+    /// Short name for the table.
+    label: String,
+    ns: String,
+    tenant: Option<String>,
+    strict_ingress: bool,
+    restricted_egress: bool,
+    platform_ingress: bool,
+    provider: bool,
+    ip: String,
+    /// The probe server's container, where the probes of this namespace run (a long-lived pod:
+    /// kube-router fails open for a pod's egress until it has synced it, so a fresh client pod
+    /// would not show the steady state).
+    container: String,
+}
+
+/// Whether `from` may reach `to` per DESIGN.md, `claimed_from` being the namespace holding a
+/// bound claim to the provider's service, if any.
+fn expected(from: &Place, to: &Place, claimed_from: Option<&str>) -> bool {
+    let same_tenant = from.tenant.is_some() && from.tenant == to.tenant;
+    let bound = to.provider && claimed_from == Some(from.ns.as_str());
+    // Restricted egress: DNS, the same tenant, the services it is bound to.
+    if from.restricted_egress && !(same_tenant || bound) {
+        return false;
+    }
+    if to.provider {
+        // The provider isolation policy: namespaces of no tenant, and bound claims.
+        return from.tenant.is_none() || bound;
+    }
+    if to.strict_ingress {
+        return same_tenant || from.platform_ingress;
+    }
+    true
+}
+
+#[tokio::test]
+async fn isolation_is_proved_by_traffic_between_tenants_platform_and_provider() {
+    let cluster = NodeCluster::shared().await;
+    let _report = cluster.report();
+    let env = TestEnv::with_operator_on(TestEnv::on(cluster.cluster.clone()).await).await;
+    let admin = env.admin.clone();
+
+    let profile = env.name("traffic");
+    apply::<QuotaProfile>(
+        &admin,
+        &format!(
+            "{{apiVersion: citycloud.io/v1alpha1, kind: QuotaProfile, metadata: {{name: {profile}}}, \
+             spec: {{description: traffic, namespace: {{requests.cpu: '2', pods: '20'}}, \
+             tenant: {{requests.cpu: '4'}}, \
+             limits: {{defaultRequest: {{cpu: 10m, memory: 16Mi}}, default: {{cpu: 100m, memory: 32Mi}}}}}}}}"
+        ),
+    )
+    .await
+    .expect("quota profile");
+
+    // The platform's namespaces, restricted Pod Security like the tenants'.
+    let plat = env.name("plat");
+    let prov = env.name("prov");
+    namespace(
+        &admin,
+        &plat,
+        json!({"citycloud.io/platform-ingress": "true"}),
+    )
+    .await;
+    namespace(&admin, &prov, json!({})).await;
+    // As the chart's providerNamespaces value does (the operator tidies consumers Secrets there).
+    env.provider_namespace(&prov).await;
+    apply_in::<Service>(
+        &admin,
+        &prov,
+        &format!(
+            "{{apiVersion: v1, kind: Service, metadata: {{name: gateway}}, \
+             spec: {{selector: {{app: web}}, ports: [{{name: http, port: {PORT}, targetPort: {PORT}}}]}}}}"
+        ),
+    )
+    .await
+    .expect("provider Service");
+    let service = env.name("gw");
+    apply::<SharedService>(
+        &admin,
+        &format!(
+            "{{apiVersion: citycloud.io/v1alpha1, kind: SharedService, metadata: {{name: {service}}}, \
+             spec: {{displayName: Gateway, category: Integration, credentials: None, bindingType: http, \
+             endpoint: {{namespace: {prov}, service: gateway, port: {PORT}, scheme: http}}}}}}"
+        ),
+    )
+    .await
+    .expect("SharedService");
+
+    // Three tenants; their owners are users acting with their own credentials.
+    let (t1, t2, t3) = (env.name("t1"), env.name("t2"), env.name("t3"));
+    let (ana, bob) = (env.name("ana"), env.name("bob"));
+    for (t, owner, extra) in [
+        (
+            &t1,
+            &ana,
+            "environments: [{name: prod}, {name: dev}], network: {ingress: Strict, egress: Open}",
+        ),
+        (&t2, &bob, "network: {ingress: Strict, egress: Restricted}"),
+        (&t3, &env.name("cy"), "network: {ingress: Open}"),
+    ] {
+        apply::<Tenant>(
+            &admin,
+            &format!(
+                "{{apiVersion: citycloud.io/v1alpha1, kind: Tenant, metadata: {{name: {t}}}, \
+                 spec: {{displayName: 'Sở {t}', owners: [{{kind: User, name: {owner}}}], \
+                 quotaProfile: {profile}, {extra}}}}}"
+            ),
+        )
+        .await
+        .expect("tenant");
+    }
+    for t in [&t1, &t2, &t3] {
+        wait_ready(&admin, t).await;
+    }
+    eventually("the provider isolation policy", CONVERGE, || async {
+        Api::<NetworkPolicy>::namespaced(admin.clone(), &prov)
+            .get_opt("citycloud-provider-isolation")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+
+    // Restricted Pod Security: a non-compliant pod is refused, the compliant probes run.
+    let refused = Api::<Pod>::namespaced(admin.clone(), &format!("{t1}-prod"))
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "careless"},
+                "spec": {"containers": [{
+                    "name": "probe",
+                    "image": NodeCluster::probe_image(),
+                    "imagePullPolicy": "Never",
+                    "args": ["serve", "8080"]
+                }]}
+            }))
+            .expect("pod"),
+        )
+        .await;
+    match refused {
+        Err(kube::Error::Api(e)) => assert!(
+            e.code == 403 && e.message.contains("PodSecurity"),
+            "refused, but not by Pod Security: {e:?}"
+        ),
+        other => panic!("a pod violating restricted Pod Security was admitted: {other:?}"),
+    }
+
+    let tenant = |label: &str, t: &str, env_name: &str, strict: bool, restricted: bool| Place {
+        label: label.into(),
+        ns: format!("{t}-{env_name}"),
+        tenant: Some(t.to_string()),
+        strict_ingress: strict,
+        restricted_egress: restricted,
+        platform_ingress: false,
+        provider: false,
+        ip: String::new(),
+        container: String::new(),
+    };
+    let mut places = vec![
+        tenant("t1-prod", &t1, "prod", true, false),
+        tenant("t1-dev", &t1, "dev", true, false),
+        tenant("t2-prod", &t2, "prod", true, true),
+        tenant("t3-prod", &t3, "prod", false, false),
+        Place {
+            label: "platform".into(),
+            ns: plat.clone(),
+            tenant: None,
+            strict_ingress: false,
+            restricted_egress: false,
+            platform_ingress: true,
+            provider: false,
+            ip: String::new(),
+            container: String::new(),
+        },
+        Place {
+            label: "provider".into(),
+            ns: prov.clone(),
+            tenant: None,
+            strict_ingress: false,
+            restricted_egress: false,
+            platform_ingress: false,
+            provider: true,
+            ip: String::new(),
+            container: String::new(),
+        },
+    ];
+    let ips = futures::future::join_all(places.iter().map(|p| server(&admin, &p.ns))).await;
+    for (p, (ip, container)) in places.iter_mut().zip(ips) {
+        p.ip = ip;
+        p.container = container;
+    }
+    let t1_prod = places[0].ns.clone();
+    let t2_prod = places[2].ns.clone();
+
+    // t2's owner tries to re-open egress with a NetworkPolicy of her own: refused.
+    let bob_client = env.user(&bob, &[]).await;
+    let reopen: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "let-me-out"},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}
+    }))
+    .expect("policy");
+    let attempt = eventually("the owner's NetworkPolicy decided", CONVERGE, || async {
+        // Her `admin` role comes through aggregation: a 403 from RBAC right after start-up
+        // is retried; the admission policy's refusal names the Tenant's egress.
+        match Api::<NetworkPolicy>::namespaced(bob_client.clone(), &t2_prod)
+            .create(&PostParams::default(), &reopen)
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.message.contains("egress") => Some(Err(e)),
+            Err(_) => None,
+            Ok(p) => Some(Ok(p)),
+        }
+    })
+    .await;
+    assert!(attempt.is_err(), "t2's owner re-opened egress: {attempt:?}");
+
+    // Before any claim: the whole matrix (t2 -> anything shows egress stays closed).
+    let all: Vec<(usize, usize)> = (0..places.len())
+        .flat_map(|i| {
+            (0..places.len())
+                .filter(move |j| *j != i)
+                .map(move |j| (i, j))
+        })
+        .collect();
+    let node = &cluster.node;
+    let mut failures = matrix(node, &places, &all, None, "no claim").await;
+
+    // t1 claims the service from t1-prod (as its owner): t1-prod gets in, no one else.
+    let claims = Api::<SharedServiceClaim>::namespaced(admin.clone(), &t1_prod);
+    let ana_client = env.user(&ana, &[]).await;
+    let claim_yaml = format!(
+        "{{apiVersion: citycloud.io/v1alpha1, kind: SharedServiceClaim, metadata: {{name: gw}}, \
+         spec: {{service: {service}}}}}"
+    );
+    eventually("t1's owner claims the service", CONVERGE, || async {
+        apply_in::<SharedServiceClaim>(&ana_client, &t1_prod, &claim_yaml)
+            .await
+            .map_err(|e| eprintln!("claim: {e} ({:?})", code(&e)))
+            .ok()
+    })
+    .await;
+    eventually("the claim Bound", CONVERGE, || async {
+        let c = claims.get("gw").await.ok()?;
+        c.status?
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Bound" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+    let to_provider: Vec<(usize, usize)> = (0..5).map(|i| (i, 5)).collect();
+    failures += matrix(
+        node,
+        &places,
+        &to_provider,
+        Some(&t1_prod),
+        "t1-prod claimed",
+    )
+    .await;
+
+    // The claim deleted: revoked again.
+    claims
+        .delete("gw", &DeleteParams::default())
+        .await
+        .expect("delete the claim");
+    eventually("the claim gone", CONVERGE, || async {
+        claims.get_opt("gw").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    failures += matrix(node, &places, &to_provider, None, "claim deleted").await;
+
+    assert_eq!(failures, 0, "cells differ from DESIGN.md (see the tables)");
+}
+
+/// Observes `cells` (from, to) and prints them as a table: `ok` answered, `--` blocked, `!`
+/// before a cell that differs from DESIGN.md. Each cell is probed until it matches (a policy
+/// change takes about a second to reach kube-router) or [`SETTLE`] has passed; the observation
+/// then stands. Returns how many cells differ.
+async fn matrix(
+    node: &Arc<Node>,
+    places: &[Place],
+    cells: &[(usize, usize)],
+    claimed_from: Option<&str>,
+    title: &str,
+) -> usize {
+    let observed: BTreeMap<(usize, usize), bool> = futures::stream::iter(cells.iter().copied())
+        .map(|(i, j)| async move {
+            let want = expected(&places[i], &places[j], claimed_from);
+            let deadline = tokio::time::Instant::now() + SETTLE;
+            loop {
+                let got = get(node, &places[i].container, &places[j].ip).await;
+                if got == want || tokio::time::Instant::now() > deadline {
+                    return ((i, j), got);
+                }
+            }
+        })
+        .buffer_unordered(6)
+        .collect()
+        .await;
+    let mut out = format!("\n{title}: from (rows) to (columns)\n{:>10}", "");
+    for p in places {
+        out += &format!("{:>10}", p.label);
+    }
+    let mut failures = 0;
+    for (i, from) in places.iter().enumerate() {
+        out += &format!("\n{:>10}", from.label);
+        for (j, to) in places.iter().enumerate() {
+            let cell = match observed.get(&(i, j)) {
+                None => "".to_string(),
+                Some(&got) => {
+                    let wrong = got != expected(from, to, claimed_from);
+                    failures += usize::from(wrong);
+                    format!(
+                        "{}{}",
+                        if wrong { "!" } else { "" },
+                        if got { "ok" } else { "--" }
+                    )
+                }
+            };
+            out += &format!("{cell:>10}");
+        }
+    }
+    eprintln!("{out}\n");
+    failures
+}
+
+/// A namespace enforcing restricted Pod Security, with `labels`.
+async fn namespace(admin: &Client, name: &str, labels: serde_json::Value) {
+    let mut all = json!({"pod-security.kubernetes.io/enforce": "restricted"});
+    if let (Some(a), Some(extra)) = (all.as_object_mut(), labels.as_object()) {
+        a.extend(extra.clone());
+    }
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": all}})).expect("ns");
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
+}
+
+/// A restricted-compliant probe pod, with requests and limits within the test profile.
+fn pod(name: &str, args: &[&str], restart: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "restartPolicy": restart,
+            "terminationGracePeriodSeconds": 0,
+            "automountServiceAccountToken": false,
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"}
+            },
+            "containers": [{
+                "name": "probe",
+                "image": NodeCluster::probe_image(),
+                "imagePullPolicy": "Never",
+                "args": args,
+                "resources": {
+                    "requests": {"cpu": "10m", "memory": "16Mi"},
+                    "limits": {"cpu": "100m", "memory": "32Mi"}
+                },
+                "securityContext": {
+                    "allowPrivilegeEscalation": false,
+                    "readOnlyRootFilesystem": true,
+                    "capabilities": {"drop": ["ALL"]}
+                }
+            }]
+        }
+    }))
+    .expect("pod")
+}
+
+/// Starts `web` (probe serve 8080) in `ns` and returns its IP and container id once it runs.
+/// The namespace's default ServiceAccount may lag its creation: creation is retried.
+async fn server(admin: &Client, ns: &str) -> (String, String) {
+    let pods = Api::<Pod>::namespaced(admin.clone(), ns);
+    let web = pod("web", &["serve", "8080"], "Always");
+    eventually(&format!("the server pod created in {ns}"), WAIT, || async {
+        match pods.create(&PostParams::default(), &web).await {
+            Ok(_) => Some(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Some(()),
+            Err(e) => {
+                eprintln!("server in {ns}: {e}");
+                None
+            }
+        }
+    })
+    .await;
+    eventually(&format!("the server pod running in {ns}"), WAIT, || async {
+        let status = pods.get("web").await.ok()?.status?;
+        if status.phase.as_deref() != Some("Running") {
+            return None;
+        }
+        let container = status
+            .container_statuses?
+            .first()?
+            .container_id
+            .clone()?
+            .strip_prefix("containerd://")?
+            .to_string();
+        Some((status.pod_ip?, container))
+    })
+    .await
+}
+
+/// Runs `probe get ip 8080` in `container` (its pod's network namespace, through containerd):
+/// true if it was answered, false if refused or timed out.
+async fn get(node: &Arc<Node>, container: &str, ip: &str) -> bool {
+    let exec_id = format!(
+        "probe-{}",
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let (node, id, ip) = (node.clone(), container.to_string(), ip.to_string());
+    let port = PORT.to_string();
+    let result = tokio::task::spawn_blocking(move || {
+        node.exec(&[
+            "ctr",
+            "-n",
+            "k8s.io",
+            "task",
+            "exec",
+            "--exec-id",
+            &exec_id,
+            &id,
+            "/probe",
+            "get",
+            &ip,
+            &port,
+            PROBE_MS,
+        ])
+    })
+    .await
+    .expect("probe thread");
+    match result {
+        Ok(out) if out.contains("OK ") => true,
+        Err(e) if e.to_string().contains("FAIL ") => false,
+        other => panic!("the probe in {container} did not run: {other:?}"),
+    }
+}
