@@ -195,7 +195,9 @@ async fn namespace(admin: &Client, base: &str) -> String {
     name
 }
 
-fn pod(name: &str, args: &[&str], restart: &str) -> Pod {
+/// A probe pod that complies with Pod Security restricted, with requests and limits within the
+/// tests' quota profiles; a server (`restart: Always`) is Ready once it listens on 8080.
+pub(crate) fn pod(name: &str, args: &[&str], restart: &str) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {"app": name}},
         "spec": {
@@ -216,6 +218,10 @@ fn pod(name: &str, args: &[&str], restart: &str) -> Pod {
                     json!({"tcpSocket": {"port": 8080}, "periodSeconds": 1})
                 } else {
                     serde_json::Value::Null
+                },
+                "resources": {
+                    "requests": {"cpu": "10m", "memory": "16Mi"},
+                    "limits": {"cpu": "100m", "memory": "32Mi"}
                 },
                 "securityContext": {
                     "allowPrivilegeEscalation": false,

@@ -12,6 +12,8 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
+
+use super::pod;
 use serde_json::json;
 use std::sync::Arc;
 use testbed::fixtures::{CONVERGE, apply, apply_in, code, wait_ready};
@@ -369,39 +371,6 @@ async fn namespace(admin: &Client, name: &str, labels: serde_json::Value) {
         .create(&PostParams::default(), &ns)
         .await
         .expect("create namespace");
-}
-
-/// A restricted-compliant probe pod, with requests and limits within the test profile.
-fn pod(name: &str, args: &[&str], restart: &str) -> Pod {
-    serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {
-            "restartPolicy": restart,
-            "terminationGracePeriodSeconds": 0,
-            "automountServiceAccountToken": false,
-            "securityContext": {
-                "runAsNonRoot": true,
-                "runAsUser": 65532,
-                "seccompProfile": {"type": "RuntimeDefault"}
-            },
-            "containers": [{
-                "name": "probe",
-                "image": NodeCluster::probe_image(),
-                "imagePullPolicy": "Never",
-                "args": args,
-                "resources": {
-                    "requests": {"cpu": "10m", "memory": "16Mi"},
-                    "limits": {"cpu": "100m", "memory": "32Mi"}
-                },
-                "securityContext": {
-                    "allowPrivilegeEscalation": false,
-                    "readOnlyRootFilesystem": true,
-                    "capabilities": {"drop": ["ALL"]}
-                }
-            }]
-        }
-    }))
-    .expect("pod")
 }
 
 /// Starts `web` (probe serve 8080) in `ns` and returns its IP and container id once it runs.

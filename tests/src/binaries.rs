@@ -13,20 +13,7 @@ pub fn repo_root() -> PathBuf {
 /// Runs `tests/cluster/build.sh` (a no-op when the cache is warm) and returns the folder
 /// holding `kube` and `helm`.
 pub fn ensure_built() -> Result<PathBuf> {
-    let script = repo_root().join("tests/cluster/build.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(crate::io_err(&script))?;
-    if !out.status.success() {
-        return Err(Error::Build(format!(
-            "{} exited with {}",
-            script.display(),
-            out.status
-        )));
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    run_script("tests/cluster/build.sh")
 }
 
 /// Installs the node's Debian packages when missing (`tests/cluster/node/deps.sh`, a no-op when
@@ -37,6 +24,7 @@ pub fn ensure_node_built() -> Result<PathBuf> {
     run_script("tests/cluster/build-node.sh")
 }
 
+/// Runs a build script of the repository; its standard output is the folder it built into.
 fn run_script(path: &str) -> Result<PathBuf> {
     let script = repo_root().join(path);
     let out = Command::new("bash")

@@ -384,24 +384,11 @@ impl ControlPlane {
 
     /// The last `lines` lines of each component's log, for a failing test's report.
     pub fn log_tail(&self, lines: usize) -> String {
-        let mut out = String::new();
         let components = ["etcd", "kube-apiserver", "kube-controller-manager"];
         let logs = components
             .iter()
             .map(|c| self.dir.join("logs").join(format!("{c}.log")));
-        for path in logs.chain([crate::operator::log_path()]) {
-            let text = fs::read_to_string(&path).unwrap_or_default();
-            let all: Vec<&str> = text.lines().collect();
-            out.push_str(&format!(
-                "---- {} (last {lines} lines) ----\n",
-                path.display()
-            ));
-            for l in &all[all.len().saturating_sub(lines)..] {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-        out
+        tail_of(logs.chain([crate::operator::log_path()]), lines)
     }
 
     fn spawn(&self, component: &str, lifetime: Lifetime, args: &[String]) -> Result<()> {
@@ -651,4 +638,22 @@ pub fn prune_old_runs(root: &Path) {
             let _ = std::fs::remove_dir_all(&run);
         }
     }
+}
+
+/// The last `lines` lines of each file, each under a heading naming it (missing files: empty).
+pub(crate) fn tail_of(paths: impl IntoIterator<Item = std::path::PathBuf>, lines: usize) -> String {
+    let mut out = String::new();
+    for path in paths {
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        out.push_str(&format!(
+            "---- {} (last {lines} lines) ----\n",
+            path.display()
+        ));
+        for l in &all[all.len().saturating_sub(lines)..] {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
 }

@@ -345,21 +345,10 @@ impl Node {
 
     /// The last `lines` lines of each component's log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let mut out = String::new();
-        for c in COMPONENTS {
-            let path = self.dir.join("logs").join(format!("{c}.log"));
-            let text = fs::read_to_string(&path).unwrap_or_default();
-            let all: Vec<&str> = text.lines().collect();
-            out.push_str(&format!(
-                "---- {} (last {lines} lines) ----\n",
-                path.display()
-            ));
-            for l in &all[all.len().saturating_sub(lines)..] {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-        out
+        let logs = COMPONENTS
+            .iter()
+            .map(|c| self.dir.join("logs").join(format!("{c}.log")));
+        crate::controlplane::tail_of(logs, lines)
     }
 
     fn spawn(&self, component: &str, bin: &Path, args: &[String]) -> Result<()> {
