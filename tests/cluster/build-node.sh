@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the test bed node's binaries and images and caches them outside the repository, keyed
 # by their pins (like build.sh): kubelet, kube-scheduler and kube-proxy from the control plane's
-# module set (go.mod here), kube-router from kube-router/go.mod, and the pause image (pause.c of
+# module set (go.mod here), kube-router from kube-router/go.mod, CoreDNS (the cluster DNS) from
+# coredns/go.mod as a static binary packed into an OCI archive, and the pause image (pause.c of
 # that k8s.io/kubernetes module, gcc -static) and the traffic probe image (node/probe.c) as OCI
 # archives. Prints the folder holding them.
 # Debian packages (containerd, runc, CNI plugins, iptables, ipset, gcc) come from node/deps.sh.
@@ -17,12 +18,14 @@ mod_version() { awk -v m="$2" '{for (i = 1; i < NF; i++) if ($i == m && $(i+1) ~
 
 k8s=$(mod_version "$here/go.mod" k8s.io/kubernetes)
 router=$(mod_version "$here/kube-router/go.mod" github.com/cloudnativelabs/kube-router/v2)
+coredns=$(mod_version "$here/coredns/go.mod" github.com/coredns/coredns)
 node_dir="$cache/node-$k8s-$(key_of "$here/go.mod" "$here/go.sum")"
 router_dir="$cache/kube-router-$router-$(key_of "$here/kube-router/go.mod" "$here/kube-router/go.sum")"
+coredns_dir="$cache/coredns-$coredns-$(key_of "$here/coredns/go.mod" "$here/coredns/go.sum" "$here/coredns/main.go" "$here/node/oci-archive.sh")"
 pause_dir="$cache/pause-$k8s-$(echo "$PAUSE_IMAGE $PAUSE_VERSION" | key_of - "$here/node/oci-archive.sh")"
 probe_dir="$cache/probe-$(echo "$PROBE_IMAGE" | key_of - "$here/node/probe.c" "$here/node/oci-archive.sh")"
 # Keyed by every build it links, so worktrees with different pins or sources never share links.
-bin="$cache/node-bin-$(echo "$node_dir $router_dir $pause_dir $probe_dir" | key_of -)"
+bin="$cache/node-bin-$(echo "$node_dir $router_dir $coredns_dir $pause_dir $probe_dir" | key_of -)"
 
 timed() { # name, command...: runs it, reports the time on stderr
   local name=$1 start; shift
@@ -51,6 +54,16 @@ if [ ! -x "$router_dir/kube-router" ]; then
     github.com/cloudnativelabs/kube-router/v2/cmd/kube-router)
   mv "$router_dir/kube-router.tmp" "$router_dir/kube-router"
 fi
+if [ ! -s "$coredns_dir/coredns.tar" ]; then
+  echo "building CoreDNS $coredns (cold: ~5 min)" >&2
+  mkdir -p "$coredns_dir"
+  (cd "$here/coredns" && timed coredns go build -trimpath -o "$coredns_dir/coredns" \
+    -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$coredns" .)
+  # The image's name carries the version (node.rs derives it from coredns/go.mod the same way).
+  bash "$here/node/oci-archive.sh" "$coredns_dir/coredns.tar.tmp" "localhost/citycloud/coredns:${coredns#v}" \
+    /coredns 65532 "$coredns_dir/coredns"
+  mv "$coredns_dir/coredns.tar.tmp" "$coredns_dir/coredns.tar"
+fi
 if [ ! -s "$pause_dir/pause.tar" ]; then
   mkdir -p "$pause_dir"
   src=$(cd "$here" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c
@@ -70,5 +83,6 @@ mkdir -p "$bin"
 for cmd in kubelet kube-scheduler kube-proxy; do ln -sf "$node_dir/$cmd" "$bin/$cmd"; done
 ln -sf "$router_dir/kube-router" "$bin/kube-router"
 ln -sf "$pause_dir/pause.tar" "$bin/pause.tar"
+ln -sf "$coredns_dir/coredns.tar" "$bin/coredns.tar"
 ln -sf "$probe_dir/probe.tar" "$bin/probe.tar"
 echo "$bin"

@@ -15,6 +15,7 @@ use testbed::eventually;
 use testbed::node::{NODE_IP, NODE_NAME, NodeCluster};
 
 mod chart;
+mod placement;
 mod traffic;
 
 const WAIT: Duration = Duration::from_secs(90);

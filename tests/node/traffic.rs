@@ -30,6 +30,15 @@ const PROBE_MS: &str = "1500";
 const SETTLE: Duration = Duration::from_secs(45);
 const PORT: i32 = 8080;
 
+/// The cluster DNS as the matrix checks it from every namespace: `names` must resolve to their
+/// ClusterIPs through kubelet's clusterDNS (the `kube-dns` Service, CoreDNS in kube-system), and
+/// the CoreDNS pod's health port (`pod_ip`:8080, not DNS) shows whether kube-system is reachable
+/// beyond port 53.
+struct Dns {
+    names: Vec<(String, String)>,
+    pod_ip: String,
+}
+
 /// A namespace of the matrix and what DESIGN.md says about it.
 #[derive(Clone)]
 struct Place {
@@ -65,6 +74,12 @@ fn expected(from: &Place, to: &Place, claimed_from: Option<&str>) -> bool {
         return same_tenant || from.platform_ingress;
     }
     true
+}
+
+/// Whether `from` may reach kube-system's CoreDNS on a port other than DNS: Restricted egress
+/// opens port 53 there, nothing else.
+fn expected_beyond_dns(from: &Place) -> bool {
+    !from.restricted_egress
 }
 
 #[tokio::test]
@@ -257,8 +272,35 @@ async fn isolation_is_proved_by_traffic_between_tenants_platform_and_provider() 
                 .map(move |j| (i, j))
         })
         .collect();
+    // DNS: the API server's Service and the provider's, by name, from every namespace.
+    let gateway_ip = Api::<Service>::namespaced(admin.clone(), &prov)
+        .get("gateway")
+        .await
+        .expect("provider Service")
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("provider ClusterIP");
+    let coredns = Api::<Pod>::namespaced(admin.clone(), "kube-system")
+        .list(&kube::api::ListParams::default().labels("k8s-app=kube-dns"))
+        .await
+        .expect("CoreDNS pods");
+    let dns = Dns {
+        names: vec![
+            (
+                "kubernetes.default.svc.cluster.local".into(),
+                "10.0.0.1".into(),
+            ),
+            (format!("gateway.{prov}.svc.cluster.local"), gateway_ip),
+        ],
+        pod_ip: coredns
+            .items
+            .iter()
+            .find_map(|p| p.status.as_ref()?.pod_ip.clone())
+            .expect("a CoreDNS pod with an IP"),
+    };
+
     let node = &cluster.node;
-    let mut failures = matrix(node, &places, &all, None, "no claim").await;
+    let mut failures = matrix(node, &places, &all, None, Some(&dns), "no claim").await;
 
     // t1 claims the service from t1-prod (as its owner): t1-prod gets in, no one else.
     let claims = Api::<SharedServiceClaim>::namespaced(admin.clone(), &t1_prod);
@@ -289,6 +331,7 @@ async fn isolation_is_proved_by_traffic_between_tenants_platform_and_provider() 
         &places,
         &to_provider,
         Some(&t1_prod),
+        None,
         "t1-prod claimed",
     )
     .await;
@@ -302,48 +345,92 @@ async fn isolation_is_proved_by_traffic_between_tenants_platform_and_provider() 
         claims.get_opt("gw").await.ok()?.is_none().then_some(())
     })
     .await;
-    failures += matrix(node, &places, &to_provider, None, "claim deleted").await;
+    failures += matrix(node, &places, &to_provider, None, None, "claim deleted").await;
 
     assert_eq!(failures, 0, "cells differ from DESIGN.md (see the tables)");
 }
 
-/// Observes `cells` (from, to) and prints them as a table: `ok` answered, `--` blocked, `!`
-/// before a cell that differs from DESIGN.md. Each cell is probed until it matches (a policy
-/// change takes about a second to reach kube-router) or [`SETTLE`] has passed; the observation
-/// then stands. Returns how many cells differ.
+/// What one cell checks, from a namespace's probe container.
+#[derive(Clone, Copy)]
+enum Check {
+    /// HTTP to the probe server of `places[j]`.
+    Place(usize),
+    /// Every name of [`Dns::names`] resolves to its address.
+    Resolve,
+    /// A TCP connection to the CoreDNS pod's health port.
+    BeyondDns,
+}
+
+/// Observes `cells` (from, to) — and with `dns`, each namespace's DNS columns — and prints them
+/// as a table: `ok` answered, `--` blocked, `!` before a cell that differs from DESIGN.md. Each
+/// cell is probed until it matches (a policy change takes about a second to reach kube-router)
+/// or [`SETTLE`] has passed; the observation then stands. Returns how many cells differ.
 async fn matrix(
     node: &Arc<Node>,
     places: &[Place],
     cells: &[(usize, usize)],
     claimed_from: Option<&str>,
+    dns: Option<&Dns>,
     title: &str,
 ) -> usize {
-    let observed: BTreeMap<(usize, usize), bool> = futures::stream::iter(cells.iter().copied())
-        .map(|(i, j)| async move {
-            let want = expected(&places[i], &places[j], claimed_from);
+    let want = |i: usize, check: Check| match check {
+        Check::Place(j) => expected(&places[i], &places[j], claimed_from),
+        // DESIGN.md: every namespace resolves names, Restricted egress included.
+        Check::Resolve => true,
+        Check::BeyondDns => expected_beyond_dns(&places[i]),
+    };
+    let mut checks: Vec<(usize, Check)> =
+        cells.iter().map(|&(i, j)| (i, Check::Place(j))).collect();
+    if dns.is_some() {
+        for i in 0..places.len() {
+            checks.extend([(i, Check::Resolve), (i, Check::BeyondDns)]);
+        }
+    }
+    let observed: BTreeMap<(usize, String), bool> = futures::stream::iter(checks)
+        .map(|(i, check)| async move {
+            let want = want(i, check);
             let deadline = tokio::time::Instant::now() + SETTLE;
             loop {
-                let got = get(node, &places[i].container, &places[j].ip).await;
+                let container = &places[i].container;
+                let got = match (check, dns) {
+                    (Check::Place(j), _) => get(node, container, &places[j].ip).await,
+                    (Check::Resolve, Some(dns)) => resolves(node, container, &dns.names).await,
+                    (Check::BeyondDns, Some(dns)) => {
+                        probe(node, container, &["connect", &dns.pod_ip, "8080", PROBE_MS])
+                            .await
+                            .is_ok()
+                    }
+                    (_, None) => unreachable!("DNS checks are only queued with `dns`"),
+                };
                 if got == want || tokio::time::Instant::now() > deadline {
-                    return ((i, j), got);
+                    return ((i, column(check)), got);
                 }
             }
         })
         .buffer_unordered(6)
         .collect()
         .await;
+    let mut columns: Vec<Check> = (0..places.len()).map(Check::Place).collect();
+    if dns.is_some() {
+        columns.extend([Check::Resolve, Check::BeyondDns]);
+    }
     let mut out = format!("\n{title}: from (rows) to (columns)\n{:>10}", "");
-    for p in places {
-        out += &format!("{:>10}", p.label);
+    for c in &columns {
+        let label = match c {
+            Check::Place(j) => places[*j].label.as_str(),
+            Check::Resolve => "DNS",
+            Check::BeyondDns => "dns:8080",
+        };
+        out += &format!("{label:>10}");
     }
     let mut failures = 0;
     for (i, from) in places.iter().enumerate() {
         out += &format!("\n{:>10}", from.label);
-        for (j, to) in places.iter().enumerate() {
-            let cell = match observed.get(&(i, j)) {
+        for &c in &columns {
+            let cell = match observed.get(&(i, column(c))) {
                 None => "".to_string(),
                 Some(&got) => {
-                    let wrong = got != expected(from, to, claimed_from);
+                    let wrong = got != want(i, c);
                     failures += usize::from(wrong);
                     format!(
                         "{}{}",
@@ -355,8 +442,41 @@ async fn matrix(
             out += &format!("{cell:>10}");
         }
     }
+    if let Some(dns) = dns {
+        out += &format!(
+            "\n DNS: {} resolved through the kube-dns Service; dns:8080: CoreDNS's pod ({}) on a port that is not DNS",
+            dns.names
+                .iter()
+                .map(|(n, ip)| format!("{n} = {ip}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            dns.pod_ip
+        );
+    }
     eprintln!("{out}\n");
     failures
+}
+
+/// A check's key in the observations.
+fn column(check: Check) -> String {
+    match check {
+        Check::Place(j) => j.to_string(),
+        Check::Resolve => "dns".into(),
+        Check::BeyondDns => "dns:8080".into(),
+    }
+}
+
+/// Whether every name resolves (`probe resolve`, through the pod's /etc/resolv.conf) to its
+/// expected address.
+async fn resolves(node: &Arc<Node>, container: &str, names: &[(String, String)]) -> bool {
+    for (name, ip) in names {
+        match probe(node, container, &["resolve", name, PROBE_MS]).await {
+            Ok(out) if out.trim_end().ends_with(&format!(" {ip}")) => {}
+            Ok(out) => panic!("{name} resolved to something else than {ip}: {out}"),
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// A namespace enforcing restricted Pod Security, with `labels`.
@@ -406,37 +526,38 @@ async fn server(admin: &Client, ns: &str) -> (String, String) {
     .await
 }
 
-/// Runs `probe get ip 8080` in `container` (its pod's network namespace, through containerd):
-/// true if it was answered, false if refused or timed out.
+/// Runs `probe get ip 8080` in `container`: true if it was answered, false if refused or timed
+/// out.
 async fn get(node: &Arc<Node>, container: &str, ip: &str) -> bool {
+    probe(node, container, &["get", ip, &PORT.to_string(), PROBE_MS])
+        .await
+        .is_ok()
+}
+
+/// Runs `/probe ARGS` in `container` (its pod's namespaces, through containerd): Ok(its output)
+/// if it succeeded, Err(its complaint) if it reported a failure (FAIL ...); any other error
+/// (the probe could not run) fails the test.
+async fn probe(node: &Arc<Node>, container: &str, args: &[&str]) -> Result<String, String> {
     let exec_id = format!(
         "probe-{}",
         COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    let (node, id, ip) = (node.clone(), container.to_string(), ip.to_string());
-    let port = PORT.to_string();
+    let mut command: Vec<String> = ["ctr", "-n", "k8s.io", "task", "exec", "--exec-id"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    command.extend([exec_id, container.to_string(), "/probe".into()]);
+    command.extend(args.iter().map(|s| s.to_string()));
+    let node = node.clone();
     let result = tokio::task::spawn_blocking(move || {
-        node.exec(&[
-            "ctr",
-            "-n",
-            "k8s.io",
-            "task",
-            "exec",
-            "--exec-id",
-            &exec_id,
-            &id,
-            "/probe",
-            "get",
-            &ip,
-            &port,
-            PROBE_MS,
-        ])
+        let command: Vec<&str> = command.iter().map(String::as_str).collect();
+        node.exec(&command)
     })
     .await
     .expect("probe thread");
     match result {
-        Ok(out) if out.contains("OK ") => true,
-        Err(e) if e.to_string().contains("FAIL ") => false,
-        other => panic!("the probe in {container} did not run: {other:?}"),
+        Ok(out) if out.contains("OK ") => Ok(out),
+        Err(e) if e.to_string().contains("FAIL ") => Err(e.to_string()),
+        other => panic!("the probe {args:?} in {container} did not run: {other:?}"),
     }
 }

@@ -30,6 +30,9 @@ pub const NODE_IP: &str = "10.99.0.2";
 pub const POD_CIDR: &str = "10.244.0.0/24";
 /// Same as the API server's --service-cluster-ip-range.
 const SERVICE_CIDR: &str = "10.0.0.0/24";
+/// The cluster DNS: the `kube-dns` Service's ClusterIP (kubelet's clusterDNS), served by CoreDNS
+/// (`tests/cluster/node/coredns.yaml`).
+pub const DNS_IP: &str = "10.0.0.10";
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// The node components, in start order (stopped in reverse).
 const COMPONENTS: &[&str] = &[
@@ -253,6 +256,13 @@ impl Node {
         })?;
         eprintln!(
             "node {NODE_NAME}: Services and NetworkPolicies enforced {:.1}s after kubelet started",
+            started.elapsed().as_secs_f64()
+        );
+        self.import_image(&self.bin.join("coredns.tar"))?;
+        apply_manifest(cp, &dns_manifest()?)?;
+        self.wait("coredns", || dns_ready(cp))?;
+        eprintln!(
+            "node {NODE_NAME}: cluster DNS ({DNS_IP}) Ready {:.1}s after kubelet started",
             started.elapsed().as_secs_f64()
         );
         Ok(())
@@ -653,6 +663,54 @@ fn node_ready(cp: &ControlPlane) -> bool {
     .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// The CoreDNS image's name: its version is pinned in `tests/cluster/coredns/go.mod` (and
+/// build-node.sh names the image it packs the same way).
+pub fn coredns_image() -> Result<String> {
+    let path = repo_root().join("tests/cluster/coredns/go.mod");
+    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+    text.lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("require github.com/coredns/coredns v")
+        })
+        .map(|v| format!("localhost/citycloud/coredns:{}", v.trim()))
+        .ok_or_else(|| Error::Build(format!("no coredns version in {}", path.display())))
+}
+
+/// `tests/cluster/node/coredns.yaml` with its image and Service address filled in.
+fn dns_manifest() -> Result<String> {
+    let path = repo_root().join("tests/cluster/node/coredns.yaml");
+    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+    Ok(text
+        .replace("${COREDNS_IMAGE}", &coredns_image()?)
+        .replace("${DNS_IP}", DNS_IP))
+}
+
+/// Server-side applies every document of a YAML manifest as the admin.
+fn apply_manifest(cp: &ControlPlane, manifest: &str) -> Result<()> {
+    let manifest = manifest.to_string();
+    crate::controlplane::block_on_admin(cp, |client| async move {
+        crate::operator::apply_yaml_documents(&client, &manifest, "citycloud-testbed")
+            .await
+            .map_err(|e| kube::Error::Service(e.into()))
+    })
+    .map(|_| ())
+}
+
+/// The CoreDNS Deployment has a Ready pod.
+fn dns_ready(cp: &ControlPlane) -> bool {
+    use k8s_openapi::api::apps::v1::Deployment;
+    crate::controlplane::block_on_admin(cp, |client| async move {
+        kube::Api::<Deployment>::namespaced(client, "kube-system")
+            .get_opt("coredns")
+            .await
+    })
+    .ok()
+    .flatten()
+    .and_then(|d| d.status?.ready_replicas)
+    .is_some_and(|n| n >= 1)
+}
+
 fn cni_conflist() -> String {
     serde_json::json!({
         "cniVersion": "0.4.0",
@@ -738,7 +796,9 @@ tlsPrivateKeyFile: {key}
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 clusterDomain: cluster.local
+clusterDNS: [{dns}]
 "#,
+        dns = DNS_IP,
         ca = client_ca.display(),
         cert = serving.0.display(),
         key = serving.1.display(),

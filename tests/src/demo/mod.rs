@@ -7,6 +7,7 @@
 //!   operator.pid      its process id (it runs in a session of its own, outliving `make`)
 //!   operator.addr     where it serves /metrics, /healthz and /readyz
 //!   metrics.token     a token that may read /metrics (ServiceAccount citycloud-system/metrics-reader)
+pub mod node;
 pub mod process;
 pub mod summary;
 
@@ -104,7 +105,7 @@ pub fn control_plane(layout: &Layout) -> anyhow::Result<(ControlPlane, PathBuf, 
     Ok((cp, bin, false))
 }
 
-fn api_answers(cp: &ControlPlane) -> bool {
+pub(crate) fn api_answers(cp: &ControlPlane) -> bool {
     let Ok(text) = std::fs::read_to_string(cp.admin_kubeconfig()) else {
         return false;
     };

@@ -162,6 +162,8 @@ pub struct Explore {
     pub cluster_logs: String,
     /// The operator's pid and /metrics address, when it runs.
     pub operator: Option<(i32, String)>,
+    /// With a node (`make demo NODE=1`): the operator's pod, installed by the chart.
+    pub operator_pod: Option<super::node::OperatorPod>,
     /// The file holding a token that may read /metrics.
     pub metrics_token: String,
 }
@@ -175,8 +177,23 @@ pub fn render(snap: &Snapshot, ex: &Explore) -> String {
         snap.tenants.len(),
         ex.server
     );
-    match &ex.operator {
-        Some((pid, addr)) => {
+    match (&ex.operator_pod, &ex.operator) {
+        (Some(pod), _) => {
+            let _ = writeln!(
+                out,
+                "Operator: pod {ns}/{} {} on node {} (image {}, installed by the chart)\n  \
+                 metrics: kubectl -n {ns} port-forward deploy/{release} 8080 &\n  \
+                 curl -H \"Authorization: Bearer $(cat {})\" http://127.0.0.1:8080/metrics",
+                pod.name,
+                if pod.ready { "Ready" } else { "NOT Ready" },
+                pod.node,
+                pod.image,
+                ex.metrics_token,
+                ns = crate::operator::RELEASE_NAMESPACE,
+                release = crate::operator::RELEASE,
+            );
+        }
+        (None, Some((pid, addr))) => {
             let _ = writeln!(
                 out,
                 "Operator: running (pid {pid}), metrics at http://{addr}/metrics for a reader's token:\n  \
@@ -184,7 +201,7 @@ pub fn render(snap: &Snapshot, ex: &Explore) -> String {
                 ex.metrics_token
             );
         }
-        None => {
+        (None, None) => {
             let _ = writeln!(out, "Operator: NOT running (see {})", ex.operator_log);
         }
     }

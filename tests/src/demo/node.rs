@@ -1,0 +1,126 @@
+//! `make demo NODE=1`: the same demo on a cluster with a real node (see [`crate::node`]), the
+//! operator running in it as a pod from its image, installed by the chart (`helm upgrade
+//! --install`), as a city would run it.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+
+use super::{Layout, api_answers, step};
+use crate::binaries::{ensure_built, repo_root};
+use crate::controlplane::{ControlPlane, Lifetime};
+use crate::node::{NODE_NAME, Node};
+use crate::operator::{RELEASE, RELEASE_NAMESPACE};
+
+/// How long `helm upgrade --install --wait` may take to see the operator's pod Ready.
+const HELM_TIMEOUT: &str = "180s";
+
+/// The control plane with its node in `<dir>/cluster` (started detached, or reused when one
+/// runs there), and the Go-built binaries. `relay_exe` runs the host's relay to the API server
+/// (see [`crate::controlplane::NodeNetwork`]).
+pub fn cluster(
+    layout: &Layout,
+    relay_exe: PathBuf,
+) -> anyhow::Result<(ControlPlane, Node, PathBuf, bool)> {
+    let bin = ensure_built()?;
+    let dir = layout.cluster();
+    if dir.join("pids").exists() {
+        anyhow::ensure!(
+            dir.join("node/holder").exists(),
+            "the demo in {} runs without a node: `make demo-down` first",
+            layout.show(&layout.dir)
+        );
+        let cp = ControlPlane::attach(&dir)?;
+        if api_answers(&cp) {
+            return Ok((cp, Node::attach(&dir.join("node"))?, bin, true));
+        }
+        step(format!(
+            "a cluster was left in {} but does not answer: restarting it",
+            dir.display()
+        ));
+        crate::node::stop_detached(&dir)?;
+    }
+    let _ = std::fs::remove_dir_all(dir.join("etcd"));
+    std::fs::create_dir_all(&dir)?;
+    let (cp, node) = crate::node::start(&dir, Lifetime::Detached, Some(relay_exe))?;
+    Ok((cp, node, bin, false))
+}
+
+/// `helm upgrade --install` of the chart, waiting until the operator's pod is Ready. The
+/// metrics reader's ServiceAccount is named in the chart's `metrics.readers`.
+pub fn install_chart(helm: &Path, kubeconfig: &Path) -> anyhow::Result<()> {
+    let readers = format!(
+        r#"metrics.readers=[{{"kind":"ServiceAccount","name":"{}","namespace":"{RELEASE_NAMESPACE}"}}]"#,
+        crate::metrics_reader::READER
+    );
+    let out = Command::new(helm)
+        .args(["upgrade", "--install", RELEASE])
+        .arg(repo_root().join("charts/citycloud-operator"))
+        .args(["--namespace", RELEASE_NAMESPACE, "--create-namespace"])
+        .args(["--wait", "--timeout", HELM_TIMEOUT, "--set-json", &readers])
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "helm upgrade --install failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// The metrics reader's ServiceAccount (the chart binds it) and a token of it.
+pub async fn reader_token(client: &kube::Client, seconds: i64) -> anyhow::Result<String> {
+    let account = format!(
+        "{{apiVersion: v1, kind: ServiceAccount, metadata: {{name: {}, namespace: {RELEASE_NAMESPACE}}}}}\n",
+        crate::metrics_reader::READER
+    );
+    crate::operator::apply_yaml_documents(client, &account, super::FIELD_MANAGER).await?;
+    crate::metrics_reader::service_account_token(
+        client,
+        RELEASE_NAMESPACE,
+        crate::metrics_reader::READER,
+        seconds,
+    )
+    .await
+}
+
+/// The operator's pod as the summary shows it.
+#[derive(Clone, Debug)]
+pub struct OperatorPod {
+    pub name: String,
+    pub ready: bool,
+    pub node: String,
+    pub image: String,
+}
+
+/// The chart's operator pod (the newest one not being deleted), if any.
+pub async fn operator_pod(client: &kube::Client) -> Option<OperatorPod> {
+    let pods = Api::<Pod>::namespaced(client.clone(), RELEASE_NAMESPACE)
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/name={RELEASE}")))
+        .await
+        .ok()?;
+    let pod = pods
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .max_by_key(|p| p.metadata.creation_timestamp.clone())?;
+    let status = pod.status.clone().unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
+    Some(OperatorPod {
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        ready: status
+            .conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        node: spec.node_name.unwrap_or_else(|| NODE_NAME.into()),
+        image: spec
+            .containers
+            .first()
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default(),
+    })
+}
