@@ -59,13 +59,15 @@ test: control-plane lint ## everything CI runs: lint, unit tests, integration te
 
 DEMO_DIR ?= .demo
 
-demo: ## Hải Phòng's agencies on a local control plane with the operator running; prints what to explore
+# NODE=1: the same on a cluster with a real node, the operator running in it as a pod from its
+# image (packed from the debug build: no release compile), installed by `helm upgrade --install`.
+demo: $(if $(NODE),node image-tools) ## Hải Phòng's agencies on a local control plane with the operator running; prints what to explore (NODE=1: on a real node, the operator's image installed by the chart)
 	@bash tests/cluster/build.sh > /dev/null
-	$(CARGO) build --release -p citycloud-operator
+	$(if $(NODE),bash tests/image/build.sh operator debug,$(CARGO) build --release -p citycloud-operator)
 	$(CARGO) build -p citycloud-tests --bin demo
-	@$(CARGO) run -q -p citycloud-tests --bin demo -- up --dir $(DEMO_DIR) --operator target/release/citycloud-operator
+	@$(CARGO) run -q -p citycloud-tests --bin demo -- up --dir $(DEMO_DIR) $(if $(NODE),--node --image target/image/citycloud-operator-debug.tar,--operator target/release/citycloud-operator)
 
-demo-down: ## stop the demo's operator and control plane, remove .demo/
+demo-down: ## stop the demo's operator and control plane (and node: processes, namespaces, cgroups), remove .demo/
 	@$(CARGO) run -q -p citycloud-tests --bin demo -- down --dir $(DEMO_DIR)
 
 BENCH_ARGS ?=

@@ -179,7 +179,11 @@ async fn a_tenant_with_node_placement_runs_on_its_pool_and_another_tenants_pod_c
         .collect();
     assert_eq!(
         taints,
-        vec![(POOL.to_string(), Some(pool.to_string()), "NoSchedule".to_string())],
+        vec![(
+            POOL.to_string(),
+            Some(pool.to_string()),
+            "NoSchedule".to_string()
+        )],
         "the node's taints"
     );
     let event = eventually("a FailedScheduling event", WAIT, || async {

@@ -199,8 +199,9 @@ fn up_with_node(
         step(format!("deploy/samples/platform.yaml: {} objects applied", applied.len()));
 
         step("helm upgrade --install citycloud-operator charts/citycloud-operator --wait (CRDs, RBAC, admission policies, the operator's Deployment)");
-        let (helm, kubeconfig) = (bin.join("helm"), layout.kubeconfig());
-        tokio::task::spawn_blocking(move || demo::node::install_chart(&helm, &kubeconfig)).await??;
+        let (helm, kubeconfig, archives) = (bin.join("helm"), layout.kubeconfig(), images.to_vec());
+        tokio::task::spawn_blocking(move || demo::node::install_chart(&helm, &kubeconfig, &archives))
+            .await??;
         let pod = demo::node::operator_pod(&client).await;
         step(format!(
             "operator pod {} Ready",

@@ -48,17 +48,29 @@ pub fn cluster(
 }
 
 /// `helm upgrade --install` of the chart, waiting until the operator's pod is Ready. The
-/// metrics reader's ServiceAccount is named in the chart's `metrics.readers`.
-pub fn install_chart(helm: &Path, kubeconfig: &Path) -> anyhow::Result<()> {
+/// metrics reader's ServiceAccount is named in the chart's `metrics.readers`; `images` (the
+/// archives imported) are summed up in a pod annotation, so that a rebuilt image (same name and
+/// tag) rolls the operator's pod on a refresh.
+pub fn install_chart(helm: &Path, kubeconfig: &Path, images: &[PathBuf]) -> anyhow::Result<()> {
     let readers = format!(
         r#"metrics.readers=[{{"kind":"ServiceAccount","name":"{}","namespace":"{RELEASE_NAMESPACE}"}}]"#,
         crate::metrics_reader::READER
     );
+    let sums = Command::new("sha256sum").args(images).output()?;
+    anyhow::ensure!(sums.status.success(), "sha256sum {images:?} failed");
+    let digest: String = String::from_utf8_lossy(&sums.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|d| &d[..d.len().min(12)])
+        .collect::<Vec<_>>()
+        .join("-");
+    let annotation = format!(r#"podAnnotations={{"citycloud.io/image-archives":"{digest}"}}"#);
     let out = Command::new(helm)
         .args(["upgrade", "--install", RELEASE])
         .arg(repo_root().join("charts/citycloud-operator"))
         .args(["--namespace", RELEASE_NAMESPACE, "--create-namespace"])
         .args(["--wait", "--timeout", HELM_TIMEOUT, "--set-json", &readers])
+        .args(["--set-json", &annotation])
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .output()?;

@@ -547,7 +547,13 @@ fn render_explore(out: &mut String, snap: &Snapshot, ex: &Explore) {
     }
     let _ = writeln!(
         out,
-        "\nLogs: operator {}; control plane {}/\nAgain, later: make demo (refreshes it)   Stop everything: make demo-down",
-        ex.operator_log, ex.cluster_logs
+        "\nLogs: operator {}; control plane {}/\nAgain, later: make demo{} (refreshes it)   Stop everything: make demo-down",
+        ex.operator_log,
+        ex.cluster_logs,
+        if ex.operator_pod.is_some() {
+            " NODE=1"
+        } else {
+            ""
+        }
     );
 }
