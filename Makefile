@@ -23,7 +23,7 @@ control-plane: ## build (or find cached) etcd, kube-apiserver, kube-controller-m
 node-deps: ## install the node's Debian packages (containerd, runc, CNI plugins, iptables, ipset, gcc) if missing
 	@bash tests/cluster/node/deps.sh
 
-node: control-plane node-deps ## build (or find cached) kubelet, kube-scheduler, kube-proxy, kube-router, pause and probe images
+node: control-plane node-deps ## build (or find cached) kubelet, kube-scheduler, kube-proxy, kube-router, CoreDNS, pause and probe images
 	@bash tests/cluster/build-node.sh
 
 NODE ?=
