@@ -12,6 +12,11 @@ cache=${CITYCLOUD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/citycloud}
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 # shellcheck source=node/pins.env
 . "$here/node/pins.env"
+# One run at a time: the node tests start several clusters at once, and two cold runs would
+# write the same outputs (and pay a 15-minute build twice).
+mkdir -p "$cache"
+exec 9> "$cache/.build-node.lock"
+flock 9
 
 key_of() { cat "$@" | sha256sum | cut -c1-12; }
 mod_version() { awk -v m="$2" '{for (i = 1; i < NF; i++) if ($i == m && $(i+1) ~ /^v/) {print $(i+1); exit}}' "$1"; }

@@ -1,8 +1,9 @@
 //! Isolation proved by traffic (issue 11): the operator, as the integration tests run it (CRDs,
 //! the chart's admission policies and RBAC, in-process as the chart's ServiceAccount), against
 //! the node cluster, where kube-router enforces the NetworkPolicies it writes. Every namespace's
-//! probe connects to every other namespace's probe; what answers must be exactly what DESIGN.md
-//! promises.
+//! probe connects to every other namespace's probe, and resolves the API server's and the
+//! provider's Service names through the cluster DNS; what answers must be exactly what
+//! DESIGN.md promises (Restricted egress: DNS, and nothing else in kube-system).
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! A real node for the local control plane: containerd + runc, kubelet, kube-scheduler,
-//! kube-proxy (iptables) and kube-router (NetworkPolicy firewall only) on a CNI bridge, all in
+//! kube-proxy (iptables) and kube-router (NetworkPolicy firewall only) on a CNI bridge, and the
+//! cluster DNS (CoreDNS as the `kube-dns` Service, a pod on the node), all in
 //! one network namespace plus one private mount namespace held by a `sleep` (see
 //! `tests/cluster/node/netns.sh`). The control plane runs in the same network namespace, so the
 //! API server advertises the node IP and pods reach it through the `kubernetes` Service; the
@@ -145,7 +146,8 @@ impl Node {
     }
 
     /// Starts containerd (with the pause image imported), kubelet, kube-scheduler, kube-proxy and
-    /// kube-router against `cp`, and waits until the Node is Ready.
+    /// kube-router against `cp`, waits until the Node is Ready, then deploys the cluster DNS
+    /// and waits until it answers.
     pub fn start_components(&self, cp: &ControlPlane) -> Result<()> {
         let etc = self.dir.join("etc");
         let pki = cp.dir.join("pki");
