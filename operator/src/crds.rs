@@ -9,7 +9,7 @@ use std::path::Path;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::api::{QuotaProfile, SharedService, SharedServiceClaim, Tenant};
+use crate::api::{QuotaProfile, SharedService, SharedServiceClaim, Tenant, TenantRequest};
 
 /// Why the CRD files could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         QuotaProfile::crd(),
         SharedService::crd(),
         SharedServiceClaim::crd(),
+        TenantRequest::crd(),
     ];
     crds.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     crds
@@ -199,6 +200,12 @@ mod tests {
                 "SharedService",
                 "ssvc",
                 "Cluster",
+            ),
+            (
+                "tenantrequests.citycloud.io",
+                "TenantRequest",
+                "treq",
+                "Namespaced",
             ),
             ("tenants.citycloud.io", "Tenant", "tnt", "Cluster"),
         ];
