@@ -10,10 +10,14 @@ use serde::{Deserialize, Serialize};
 
 use super::subject::Subject;
 use super::tenant::{
-    DEFAULT_ENVIRONMENT, DEFAULT_QUOTA_PROFILE, DeletionPolicy, Environment, Network,
-    PodSecurity, QuotaOverrides, TenantSpec,
+    DEFAULT_ENVIRONMENT, DEFAULT_QUOTA_PROFILE, DeletionPolicy, Environment, Network, PodSecurity,
+    QuotaOverrides, TenantSpec,
 };
 use super::validation::{dns_label, dns_subdomain, not_blank, unique_names};
+
+/// The resourceName of `tenants` on which the verb `approve` decides top-level requests (those
+/// in the chart's requests namespace). It has dots: no Tenant can be named so.
+pub const TOP_LEVEL_APPROVAL: &str = "top-level.citycloud.io";
 
 /// What an agency asks for: the Tenant to create or change, its spec, and why.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
