@@ -49,6 +49,14 @@ impl std::fmt::Display for Shortfall {
     }
 }
 
+/// The part of a tenant budget carved from the parent: compute and storage, not the count of
+/// SharedServiceClaims (`maxClaims`), which is a per-tenant cap on objects, not a share of the
+/// parent's capacity.
+pub fn carvable(mut budget: Budget) -> Budget {
+    budget.remove(crate::api::quota_profile::CLAIMS_QUOTA);
+    budget
+}
+
 /// The reservations a parent Tenant carries (an unreadable annotation counts as none written
 /// by us: the operator is its only writer, and the admission policy keeps it so).
 pub fn reservations(parent: &Tenant) -> Reservations {

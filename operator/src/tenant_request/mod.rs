@@ -142,7 +142,7 @@ async fn budget_of(
         .get_opt(profile)
         .await
         .at("reading", format!("QuotaProfile {profile}"))?;
-    Ok(found.map(|p| p.tenant_budget(overrides)))
+    Ok(found.map(|p| budget::carvable(p.tenant_budget(overrides))))
 }
 
 /// A parent's budget, its reservations and its namespaces' quotas, read fresh (never from a
