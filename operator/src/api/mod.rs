@@ -7,6 +7,7 @@
 //! - [`SharedServiceClaim`]: a tenant's request for a shared service (namespaced, `ssc`).
 //! - [`TenantRequest`]: an agency's request for a Tenant, approved by its parent (namespaced,
 //!   `treq`).
+//! - [`TenantRequestPolicy`]: automatic approval rules for TenantRequests (cluster-scoped, `trp`).
 //!
 //! Each type carries its CRD schema: defaults, and the CEL rules
 //! (`x-kubernetes-validations`) for what one object can check alone. Cross-object problems
@@ -20,6 +21,7 @@ pub mod shared_service;
 pub mod subject;
 pub mod tenant;
 pub mod tenant_request;
+pub mod tenant_request_policy;
 pub mod validation;
 
 pub use claim::{Binding, SharedServiceClaim, SharedServiceClaimSpec, SharedServiceClaimStatus};
@@ -33,6 +35,7 @@ pub use tenant::{
     QuotaOverrides, ResourceUsage, Tenant, TenantSpec, TenantStatus, namespace_name,
 };
 pub use tenant_request::{RequestedBy, TenantRequest, TenantRequestSpec, TenantRequestStatus};
+pub use tenant_request_policy::{NewChildren, TenantRequestPolicy, TenantRequestPolicySpec};
 
 /// The API group of every CityCloud kind.
 pub const GROUP: &str = "citycloud.io";
