@@ -656,3 +656,71 @@ spec:
     );
     assert!(waiting.condition("Approved").is_none());
 }
+
+/// deploy/samples/tenant-requests.yaml as its README says to apply it, on a control plane
+/// running the samples (the chart test's): each request created by an owner of its parent,
+/// the ward approved by another district owner, the over-sized one denied for budget, the
+/// department's unit approved by the sample policy. Returns the Tenants created.
+pub async fn the_samples_ask_and_are_decided(
+    cluster: &testbed::controlplane::ControlPlane,
+    admin: &kube::Client,
+) -> Vec<String> {
+    let user = |name: &'static str, group: &'static str| async move {
+        cluster
+            .identity(name, &[group])
+            .expect("a client certificate")
+            .client(cluster)
+            .await
+            .expect("a client")
+    };
+    let text = std::fs::read_to_string(
+        testbed::binaries::repo_root().join("deploy/samples/tenant-requests.yaml"),
+    )
+    .expect("tenant-requests.yaml");
+    let policies = std::fs::read_to_string(
+        testbed::binaries::repo_root().join("deploy/samples/tenant-request-policies.yaml"),
+    )
+    .expect("tenant-request-policies.yaml");
+    testbed::operator::apply_yaml_documents(admin, &policies, "platform-engineer")
+        .await
+        .expect("the sample policies");
+    let mai = user("tran.thi.mai", "ubnd-le-chan-admins").await;
+    let hung = user("pham.quoc.hung", "sotttt-admins").await;
+    for doc in text.split("\n---\n") {
+        let asker = if doc.contains("namespace: sotttt-prod") {
+            &hung
+        } else {
+            &mai
+        };
+        eventually("the sample request created", CONVERGE, || async {
+            testbed::operator::apply_yaml_documents(asker, doc, "agency")
+                .await
+                .ok()
+        })
+        .await;
+    }
+    let district = "ubnd-le-chan-prod";
+    let denied = wait_state(admin, district, "phuong-qua-lon", "Denied").await;
+    assert_eq!(condition(&denied, "Denied").reason, "BudgetExceeded");
+    let unit = wait_state(
+        admin,
+        "sotttt-prod",
+        "trung-tam-chuyen-doi-so",
+        "Provisioned",
+    )
+    .await;
+    assert_eq!(
+        unit.status.and_then(|s| s.decided_by).as_deref(),
+        Some("TenantRequestPolicy/don-vi-truc-thuoc-so")
+    );
+    wait_state(admin, district, "phuong-du-hang-kenh", "Pending").await;
+    let nam = user("le.van.nam", "ubnd-le-chan-admins").await;
+    decide(&nam, district, "phuong-du-hang-kenh", "Approved")
+        .await
+        .expect("another district owner approves");
+    wait_state(admin, district, "phuong-du-hang-kenh", "Provisioned").await;
+    vec![
+        "phuong-du-hang-kenh".into(),
+        "trung-tam-chuyen-doi-so".into(),
+    ]
+}
