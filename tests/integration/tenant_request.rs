@@ -724,3 +724,87 @@ pub async fn the_samples_ask_and_are_decided(
         "trung-tam-chuyen-doi-so".into(),
     ]
 }
+
+#[tokio::test]
+async fn a_new_top_level_agency_is_requested_in_the_requests_namespace_and_approved_by_the_platform_team()
+ {
+    let env = TestEnv::with_operator().await;
+    let ns = "citycloud-requests";
+    let (asker, platform) = (env.name("so-moi-asker"), env.name("platform-engineer"));
+    let (askers, approvers) = (env.name("agency-askers"), env.name("platform-team"));
+    // As the chart's tenantRequests.requesterGroups / approverGroups values bind them.
+    for (kind, name, group) in [
+        ("RoleBinding", "citycloud-requesters", &askers),
+        ("RoleBinding", "citycloud-approvers", &approvers),
+        (
+            "ClusterRoleBinding",
+            "citycloud-top-level-approvers",
+            &approvers,
+        ),
+    ] {
+        let role_kind = if kind == "RoleBinding" {
+            "Role"
+        } else {
+            "ClusterRole"
+        };
+        let binding = json!({
+            "metadata": {"name": format!("{name}-{}", env.name("t"))},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": name},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}]
+        });
+        if kind == "RoleBinding" {
+            Api::<RoleBinding>::namespaced(env.admin.clone(), ns)
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(binding).unwrap(),
+                )
+                .await
+                .unwrap();
+        } else {
+            Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(env.admin.clone())
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(binding).unwrap(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let asker = env.user(&asker, &[&askers]).await;
+    let platform_client = env.user(&platform, &[&approvers]).await;
+    eventually(
+        "the platform team holds approve on the top level",
+        CONVERGE,
+        || async {
+            can_approve(&platform_client, TOP_LEVEL_APPROVAL)
+                .await
+                .then_some(())
+        },
+    )
+    .await;
+    let p = env.name("so-moi-p");
+    apply::<QuotaProfile>(&env.admin, &profile(&p, "2"))
+        .await
+        .unwrap();
+    let agency = env.name("so-moi");
+    let name = env.name("so-moi");
+    eventually("the requester's role in effect", CONVERGE, || async {
+        apply_in::<TenantRequest>(&asker, ns, &request_yaml(&name, &agency, &p, ""))
+            .await
+            .ok()
+    })
+    .await;
+    let pending = wait_state(&env.admin, ns, &name, "Pending").await;
+    assert_eq!(pending.status.and_then(|s| s.parent), None);
+    assert!(
+        !can_approve(&asker, TOP_LEVEL_APPROVAL).await,
+        "asking is not approving"
+    );
+    decide(&platform_client, ns, &name, "Approved")
+        .await
+        .expect("the platform team approves");
+    wait_state(&env.admin, ns, &name, "Provisioned").await;
+    let tenant = wait_ready(&env.admin, &agency).await;
+    assert_eq!(tenant.spec.parent, None);
+    assert_eq!(tenant.annotations()["citycloud.io/approved-by"], platform);
+}
