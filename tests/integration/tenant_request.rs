@@ -330,6 +330,18 @@ async fn a_request_over_the_parents_budget_is_denied_with_the_numbers_and_stays_
         "{}",
         c.message
     );
+    // The requester sees why in the events of the namespace too.
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(ward_admin.clone(), &d.ns);
+    eventually("a BudgetExceeded event", CONVERGE, || async {
+        events
+            .list(&ListParams::default().fields("involvedObject.name=phuong-lon"))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("BudgetExceeded"))
+    })
+    .await;
     // Final: the owner can neither approve it nor take the denial back.
     let msg = refused(
         decide(&owner, &d.ns, "phuong-lon", "Approved").await,

@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -119,6 +120,22 @@ async fn decide(request: &TenantRequest, ctx: &Context) -> Result<Action> {
         }
     };
     write_status(request, ctx, &outcome).await?;
+    // A decision of the operator's is taken once (final): told as an Event too, for
+    // `kubectl describe treq` and for auditors watching events.
+    if let Some((cond, by)) = &outcome.decision {
+        let kind = if cond.type_ == DENIED {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        ctx.publish(
+            request,
+            kind,
+            &cond.reason,
+            format!("{} by {by}: {}", cond.type_, cond.message),
+        )
+        .await;
+    }
     Ok(outcome.then)
 }
 
@@ -365,6 +382,13 @@ async fn provision(
         .await
         .at("applying", format!("Tenant {name}"))?;
     info!(tenant = %name, "Tenant applied from the request");
+    ctx.publish(
+        request,
+        EventType::Normal,
+        "TenantApplied",
+        format!("Tenant {name} created or changed as approved by {approved_by}"),
+    )
+    .await;
     Ok(Outcome {
         provisioned: plan::provisioned(request, Some(&live)),
         then: Action::requeue(Duration::from_secs(5)),
