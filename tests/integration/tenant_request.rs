@@ -840,3 +840,32 @@ async fn a_new_top_level_agency_is_requested_in_the_requests_namespace_and_appro
     assert_eq!(tenant.spec.parent, None);
     assert_eq!(tenant.annotations()["citycloud.io/approved-by"], platform);
 }
+
+#[tokio::test]
+async fn a_reservation_written_from_a_stale_read_of_the_parent_is_refused() {
+    let env = TestEnv::with_operator().await;
+    let d = district(&env, "quan-khoa", "4", "1").await;
+    let operator = env.operator_client().await;
+    let tenants = Api::<Tenant>::all(operator.clone());
+    let read = tenants.get(&d.name).await.unwrap();
+    let budget = |cpu: &str| -> citycloud::tenant_request::budget::Reservations {
+        serde_json::from_value(json!({"phuong": {"requests.cpu": cpu}})).unwrap()
+    };
+    // Two approvals read the same parent; the first to write wins, the second must re-read.
+    assert!(
+        citycloud::tenant_request::reserve(&operator, &read, &budget("3"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !citycloud::tenant_request::reserve(&operator, &read, &budget("2"))
+            .await
+            .unwrap(),
+        "a write from a stale read went through"
+    );
+    let now = tenants.get(&d.name).await.unwrap();
+    assert_eq!(
+        citycloud::tenant_request::budget::reservations(&now),
+        budget("3")
+    );
+}

@@ -398,7 +398,7 @@ async fn provision(
 
 /// Replaces the parent's reservations, only if nobody changed the parent since it was read
 /// (its resourceVersion as precondition). False when someone did.
-async fn reserve(
+pub async fn reserve(
     client: &Client,
     parent: &Tenant,
     reservations: &budget::Reservations,
