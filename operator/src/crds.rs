@@ -9,7 +9,9 @@ use std::path::Path;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::api::{QuotaProfile, SharedService, SharedServiceClaim, Tenant};
+use crate::api::{
+    QuotaProfile, SharedService, SharedServiceClaim, Tenant, TenantRequest, TenantRequestPolicy,
+};
 
 /// Why the CRD files could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,8 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         QuotaProfile::crd(),
         SharedService::crd(),
         SharedServiceClaim::crd(),
+        TenantRequest::crd(),
+        TenantRequestPolicy::crd(),
     ];
     crds.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     crds
@@ -200,6 +204,18 @@ mod tests {
                 "ssvc",
                 "Cluster",
             ),
+            (
+                "tenantrequestpolicies.citycloud.io",
+                "TenantRequestPolicy",
+                "trp",
+                "Cluster",
+            ),
+            (
+                "tenantrequests.citycloud.io",
+                "TenantRequest",
+                "treq",
+                "Namespaced",
+            ),
             ("tenants.citycloud.io", "Tenant", "tnt", "Cluster"),
         ];
         let crds = all();
@@ -225,7 +241,10 @@ mod tests {
                 .subresources
                 .as_ref()
                 .and_then(|s| s.status.as_ref());
-            assert!(status.is_some(), "{name} has a status subresource");
+            // A policy is configuration the operator only reads: it has nothing to report.
+            if kind != "TenantRequestPolicy" {
+                assert!(status.is_some(), "{name} has a status subresource");
+            }
             let columns = version.additional_printer_columns.as_deref().unwrap_or(&[]);
             assert_eq!(
                 columns

@@ -23,6 +23,7 @@ pub mod server;
 pub mod shared_service;
 pub mod telemetry;
 pub mod tenant;
+pub mod tenant_request;
 
 /// The operator's version, as `citycloud-operator version` prints it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -108,6 +108,7 @@ pub async fn run(
         stopped(),
     ));
     let profiles = tokio::spawn(crate::quota::profile::run(ctx.clone(), stopped()));
+    let requests = tokio::spawn(crate::tenant_request::run(ctx.clone(), stopped()));
     // The claim controller re-reconciles a SharedService when a claim's token changes.
     let (service_pokes, pokes) = crate::shared_service::pokes();
     let claims = tokio::spawn(crate::claim::run(
@@ -131,6 +132,7 @@ pub async fn run(
     claims.await?;
     services.await?;
     profiles.await?;
+    requests.await?;
     shared.metrics.leader.set(0);
     if let Some(renewal) = renewal {
         let elector = renewal.await?;

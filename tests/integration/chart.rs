@@ -223,6 +223,9 @@ async fn the_chart_installs_its_rbac_runs_the_samples_refuses_the_rest_and_unins
         },
     )
     .await;
+    // Agencies ask for more (deploy/samples/tenant-requests.yaml); kept, like every tenant.
+    let requested =
+        crate::tenant_request::the_samples_ask_and_are_decided(&pcp.cluster, &pcp.admin).await;
     drop(operator);
 
     // What that identity must not do.
@@ -330,7 +333,7 @@ async fn the_chart_installs_its_rbac_runs_the_samples_refuses_the_rest_and_unins
             .unwrap()
             .items
             .len(),
-        names.len(),
+        names.len() + requested.len(),
         "every tenant kept"
     );
     Api::<Namespace>::all(pcp.admin.clone())

@@ -13,3 +13,4 @@ mod process;
 mod quota;
 mod smoke;
 mod tenant;
+mod tenant_request;

@@ -91,3 +91,11 @@ system:kube-controller-manager), and admissionPolicies.extraExemptUsers/extraExe
 && !request.userInfo.username.startsWith('system:serviceaccount:kube-system:')
 && !request.userInfo.groups.exists(g, g in {{ toJson $groups }})
 {{- end }}
+
+{{/*
+The resourceName of tenants on which the verb approve lets one decide top-level TenantRequests
+(those in tenantRequests.namespace). It contains dots, so no Tenant can ever have this name.
+*/}}
+{{- define "citycloud-operator.topLevelApproval" -}}
+top-level.citycloud.io
+{{- end }}

@@ -43,8 +43,26 @@ pub mod claim {
     pub const BOUND: &str = "Bound";
 }
 
+/// Condition types of a TenantRequest's status.
+pub mod tenant_request {
+    /// An approver (or a TenantRequestPolicy) approved the request; exclusive with Denied,
+    /// final once set.
+    pub const APPROVED: &str = "Approved";
+    /// An approver, or the operator (the request does not fit its parent's budget, or names
+    /// a Tenant that is not the parent's child), denied the request; final once set.
+    pub const DENIED: &str = "Denied";
+    /// The Tenant exists as asked and is Ready.
+    pub const PROVISIONED: &str = "Provisioned";
+}
+
 /// Reasons the API names in its conditions.
 pub mod reason {
+    /// A TenantRequest does not fit what is left of its parent's budget.
+    pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
+    /// A TenantRequest names an existing Tenant that is not a child of its parent.
+    pub const NOT_A_CHILD: &str = "NotAChild";
+    /// A TenantRequestPolicy approved the request.
+    pub const APPROVED_BY_POLICY: &str = "ApprovedByPolicy";
     /// A namespace the tenant needs exists and belongs to another tenant, or to nobody.
     pub const NAMESPACE_CONFLICT: &str = "NamespaceConflict";
     /// The tenant lists more environments than its QuotaProfile's `maxEnvironments`.

@@ -5,6 +5,9 @@
 //! - [`QuotaProfile`]: a standard size for tenants (cluster-scoped, `qp`).
 //! - [`SharedService`]: a shared platform service tenants may claim (cluster-scoped, `ssvc`).
 //! - [`SharedServiceClaim`]: a tenant's request for a shared service (namespaced, `ssc`).
+//! - [`TenantRequest`]: an agency's request for a Tenant, approved by its parent (namespaced,
+//!   `treq`).
+//! - [`TenantRequestPolicy`]: automatic approval rules for TenantRequests (cluster-scoped, `trp`).
 //!
 //! Each type carries its CRD schema: defaults, and the CEL rules
 //! (`x-kubernetes-validations`) for what one object can check alone. Cross-object problems
@@ -17,6 +20,8 @@ pub mod quota_profile;
 pub mod shared_service;
 pub mod subject;
 pub mod tenant;
+pub mod tenant_request;
+pub mod tenant_request_policy;
 pub mod validation;
 
 pub use claim::{Binding, SharedServiceClaim, SharedServiceClaimSpec, SharedServiceClaimStatus};
@@ -29,6 +34,8 @@ pub use tenant::{
     DeletionPolicy, Egress, Environment, Ingress, Network, NodePlacement, PodSecurity,
     QuotaOverrides, ResourceUsage, Tenant, TenantSpec, TenantStatus, namespace_name,
 };
+pub use tenant_request::{RequestedBy, TenantRequest, TenantRequestSpec, TenantRequestStatus};
+pub use tenant_request_policy::{NewChildren, TenantRequestPolicy, TenantRequestPolicySpec};
 
 /// The API group of every CityCloud kind.
 pub const GROUP: &str = "citycloud.io";

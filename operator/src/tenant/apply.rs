@@ -166,20 +166,23 @@ pub async fn apply_all(
         applied.namespaces.push(ns);
     }
     let roles = Api::<ClusterRole>::all(ctx.client.clone());
-    let live_role = named(&caches.cluster_roles, &desired.reader_role.name_any());
-    let outcome = apply(&roles, &desired.reader_role, live_role.as_ref())
-        .await
-        .at("applying", describe(&desired.reader_role))?;
-    journal.record(ctx, &desired.reader_role, outcome);
     let bindings = Api::<ClusterRoleBinding>::all(ctx.client.clone());
-    let live_binding = named(
-        &caches.cluster_role_bindings,
-        &desired.reader_binding.name_any(),
-    );
-    let outcome = apply(&bindings, &desired.reader_binding, live_binding.as_ref())
-        .await
-        .at("applying", describe(&desired.reader_binding))?;
-    journal.record(ctx, &desired.reader_binding, outcome);
+    // Read access for all its people; approve on it for its owners.
+    for (role, binding) in [
+        (&desired.reader_role, &desired.reader_binding),
+        (&desired.approver_role, &desired.approver_binding),
+    ] {
+        let live_role = named(&caches.cluster_roles, &role.name_any());
+        let outcome = apply(&roles, role, live_role.as_ref())
+            .await
+            .at("applying", describe(role))?;
+        journal.record(ctx, role, outcome);
+        let live_binding = named(&caches.cluster_role_bindings, &binding.name_any());
+        let outcome = apply(&bindings, binding, live_binding.as_ref())
+            .await
+            .at("applying", describe(binding))?;
+        journal.record(ctx, binding, outcome);
+    }
     Ok(applied)
 }
 

@@ -71,6 +71,9 @@ pub struct TenantResources {
     pub namespaces: Vec<NamespaceResources>,
     pub reader_role: ClusterRole,
     pub reader_binding: ClusterRoleBinding,
+    /// `approve` on this Tenant, for its owners: they decide their children's TenantRequests.
+    pub approver_role: ClusterRole,
+    pub approver_binding: ClusterRoleBinding,
 }
 
 /// The quota profile an environment uses, and whether it exists.
@@ -93,6 +96,8 @@ pub fn build(tenant: &Tenant, inputs: &Inputs) -> TenantResources {
             .collect(),
         reader_role: reader_role(tenant, &name),
         reader_binding: reader_binding(tenant, &name),
+        approver_role: approver_role(tenant, &name),
+        approver_binding: approver_binding(tenant, &name),
     }
 }
 
@@ -435,6 +440,51 @@ fn reader_binding(tenant: &Tenant, name: &str) -> ClusterRoleBinding {
             name: reader_name(name),
         },
         subjects: Some(tenant.subjects().map(Subject::to_rbac_subject).collect()),
+    }
+}
+
+/// Name of the ClusterRole (and its binding) that lets a tenant's owners approve TenantRequests
+/// under it: `kubectl auth can-i approve tenants/<tenant>`.
+pub fn approver_name(tenant: &str) -> String {
+    format!("citycloud:tenant:{tenant}:approvers")
+}
+
+fn approver_role(tenant: &Tenant, name: &str) -> ClusterRole {
+    ClusterRole {
+        metadata: ObjectMeta {
+            owner_references: Some(owner_reference(tenant)),
+            ..meta(name, None, &approver_name(name))
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["citycloud.io".into()]),
+            resources: Some(vec!["tenants".into()]),
+            resource_names: Some(vec![name.into()]),
+            verbs: vec!["approve".into()],
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
+fn approver_binding(tenant: &Tenant, name: &str) -> ClusterRoleBinding {
+    ClusterRoleBinding {
+        metadata: ObjectMeta {
+            owner_references: Some(owner_reference(tenant)),
+            ..meta(name, None, &approver_name(name))
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: approver_name(name),
+        },
+        subjects: Some(
+            tenant
+                .spec
+                .owners
+                .iter()
+                .map(Subject::to_rbac_subject)
+                .collect(),
+        ),
     }
 }
 

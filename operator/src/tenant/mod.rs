@@ -276,6 +276,8 @@ async fn provision(
         .filter(|(ns, _)| !caps.contains_key(*ns))
         .map(|(_, q)| q);
     let left = quota::remaining(&budget, kept);
+    // Budgets reserved for children created from TenantRequests are not the parent's to use.
+    let left = crate::tenant_request::budget::carve(&left, tenant);
     let demand = &ctx.shared.demand;
     demand.expire();
     let levels = demand.levels(caps.keys());

@@ -330,3 +330,26 @@ fn a_retained_namespace_quota_admits_nothing_new_for_every_resource_it_limited()
     }
     assert_eq!(q.metadata.name.as_deref(), Some(QUOTA));
 }
+
+#[test]
+fn only_the_owners_may_approve_requests_under_the_tenant_and_only_under_it() {
+    let t = tenant(SOTTTT);
+    let out = build(&t, &inputs(&[MEDIUM, SMALL]));
+    let rule = &out.approver_role.rules.clone().unwrap_or_default()[0];
+    assert_eq!(rule.verbs, ["approve"]);
+    assert_eq!(rule.resource_names, Some(vec!["sotttt".to_string()]));
+    assert_eq!(
+        out.approver_role.metadata.name.as_deref(),
+        Some("citycloud:tenant:sotttt:approvers")
+    );
+    let subjects: Vec<String> = out
+        .approver_binding
+        .subjects
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let owners: Vec<String> = t.spec.owners.iter().map(|o| o.name.clone()).collect();
+    assert_eq!(subjects, owners);
+}

@@ -1,0 +1,506 @@
+//! The TenantRequest controller: a pending request is denied when it can never be granted
+//! (budget, someone else's Tenant) or approved by a TenantRequestPolicy; an approved one
+//! reserves its budget on the parent (optimistic lock), waits for the parent's quotas to make
+//! room, then creates or changes the Tenant, and reports Provisioned when it is Ready.
+//! Decisions themselves are people's (admission policies in the API server check who).
+pub mod budget;
+pub mod plan;
+pub mod policy;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::api::conditions::reason::BUDGET_EXCEEDED;
+use crate::api::conditions::tenant_request::{APPROVED, DENIED, PROVISIONED};
+use crate::api::labels::{BUDGET_RESERVATIONS, TENANT};
+use crate::api::tenant_request::TOP_LEVEL_APPROVAL;
+use crate::api::{QuotaProfile, Tenant, TenantRequest, TenantRequestStatus};
+use crate::conditions::{Cond, stamp};
+use crate::context::Context;
+use crate::tenant::apply::CLAIM_LABEL;
+use crate::tenant::build::QUOTA;
+use crate::{Error, FIELD_MANAGER, Result, StepExt};
+use budget::Budget;
+use plan::Decision;
+
+const CONTROLLER: &str = "tenantrequest";
+/// A pending request is looked at again now and then: its parent's budget moves.
+const PENDING_RECHECK: Duration = Duration::from_secs(60);
+
+/// Runs the TenantRequest controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let controller = Controller::new(
+        Api::<TenantRequest>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let requests = controller.store();
+    controller
+        // A Tenant becoming Ready (Provisioned), or a parent's reservations changing.
+        .watches(
+            Api::<Tenant>::all(client.clone()),
+            watcher::Config::default(),
+            move |t| {
+                let name = t.name_any();
+                requests
+                    .state()
+                    .iter()
+                    .filter(|r| {
+                        r.spec.tenant == name
+                            || r.status.as_ref().and_then(|s| s.parent.as_ref()) == Some(&name)
+                    })
+                    .map(|r| ObjectRef::from_obj(&**r))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(
+            reconcile,
+            |r, e: &Error, _| {
+                warn!(request = %r.name_any(), error = %e, "reconcile failed; retrying");
+                Action::requeue(Duration::from_secs(2))
+            },
+            ctx,
+        )
+        .for_each(|_| async {})
+        .await;
+}
+
+async fn reconcile(request: Arc<TenantRequest>, ctx: Arc<Context>) -> Result<Action> {
+    let span =
+        info_span!("reconcile", controller = CONTROLLER, request = %plan::request_ref(&request));
+    let _timer = ctx.shared.metrics.time(CONTROLLER);
+    let result = decide(&request, &ctx).instrument(span).await;
+    ctx.shared.metrics.reconciled(CONTROLLER, result.is_ok());
+    result
+}
+
+/// What a reconcile found out, for the status.
+struct Outcome {
+    parent: Option<String>,
+    /// A decision the operator takes (Denied, or Approved by a policy), with who took it.
+    decision: Option<(Cond, String)>,
+    provisioned: Cond,
+    tenant: Option<String>,
+    then: Action,
+}
+
+async fn decide(request: &TenantRequest, ctx: &Context) -> Result<Action> {
+    let client = &ctx.client;
+    let ns = request.namespace().unwrap_or_default();
+    let parent = parent_of(client, &ns).await?;
+    let existing = Api::<Tenant>::all(client.clone())
+        .get_opt(&request.spec.tenant)
+        .await
+        .at("reading", format!("Tenant {}", request.spec.tenant))?;
+    let outcome = match plan::decision(request) {
+        Decision::Denied => Outcome {
+            parent: parent.clone(),
+            decision: None,
+            provisioned: Cond::fail(PROVISIONED, "Denied", "the request was denied"),
+            tenant: None,
+            then: Action::await_change(),
+        },
+        Decision::Pending => pending(request, ctx, parent.as_deref(), existing.as_ref()).await?,
+        Decision::Approved { by } => {
+            provision(request, ctx, parent.as_deref(), existing.as_ref(), &by).await?
+        }
+    };
+    write_status(request, ctx, &outcome).await?;
+    // A decision of the operator's is taken once (final): told as an Event too, for
+    // `kubectl describe treq` and for auditors watching events.
+    if let Some((cond, by)) = &outcome.decision {
+        let kind = if cond.type_ == DENIED {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        ctx.publish(
+            request,
+            kind,
+            &cond.reason,
+            format!("{} by {by}: {}", cond.type_, cond.message),
+        )
+        .await;
+    }
+    Ok(outcome.then)
+}
+
+/// The parent: the tenant of the request's namespace; none in the requests namespace.
+async fn parent_of(client: &Client, ns: &str) -> Result<Option<String>> {
+    let namespace = Api::<Namespace>::all(client.clone())
+        .get(ns)
+        .await
+        .at("reading", format!("Namespace {ns}"))?;
+    Ok(namespace.labels().get(TENANT).cloned())
+}
+
+/// The tenant budget a spec asks for (profile merged with quotaOverrides.tenant), or None
+/// when the profile does not exist.
+async fn budget_of(
+    client: &Client,
+    profile: &str,
+    overrides: Option<&crate::api::QuotaOverrides>,
+) -> Result<Option<Budget>> {
+    let found = Api::<QuotaProfile>::all(client.clone())
+        .get_opt(profile)
+        .await
+        .at("reading", format!("QuotaProfile {profile}"))?;
+    Ok(found.map(|p| budget::carvable(p.tenant_budget(overrides))))
+}
+
+/// A parent's budget, its reservations and its namespaces' quotas, read fresh (never from a
+/// cache: the decision must see every approval and admission so far).
+struct ParentBudget {
+    tenant: Tenant,
+    budget: Budget,
+    quotas: Vec<ResourceQuota>,
+}
+
+async fn parent_budget(client: &Client, parent: &str) -> Result<Option<ParentBudget>> {
+    let Some(tenant) = Api::<Tenant>::all(client.clone())
+        .get_opt(parent)
+        .await
+        .at("reading", format!("Tenant {parent}"))?
+    else {
+        return Ok(None);
+    };
+    let Some(budget) = budget_of(
+        client,
+        &tenant.spec.quota_profile,
+        tenant.spec.quota_overrides.as_ref(),
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let quotas = Api::<ResourceQuota>::all(client.clone())
+        .list(&ListParams::default().labels(&format!("{TENANT}={parent},!{CLAIM_LABEL}")))
+        .await
+        .at("reading", format!("the quotas of Tenant {parent}"))?
+        .items
+        .into_iter()
+        .filter(|q| q.name_any() == QUOTA)
+        .collect();
+    Ok(Some(ParentBudget {
+        tenant,
+        budget,
+        quotas,
+    }))
+}
+
+fn waiting(parent: Option<&str>, provisioned: Cond, then: Duration) -> Outcome {
+    Outcome {
+        parent: parent.map(str::to_owned),
+        decision: None,
+        provisioned,
+        tenant: None,
+        then: Action::requeue(then),
+    }
+}
+
+async fn pending(
+    request: &TenantRequest,
+    ctx: &Context,
+    parent: Option<&str>,
+    existing: Option<&Tenant>,
+) -> Result<Outcome> {
+    let client = &ctx.client;
+    let template = &request.spec.template;
+    let child = budget_of(
+        client,
+        &template.quota_profile,
+        template.quota_overrides.as_ref(),
+    )
+    .await?;
+    let fit = match (parent, &child) {
+        (Some(p), Some(child)) => match parent_budget(client, p).await? {
+            Some(pb) => budget::fits(
+                &pb.budget,
+                &budget::reservations(&pb.tenant),
+                &pb.quotas,
+                &request.spec.tenant,
+                child,
+            ),
+            None => Ok(()),
+        },
+        _ => Ok(()),
+    };
+    if let Some(denied) = plan::refusal(parent, existing, &fit) {
+        info!(reason = %denied.reason, "denied: {}", denied.message);
+        return Ok(Outcome {
+            parent: parent.map(str::to_owned),
+            decision: Some((denied, operator_name(ctx))),
+            provisioned: Cond::fail(PROVISIONED, "Denied", "the request was denied"),
+            tenant: None,
+            then: Action::await_change(),
+        });
+    }
+    if let (Some(child), true) = (&child, fit.is_ok())
+        && let Some((policy, why)) =
+            policy::approving(client, request, parent, existing, child).await?
+    {
+        info!(%policy, "approved by policy");
+        return Ok(Outcome {
+            parent: parent.map(str::to_owned),
+            decision: Some((
+                plan::approved_by_policy(&policy, &why),
+                format!("TenantRequestPolicy/{policy}"),
+            )),
+            provisioned: Cond::fail(PROVISIONED, "Provisioning", "approved; provisioning"),
+            tenant: None,
+            then: Action::requeue(Duration::from_millis(100)),
+        });
+    }
+    let waiting_for = match child {
+        Some(_) => plan::awaiting_approval(parent, TOP_LEVEL_APPROVAL),
+        None => Cond::fail(
+            PROVISIONED,
+            "ProfileNotFound",
+            format!(
+                "QuotaProfile {} does not exist: ask for an existing profile (kubectl get quotaprofiles)",
+                template.quota_profile
+            ),
+        ),
+    };
+    Ok(waiting(parent, waiting_for, PENDING_RECHECK))
+}
+
+async fn provision(
+    request: &TenantRequest,
+    ctx: &Context,
+    parent: Option<&str>,
+    existing: Option<&Tenant>,
+    approved_by: &str,
+) -> Result<Outcome> {
+    let client = &ctx.client;
+    let name = &request.spec.tenant;
+    let done = Outcome {
+        parent: parent.map(str::to_owned),
+        decision: None,
+        provisioned: plan::provisioned(request, existing),
+        tenant: Some(name.clone()),
+        then: Action::requeue(Duration::from_secs(30)),
+    };
+    // Applied once: re-applying the request, or a resync, changes nothing; a later request
+    // changing the same Tenant is never undone by this one.
+    let applied = request.status.as_ref().and_then(|s| s.tenant.as_ref()) == Some(name);
+    if applied || plan::applied(request, existing) {
+        return Ok(Outcome {
+            then: if done.provisioned.ok {
+                Action::await_change()
+            } else {
+                done.then
+            },
+            ..done
+        });
+    }
+    if let Some(refused) = plan::refusal(parent, existing, &Ok(())) {
+        let cond = Cond::fail(PROVISIONED, &refused.reason, refused.message);
+        return Ok(waiting(parent, cond, PENDING_RECHECK));
+    }
+    let template = &request.spec.template;
+    let Some(child) = budget_of(
+        client,
+        &template.quota_profile,
+        template.quota_overrides.as_ref(),
+    )
+    .await?
+    else {
+        let cond = Cond::fail(
+            PROVISIONED,
+            "ProfileNotFound",
+            format!("QuotaProfile {} does not exist", template.quota_profile),
+        );
+        return Ok(waiting(parent, cond, Duration::from_secs(10)));
+    };
+    if let Some(p) = parent {
+        let Some(pb) = parent_budget(client, p).await? else {
+            let cond = Cond::fail(
+                PROVISIONED,
+                "ParentNotFound",
+                format!("the parent Tenant {p} or its QuotaProfile does not exist"),
+            );
+            return Ok(waiting(parent, cond, Duration::from_secs(10)));
+        };
+        let reservations = budget::reservations(&pb.tenant);
+        if let Some(wanted) = budget::reserve(&reservations, name, &child) {
+            if let Err(short) = budget::fits(&pb.budget, &reservations, &pb.quotas, name, &child) {
+                let cond = Cond::fail(
+                    PROVISIONED,
+                    BUDGET_EXCEEDED,
+                    format!("does not fit the budget of {p} any more: {short}"),
+                );
+                return Ok(waiting(parent, cond, PENDING_RECHECK));
+            }
+            return match reserve(client, &pb.tenant, &wanted).await? {
+                // Reserved: the parent's quotas shrink now (the Tenant controller); come back.
+                true => Ok(waiting(
+                    parent,
+                    Cond::fail(PROVISIONED, "Reserving", format!("budget reserved on {p}")),
+                    Duration::from_millis(500),
+                )),
+                // Another approval changed the parent first: decide again on what it left.
+                false => Ok(waiting(
+                    parent,
+                    Cond::fail(PROVISIONED, "Reserving", format!("reserving budget on {p}")),
+                    Duration::from_millis(50),
+                )),
+            };
+        }
+        if !budget::parent_enforced(&pb.budget, &reservations, &pb.quotas) {
+            let cond = Cond::fail(
+                PROVISIONED,
+                "WaitingForParentQuota",
+                format!(
+                    "waiting for the namespaces of {p} to give back the budget reserved for {name}"
+                ),
+            );
+            return Ok(waiting(parent, cond, Duration::from_secs(1)));
+        }
+    }
+    let body = plan::desired_tenant(request, parent, approved_by);
+    let live = Api::<Tenant>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .at("applying", format!("Tenant {name}"))?;
+    info!(tenant = %name, "Tenant applied from the request");
+    ctx.publish(
+        request,
+        EventType::Normal,
+        "TenantApplied",
+        format!("Tenant {name} created or changed as approved by {approved_by}"),
+    )
+    .await;
+    Ok(Outcome {
+        provisioned: plan::provisioned(request, Some(&live)),
+        then: Action::requeue(Duration::from_secs(5)),
+        ..done
+    })
+}
+
+/// Replaces the parent's reservations, only if nobody changed the parent since it was read
+/// (its resourceVersion as precondition). False when someone did.
+pub async fn reserve(
+    client: &Client,
+    parent: &Tenant,
+    reservations: &budget::Reservations,
+) -> Result<bool> {
+    let name = parent.name_any();
+    let patch = json!({"metadata": {
+        "resourceVersion": parent.resource_version(),
+        "annotations": {BUDGET_RESERVATIONS: budget::to_annotation(reservations)},
+    }});
+    match Api::<Tenant>::all(client.clone())
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(Error::from(e).at("reserving budget on", format!("Tenant {name}"))),
+    }
+}
+
+/// The username the operator's decisions are recorded under.
+fn operator_name(ctx: &Context) -> String {
+    ctx.identity
+        .as_ref()
+        .map(|i| {
+            format!(
+                "system:serviceaccount:{}:{}",
+                i.namespace, i.service_account
+            )
+        })
+        .unwrap_or_else(|| crate::FIELD_MANAGER.to_owned())
+}
+
+async fn write_status(request: &TenantRequest, ctx: &Context, outcome: &Outcome) -> Result<()> {
+    let previous = request.status.clone().unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let generation = request.metadata.generation;
+    // Decisions already taken are kept as they are (final); the operator's own new one added.
+    let mut conditions: Vec<Condition> = previous
+        .conditions
+        .iter()
+        .filter(|c| c.type_ == APPROVED || c.type_ == DENIED)
+        .cloned()
+        .collect();
+    let mut decided_by = previous.decided_by.clone();
+    if let Some((cond, by)) = &outcome.decision {
+        conditions.extend(stamp(&[], std::slice::from_ref(cond), generation, &now));
+        decided_by = Some(by.clone());
+    }
+    conditions.extend(stamp(
+        &previous.conditions,
+        std::slice::from_ref(&outcome.provisioned),
+        generation,
+        &now,
+    ));
+    let decision = match outcome.decision.as_ref().map(|(c, _)| c.type_) {
+        Some(t) if t == DENIED => Decision::Denied,
+        Some(_) => Decision::Approved {
+            by: decided_by.clone().unwrap_or_default(),
+        },
+        None => plan::decision(request),
+    };
+    let new = TenantRequestStatus {
+        observed_generation: generation,
+        parent: outcome.parent.clone(),
+        conditions,
+        decided_by,
+        state: Some(plan::state_of(&decision, outcome.provisioned.ok).to_owned()),
+        tenant: outcome.tenant.clone().or(previous.tenant.clone()),
+    };
+    if same(&new, &previous) {
+        return Ok(());
+    }
+    let name = request.name_any();
+    let ns = request.namespace().unwrap_or_default();
+    let patch =
+        json!({"apiVersion": "citycloud.io/v1alpha1", "kind": "TenantRequest", "status": new});
+    Api::<TenantRequest>::namespaced(ctx.client.clone(), &ns)
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .at(
+            "writing the status of",
+            format!("TenantRequest {ns}/{name}"),
+        )?;
+    Ok(())
+}
+
+/// Equal but for the order of conditions.
+fn same(a: &TenantRequestStatus, b: &TenantRequestStatus) -> bool {
+    let by_type = |s: &TenantRequestStatus| -> BTreeMap<String, Condition> {
+        s.conditions
+            .iter()
+            .map(|c| (c.type_.clone(), c.clone()))
+            .collect()
+    };
+    a.observed_generation == b.observed_generation
+        && a.parent == b.parent
+        && a.decided_by == b.decided_by
+        && a.state == b.state
+        && a.tenant == b.tenant
+        && by_type(a) == by_type(b)
+}
