@@ -3,6 +3,7 @@
 //!
 //! Each controller is a pipeline: read what the spec points to, compute every desired object
 //! with pure functions (`build`), apply them with one field manager, then write status.
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod apply;

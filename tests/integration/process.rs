@@ -94,6 +94,7 @@ fn spawn_operator(kubeconfig: &Path, port: u16, extra: &[&str]) -> Child {
 }
 
 /// SIGTERM: in-flight work finishes, the process exits cleanly.
+#[allow(unsafe_code)] // libc: SIGTERM (std can only SIGKILL) to test the graceful shutdown
 async fn stop(child: Child) {
     // SAFETY: signalling the child we spawned.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
