@@ -10,21 +10,33 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ReconcileLabels {
     pub controller: &'static str,
     /// success | error
     pub result: &'static str,
-    /// Empty on success; else the step that failed ("applying", "reading", …) or the kind of
+    /// Empty (and not exported) on success; else the step that failed ("applying", "reading", …) or the kind of
     /// error ("kube", "finalizer_refused", …): literals of this crate, so bounded.
     pub error: &'static str,
+}
+
+/// `error` is left out when empty, so a success is `{controller, result="success"}` as before
+/// the label existed (dashboards and alerts on it keep working).
+impl EncodeLabelSet for ReconcileLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let mut labels = vec![("controller", self.controller), ("result", self.result)];
+        if !self.error.is_empty() {
+            labels.push(("error", self.error));
+        }
+        labels.encode(encoder)
+    }
 }
 
 /// How a reconcile ended, as the metrics count it.
@@ -103,7 +115,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("citycloud");
         registry.register(
             "reconciles",
-            "Reconciles by controller, result and error (the failed step or kind of error; empty on success)",
+            "Reconciles by controller, result and error (the failed step or kind of error; absent on success)",
             reconciles.clone(),
         );
         registry.register(
@@ -226,7 +238,7 @@ mod tests {
         m.reconciled("quotaprofile", false);
         let text = m.encode();
         for line in [
-            r#"citycloud_reconciles_total{controller="tenant",result="success",error=""} 1"#,
+            r#"citycloud_reconciles_total{controller="tenant",result="success"} 1"#,
             r#"citycloud_reconciles_total{controller="tenant",result="error",error="applying"} 2"#,
             r#"citycloud_reconciles_total{controller="claim",result="error",error="finalizer_refused"} 1"#,
             r#"citycloud_reconciles_total{controller="quotaprofile",result="error",error="unclassified"} 1"#,

@@ -4,6 +4,7 @@
 mod access_matrix;
 mod chart;
 mod claims;
+mod finalizers;
 mod hostile_claims;
 mod hostile_network;
 mod hostile_nodes;
