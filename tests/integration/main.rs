@@ -2,6 +2,7 @@
 //! Each module reads as a specification of behaviour a user would notice.
 
 mod access_matrix;
+mod admission_table;
 mod chart;
 mod claims;
 mod finalizers;
