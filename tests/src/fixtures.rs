@@ -2,6 +2,9 @@
 use std::time::Duration;
 
 use citycloud::api::Tenant;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::NamespaceResourceScope;
 use serde::Serialize;
@@ -80,6 +83,34 @@ pub async fn wait_condition(
 
 pub async fn wait_ready(client: &kube::Client, tenant: &str) -> Tenant {
     wait_condition(client, tenant, "Ready", "True", None).await
+}
+
+/// The Tenant's condition of `type_`; panics naming the conditions it has when there is none.
+pub fn condition(tenant: &Tenant, type_: &str) -> Condition {
+    let conditions = tenant
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "Tenant {} has no condition {type_}: {conditions:?}",
+                tenant.name_any()
+            )
+        })
+}
+
+/// Waits until the namespace `name` no longer exists (deleted and finalized).
+pub async fn wait_namespace_gone(client: &kube::Client, name: &str) {
+    let namespaces = Api::<Namespace>::all(client.clone());
+    eventually(&format!("namespace {name} gone"), CONVERGE, || async {
+        matches!(namespaces.get_opt(name).await, Ok(None)).then_some(())
+    })
+    .await;
 }
 
 /// The HTTP status of a failed call, for asserting refusals.
