@@ -6,7 +6,10 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use testbed::builders::{Profile, TenantBuilder, default_limits};
-use testbed::fixtures::{CONVERGE, code, condition, pod, wait_condition, wait_ready};
+use testbed::fixtures::{
+    CONVERGE, code, condition, pod, wait_condition, wait_namespace_deleted, wait_ready,
+    wait_tenant_gone,
+};
 use testbed::{TestEnv, eventually};
 
 fn profile(name: &str, tenant_cpu: &str, max_environments: u32) -> Profile {
@@ -299,22 +302,8 @@ async fn delete_deletes_only_what_this_tenant_created_and_retained_data_is_adopt
         .await
         .unwrap();
     let namespaces = Api::<Namespace>::all(env.admin.clone());
-    eventually("prod deleted with its tenant", CONVERGE, || async {
-        match namespaces.get_opt(&prod).await {
-            Ok(None) => Some(()),
-            Ok(Some(ns)) => ns.metadata.deletion_timestamp.map(|_| ()),
-            Err(_) => None,
-        }
-    })
-    .await;
-    eventually("the tenant gone", CONVERGE, || async {
-        matches!(
-            Api::<Tenant>::all(env.admin.clone()).get_opt(&t).await,
-            Ok(None)
-        )
-        .then_some(())
-    })
-    .await;
+    wait_namespace_deleted(&env.admin, &prod).await;
+    wait_tenant_gone(&env.admin, &t).await;
     wait_retained(&env.admin, &dev).await;
 
     // A new Tenant of the same name, with other owners and Delete, does not inherit dev.

@@ -104,11 +104,24 @@ pub fn condition(tenant: &Tenant, type_: &str) -> Condition {
         })
 }
 
-/// Waits until the namespace `name` no longer exists (deleted and finalized).
-pub async fn wait_namespace_gone(client: &kube::Client, name: &str) {
+/// Waits until the namespace `name` is deleted: gone, or terminating (its content going).
+pub async fn wait_namespace_deleted(client: &kube::Client, name: &str) {
     let namespaces = Api::<Namespace>::all(client.clone());
-    eventually(&format!("namespace {name} gone"), CONVERGE, || async {
-        matches!(namespaces.get_opt(name).await, Ok(None)).then_some(())
+    eventually(&format!("namespace {name} deleted"), CONVERGE, || async {
+        match namespaces.get_opt(name).await {
+            Ok(None) => Some(()),
+            Ok(Some(ns)) => ns.metadata.deletion_timestamp.map(|_| ()),
+            Err(_) => None,
+        }
+    })
+    .await;
+}
+
+/// Waits until the Tenant `name` no longer exists (its finalizer done).
+pub async fn wait_tenant_gone(client: &kube::Client, name: &str) {
+    let tenants = Api::<Tenant>::all(client.clone());
+    eventually(&format!("Tenant {name} gone"), CONVERGE, || async {
+        matches!(tenants.get_opt(name).await, Ok(None)).then_some(())
     })
     .await;
 }
