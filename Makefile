@@ -8,7 +8,7 @@ CARGO ?= cargo
 TESTBED = $(CARGO) run -q -p citycloud-tests --bin testbed --
 export CITYCLOUD_CACHE = $(CACHE)
 
-.PHONY: help build control-plane node-deps node cluster-up node-import cluster-down kubeconfig crds lint test bench demo demo-down clean \
+.PHONY: help build control-plane node-deps node cluster-up node-import cluster-down kubeconfig crds lint unit deny test bench demo demo-down clean \
 	image-tools image probe-image image-smoke
 
 help: ## this list
@@ -51,8 +51,28 @@ lint: ## rustfmt and clippy, as CI runs them
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: control-plane lint ## everything CI runs: lint, unit tests, integration tests on a real control plane, the images run under runc
-	$(CARGO) test --workspace --no-fail-fast --lib --bins --tests
+# The daily loop: needs neither Go nor a control plane, and takes seconds once target/ is warm.
+unit: lint ## the fast loop, no Go, no control plane: rustfmt, clippy, unit tests of every crate, rustdoc with warnings denied
+	$(CARGO) test --workspace --lib --bins
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+
+# cargo-deny, built once into the cache (outside the repository), keyed by its version.
+DENY_VERSION ?= 0.20.2
+DENY = $(CACHE)/cargo-deny-$(DENY_VERSION)/bin/cargo-deny
+
+$(DENY):
+	$(CARGO) install cargo-deny --version $(DENY_VERSION) --locked --root $(CACHE)/cargo-deny-$(DENY_VERSION)
+
+# Advisories need the RustSec database (a git clone from GitHub): run them where that is
+# reachable, `make deny DENY_CHECKS=` (all checks) or `cargo deny check advisories`.
+DENY_CHECKS ?= licenses bans sources
+
+deny: $(DENY) ## cargo-deny: licenses, banned/duplicate crates, crates.io as the only source (deny.toml)
+	$(DENY) --manifest-path Cargo.toml check $(DENY_CHECKS)
+
+# unit first: a formatting slip or a failing unit test stops the run before Go builds anything.
+test: unit control-plane ## everything CI runs: the unit loop, integration tests on a real control plane, the images run under runc
+	$(CARGO) test --workspace --no-fail-fast --test '*'
 	@# The operator's image, packed from the binary the tests just ran (no second compile), and
 	@# the probe's: both must start under runc as the chart runs them (user 65532, read-only root).
 	$(MAKE) --no-print-directory image-smoke IMAGE_PROFILE=debug IMAGE_BINARY=$(CURDIR)/target/debug/operator-under-test

@@ -3,6 +3,7 @@
 //!
 //! Each controller is a pipeline: read what the spec points to, compute every desired object
 //! with pure functions (`build`), apply them with one field manager, then write status.
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod apply;
@@ -43,6 +44,10 @@ pub enum Error {
     },
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// The API server refused the object when the operator added its finalizer (an admission
+    /// policy, a schema rule, RBAC): not a race, so not retried as one.
+    #[error("adding the finalizer was refused ({reason}): {message}")]
+    FinalizerRefused { reason: String, message: String },
     #[error("{0}")]
     Invalid(String),
     /// A step of a reconcile failed on one object: what users see in status and events.
@@ -63,6 +68,19 @@ impl Error {
             step,
             object: object.into(),
             source: Box::new(self),
+        }
+    }
+
+    /// What failed, for the `error` label of the reconcile metrics: the step, or the kind of
+    /// error when no step wraps it. Bounded: every value is a literal of this crate.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Step { step, .. } => step,
+            Error::Kube(_) => "kube",
+            Error::Serialize { .. } => "serialize",
+            Error::Finalizer(_) => "finalizer",
+            Error::FinalizerRefused { .. } => "finalizer_refused",
+            Error::Invalid(_) => "invalid",
         }
     }
 

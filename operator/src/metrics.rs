@@ -1,4 +1,5 @@
-//! Prometheus metrics: reconciles and their duration by controller and result, tenants by
+//! Prometheus metrics: reconciles by controller, result and error (the failed step or kind of
+//! error, from [`crate::Error::metric_label`]), their duration by controller, tenants by
 //! readiness, tenant quota used/hard by resource, claims by service and state.
 //!
 //! Every label value is bounded by what exists: a deleted tenant's series, a resource dropped
@@ -9,17 +10,58 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ReconcileLabels {
     pub controller: &'static str,
+    /// success | error
     pub result: &'static str,
+    /// Empty (and not exported) on success; else the step that failed ("applying", "reading", …) or the kind of
+    /// error ("kube", "finalizer_refused", …): literals of this crate, so bounded.
+    pub error: &'static str,
+}
+
+/// `error` is left out when empty, so a success is `{controller, result="success"}` as before
+/// the label existed (dashboards and alerts on it keep working).
+impl EncodeLabelSet for ReconcileLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let mut labels = vec![("controller", self.controller), ("result", self.result)];
+        if !self.error.is_empty() {
+            labels.push(("error", self.error));
+        }
+        labels.encode(encoder)
+    }
+}
+
+/// How a reconcile ended, as the metrics count it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    error: Option<&'static str>,
+}
+
+/// The `error` label of a failure reported only as `ok = false` (no error to classify).
+pub const UNCLASSIFIED: &str = "unclassified";
+
+impl From<bool> for Outcome {
+    fn from(ok: bool) -> Self {
+        Outcome {
+            error: (!ok).then_some(UNCLASSIFIED),
+        }
+    }
+}
+
+impl<T> From<&crate::Result<T>> for Outcome {
+    fn from(result: &crate::Result<T>) -> Self {
+        Outcome {
+            error: result.as_ref().err().map(crate::Error::metric_label),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -73,7 +115,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("citycloud");
         registry.register(
             "reconciles",
-            "Reconciles by controller and result",
+            "Reconciles by controller, result and error (the failed step or kind of error; absent on success)",
             reconciles.clone(),
         );
         registry.register(
@@ -131,11 +173,20 @@ impl Metrics {
         }
     }
 
-    pub fn reconciled(&self, controller: &'static str, ok: bool) {
-        let result = if ok { "success" } else { "error" };
-        self.reconciles
-            .get_or_create(&ReconcileLabels { controller, result })
-            .inc();
+    /// Counts one reconcile: pass its `&Result` (the error is labelled by its step or kind);
+    /// a bare `bool` counts a failure as [`UNCLASSIFIED`].
+    pub fn reconciled(&self, controller: &'static str, outcome: impl Into<Outcome>) {
+        let outcome = outcome.into();
+        let labels = ReconcileLabels {
+            controller,
+            result: if outcome.error.is_none() {
+                "success"
+            } else {
+                "error"
+            },
+            error: outcome.error.unwrap_or(""),
+        };
+        self.reconciles.get_or_create(&labels).inc();
     }
 
     /// The text exposition format.
@@ -162,5 +213,37 @@ impl Drop for DurationGuard<'_> {
                 controller: self.controller,
             })
             .observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Error, StepExt};
+
+    #[test]
+    fn a_failed_reconcile_is_counted_under_its_step() {
+        let m = Metrics::default();
+        let ok: crate::Result<()> = Ok(());
+        let failed: crate::Result<()> =
+            Err(Error::Invalid("cannot change roleRef".into())).at("applying", "RoleBinding a/b");
+        let refused: crate::Result<()> = Err(Error::FinalizerRefused {
+            reason: "Invalid".into(),
+            message: "denied".into(),
+        });
+        m.reconciled("tenant", &ok);
+        m.reconciled("tenant", &failed);
+        m.reconciled("tenant", &failed);
+        m.reconciled("claim", &refused);
+        m.reconciled("quotaprofile", false);
+        let text = m.encode();
+        for line in [
+            r#"citycloud_reconciles_total{controller="tenant",result="success"} 1"#,
+            r#"citycloud_reconciles_total{controller="tenant",result="error",error="applying"} 2"#,
+            r#"citycloud_reconciles_total{controller="claim",result="error",error="finalizer_refused"} 1"#,
+            r#"citycloud_reconciles_total{controller="quotaprofile",result="error",error="unclassified"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use citycloud::api::{QuotaProfile, Tenant};
+use citycloud::api::Tenant;
 use futures::{StreamExt, stream};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -16,7 +16,8 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::discovery::{Discovery, Scope};
 use serde_json::json;
-use testbed::fixtures::{CONVERGE, apply, code, wait_ready};
+use testbed::builders::{Profile, TenantBuilder};
+use testbed::fixtures::{CONVERGE, code, wait_ready};
 use testbed::{TestEnv, eventually};
 
 /// Reviews in flight at once: enough to take seconds, few enough for a 2-core test bed.
@@ -72,26 +73,20 @@ impl Agency {
         }
     }
 
-    fn yaml(&self, profile: &str) -> String {
-        format!(
-            r#"
-apiVersion: citycloud.io/v1alpha1
-kind: Tenant
-metadata: {{name: {t}}}
-spec:
-  displayName: "Sở {t}"
-  owners: [{{kind: Group, name: {o}}}]
-  members: [{{kind: Group, name: {m}}}]
-  viewers: [{{kind: User, name: {v}}}]
-  environments: [{{name: prod}}, {{name: staging}}]
-  quotaProfile: {profile}
-"#,
-            t = self.tenant,
-            o = self.owners,
-            m = self.members,
-            v = self.viewer,
-        )
+    fn tenant(&self, profile: &str) -> TenantBuilder {
+        TenantBuilder::new(&self.tenant, profile)
+            .owners(&self.owners)
+            .members(&self.members)
+            .viewer(&self.viewer)
+            .environments(&["prod", "staging"])
     }
+}
+
+/// The matrix's QuotaProfile: `pods: 5` per namespace.
+fn profile_of(name: &str, description: &str) -> Profile {
+    Profile::new(name)
+        .description(description)
+        .namespace(json!({"pods": "5"}))
 }
 
 /// What a review asks: a verb on a resource (and subresource), one object when `name` is set.
@@ -385,23 +380,13 @@ fn at_home(
 async fn no_role_of_any_tenant_is_allowed_anything_in_another_tenants_namespaces() {
     let env = TestEnv::with_operator().await;
     let profile = env.name("mx");
-    apply::<QuotaProfile>(
-        &env.admin,
-        &format!(
-            "{{apiVersion: citycloud.io/v1alpha1, kind: QuotaProfile, metadata: {{name: {profile}}}, \
-             spec: {{description: matrix, namespace: {{pods: '5'}}}}}}"
-        ),
-    )
-    .await
-    .unwrap();
+    env.apply_profile(profile_of(&profile, "matrix")).await;
     let agencies: Vec<Agency> = ["a", "b", "c"]
         .iter()
         .map(|l| Agency::new(&env, l))
         .collect();
     for a in &agencies {
-        apply::<Tenant>(&env.admin, &a.yaml(&profile))
-            .await
-            .unwrap();
+        a.tenant(&profile).apply(&env.admin).await.unwrap();
     }
     for a in &agencies {
         wait_ready(&env.admin, &a.tenant).await;
@@ -612,20 +597,10 @@ async fn no_role_of_any_tenant_is_allowed_anything_in_another_tenants_namespaces
 async fn alice_owner_of_one_tenant_is_refused_in_another_tenants_namespaces() {
     let env = TestEnv::with_operator().await;
     let profile = env.name("alice");
-    apply::<QuotaProfile>(
-        &env.admin,
-        &format!(
-            "{{apiVersion: citycloud.io/v1alpha1, kind: QuotaProfile, metadata: {{name: {profile}}}, \
-             spec: {{description: alice, namespace: {{pods: '5'}}}}}}"
-        ),
-    )
-    .await
-    .unwrap();
+    env.apply_profile(profile_of(&profile, "alice")).await;
     let (a, b) = (Agency::new(&env, "alice-a"), Agency::new(&env, "alice-b"));
     for t in [&a, &b] {
-        apply::<Tenant>(&env.admin, &t.yaml(&profile))
-            .await
-            .unwrap();
+        t.tenant(&profile).apply(&env.admin).await.unwrap();
     }
     for t in [&a, &b] {
         wait_ready(&env.admin, &t.tenant).await;

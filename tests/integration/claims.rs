@@ -1,12 +1,13 @@
 //! Shared services, as the platform team publishes them and agencies claim them, self-service.
 use std::collections::{BTreeMap, BTreeSet};
 
-use citycloud::api::{QuotaProfile, SharedService, SharedServiceClaim, Tenant};
+use citycloud::api::{SharedService, SharedServiceClaim, Tenant};
 use k8s_openapi::api::core::v1::{Event, Namespace, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
-use testbed::fixtures::{CONVERGE, apply, apply_in, code, wait_ready};
+use testbed::builders::{Profile, TenantBuilder};
+use testbed::fixtures::{CONVERGE, apply, apply_in, code};
 use testbed::{TestEnv, eventually};
 
 /// One test's world: a quota profile, a provider namespace with its Service, a SharedService.
@@ -22,16 +23,12 @@ pub(crate) async fn world(env: &TestEnv, extra_spec: &str) -> World {
         provider_ns: env.name("platform"),
         service: env.name("lgsp"),
     };
-    apply::<QuotaProfile>(
-        &env.admin,
-        &format!(
-            "{{apiVersion: citycloud.io/v1alpha1, kind: QuotaProfile, metadata: {{name: {}}}, \
-             spec: {{description: claims, namespace: {{pods: '10'}}}}}}",
-            w.profile
-        ),
+    env.apply_profile(
+        Profile::new(&w.profile)
+            .description("claims")
+            .namespace(json!({"pods": "10"})),
     )
-    .await
-    .unwrap();
+    .await;
     apply::<Namespace>(
         &env.admin,
         &format!(
@@ -77,34 +74,10 @@ spec:
     .unwrap();
 }
 
-/// A ready tenant with the given labels and spec lines; its owners are the group `owners`.
-pub(crate) async fn tenant(
-    env: &TestEnv,
-    w: &World,
-    name: &str,
-    owners: &str,
-    labels: &str,
-    extra: &str,
-) {
-    apply::<Tenant>(
-        &env.admin,
-        &format!(
-            r#"
-apiVersion: citycloud.io/v1alpha1
-kind: Tenant
-metadata: {{name: {name}, labels: {labels}}}
-spec:
-  displayName: "Sở {name}"
-  owners: [{{kind: Group, name: {owners}}}]
-  quotaProfile: {profile}
-{extra}
-"#,
-            profile = w.profile
-        ),
-    )
-    .await
-    .unwrap();
-    wait_ready(&env.admin, name).await;
+/// A tenant of the claims world: `Sở <name>`, owned by the group `owners`, on the world's
+/// profile (`env.tenant_ready(&tenant(..))` applies it and waits until it is Ready).
+pub(crate) fn tenant(w: &World, name: &str, owners: &str) -> TenantBuilder {
+    TenantBuilder::new(name, &w.profile).owners(owners)
 }
 
 pub(crate) fn claim_yaml(name: &str, service: &str, secret: Option<&str>) -> String {
@@ -305,16 +278,9 @@ async fn an_owner_claims_a_service_and_reads_its_binding_while_others_cannot() {
     let w = world(&env, "").await;
     let (a, b) = (env.name("so-a"), env.name("so-b"));
     let (a_admins, b_admins) = (env.name("a-admins"), env.name("b-admins"));
-    tenant(
-        &env,
-        &w,
-        &a,
-        &a_admins,
-        "{}",
-        "  network: {egress: Restricted}",
-    )
-    .await;
-    tenant(&env, &w, &b, &b_admins, "{}", "").await;
+    env.tenant_ready(&tenant(&w, &a, &a_admins).set("network", json!({"egress": "Restricted"})))
+        .await;
+    env.tenant_ready(&tenant(&w, &b, &b_admins)).await;
     let owner_a = env.user(&env.name("an"), &[&a_admins]).await;
     let owner_b = env.user(&env.name("binh"), &[&b_admins]).await;
     let ns = format!("{a}-prod");
@@ -469,16 +435,14 @@ async fn claims_that_are_not_permitted_say_why_and_get_nothing() {
     )
     .await;
     let (dept, ward) = (env.name("dept"), env.name("ward"));
-    tenant(
-        &env,
-        &w,
-        &dept,
-        "dept-admins",
-        &format!("{{city.io/level: {level}}}"),
-        "  environments: [{name: prod}, {name: staging}]",
+    env.tenant_ready(
+        &tenant(&w, &dept, "dept-admins")
+            .label("city.io/level", &level)
+            .environments(&["prod", "staging"]),
     )
     .await;
-    tenant(&env, &w, &ward, "ward-admins", "{city.io/level: ward}", "").await;
+    env.tenant_ready(&tenant(&w, &ward, "ward-admins").label("city.io/level", "ward"))
+        .await;
 
     // A ward is not among the tenants the service admits.
     let ward_ns = format!("{ward}-prod");
@@ -544,15 +508,8 @@ async fn deleting_the_claim_or_the_service_revokes_everything_on_both_sides() {
     let env = TestEnv::with_operator().await;
     let w = world(&env, "").await;
     let t = env.name("rv");
-    tenant(
-        &env,
-        &w,
-        &t,
-        "rv-admins",
-        "{}",
-        "  network: {egress: Restricted}",
-    )
-    .await;
+    env.tenant_ready(&tenant(&w, &t, "rv-admins").set("network", json!({"egress": "Restricted"})))
+        .await;
     let ns = format!("{t}-prod");
     let claims = Api::<SharedServiceClaim>::namespaced(env.admin.clone(), &ns);
 
@@ -607,14 +564,10 @@ async fn suspending_the_tenant_or_leaving_the_selector_revokes_everything_on_bot
     )
     .await;
     let t = env.name("sp");
-    let labels = format!("{{city.io/level: {level}}}");
-    tenant(
-        &env,
-        &w,
-        &t,
-        "sp-admins",
-        &labels,
-        "  network: {egress: Restricted}",
+    env.tenant_ready(
+        &tenant(&w, &t, "sp-admins")
+            .label("city.io/level", &level)
+            .set("network", json!({"egress": "Restricted"})),
     )
     .await;
     let ns = format!("{t}-prod");
@@ -672,7 +625,7 @@ async fn deleting_the_binding_secret_rotates_the_token() {
     let env = TestEnv::with_operator().await;
     let w = world(&env, "").await;
     let (t, admins) = (env.name("rot"), env.name("rot-admins"));
-    tenant(&env, &w, &t, &admins, "{}", "").await;
+    env.tenant_ready(&tenant(&w, &t, &admins)).await;
     let owner = env.user(&env.name("cuong"), &[&admins]).await;
     let ns = format!("{t}-prod");
     claim_as(&owner, &ns, &claim_yaml("c", &w.service, None)).await;
@@ -719,8 +672,8 @@ async fn an_operator_restarted_mid_way_leaves_no_half_bound_claim_and_no_orphane
     let env = TestEnv::with_operator().await;
     let w = world(&env, "").await;
     let (t, u) = (env.name("rs-a"), env.name("rs-b"));
-    tenant(&env, &w, &t, "rs-admins", "{}", "").await;
-    tenant(&env, &w, &u, "rs-admins", "{}", "").await;
+    env.tenant_ready(&tenant(&w, &t, "rs-admins")).await;
+    env.tenant_ready(&tenant(&w, &u, "rs-admins")).await;
     let (ns_t, ns_u) = (format!("{t}-prod"), format!("{u}-prod"));
 
     // A second operator works alongside the first, and is stopped while claims come and go.

@@ -54,15 +54,8 @@ async fn alice_cannot_hold_more_claims_than_max_claims_nor_name_one_past_63_char
         .await
         .unwrap();
     let (a, admins) = (env.name("qa"), env.name("qa-admins"));
-    tenant(
-        &env,
-        &w,
-        &a,
-        &admins,
-        "{}",
-        "  environments: [{name: prod}, {name: dev}]",
-    )
-    .await;
+    env.tenant_ready(&tenant(&w, &a, &admins).environments(&["prod", "dev"]))
+        .await;
     let alice = env.user(&env.name("alice"), &[&admins]).await;
     let (prod, dev) = (format!("{a}-prod"), format!("{a}-dev"));
 
@@ -118,8 +111,9 @@ async fn a_token_alice_plants_as_the_operators_field_manager_is_replaced_and_nev
     let env = TestEnv::with_operator().await;
     let w = world(&env, "").await;
     let (a, b, admins) = (env.name("ta"), env.name("tb"), env.name("ta-admins"));
-    tenant(&env, &w, &a, &admins, "{}", "").await;
-    tenant(&env, &w, &b, &env.name("tb-admins"), "{}", "").await;
+    env.tenant_ready(&tenant(&w, &a, &admins)).await;
+    env.tenant_ready(&tenant(&w, &b, &env.name("tb-admins")))
+        .await;
     let alice = env.user(&env.name("alice"), &[&admins]).await;
     let (ns_a, ns_b) = (format!("{a}-prod"), format!("{b}-prod"));
     claim_as(&alice, &ns_a, &claim_yaml("lgsp", &w.service, None)).await;
@@ -248,7 +242,8 @@ async fn a_stolen_operator_token_can_neither_read_nor_write_the_providers_own_se
     let env = TestEnv::with_operator().await;
     let w = world(&env, "").await;
     let t = env.name("st");
-    tenant(&env, &w, &t, &env.name("st-admins"), "{}", "").await;
+    env.tenant_ready(&tenant(&w, &t, &env.name("st-admins")))
+        .await;
     let ns = format!("{t}-prod");
     apply_in::<Secret>(
         &env.admin,
@@ -405,8 +400,10 @@ async fn one_tenants_consumers_secret_failing_leaves_the_others_published_and_re
     let env = TestEnv::with_operator().await;
     let w = world(&env, "").await;
     let (a, c) = (env.name("fa"), env.name("fc"));
-    tenant(&env, &w, &a, &env.name("fa-admins"), "{}", "").await;
-    tenant(&env, &w, &c, &env.name("fc-admins"), "{}", "").await;
+    env.tenant_ready(&tenant(&w, &a, &env.name("fa-admins")))
+        .await;
+    env.tenant_ready(&tenant(&w, &c, &env.name("fc-admins")))
+        .await;
     // The name of c's consumers Secret is taken by a Secret of the platform team: the
     // operator may not overwrite it, so c's publication fails.
     let taken = format!("{}-consumers-{c}", w.service);

@@ -4,44 +4,35 @@
 //! SharedService exists.
 use std::collections::BTreeMap;
 
-use citycloud::api::{QuotaProfile, SharedService, SharedServiceClaim, Tenant};
+use citycloud::api::{SharedService, SharedServiceClaim};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::{Selector, SelectorExt};
 use serde_json::{Value, json};
-use testbed::fixtures::{CONVERGE, apply, apply_in, code, wait_ready};
+use testbed::builders::{Profile, TenantBuilder};
+use testbed::fixtures::{CONVERGE, apply, apply_in, code};
 use testbed::{TestEnv, eventually};
 
 const ISOLATION: &str = "citycloud-provider-isolation";
 
 async fn profile(env: &TestEnv) -> String {
-    let p = env.name("p");
-    apply::<QuotaProfile>(
-        &env.admin,
-        &format!(
-            "{{apiVersion: citycloud.io/v1alpha1, kind: QuotaProfile, metadata: {{name: {p}}}, \
-             spec: {{description: network, namespace: {{pods: '10'}}}}}}"
-        ),
+    env.apply_profile(
+        Profile::new(&env.name("p"))
+            .description("network")
+            .namespace(json!({"pods": "10"})),
     )
     .await
-    .unwrap();
-    p
 }
 
-/// A ready tenant owned by the group `owners`, with the given `network` (YAML flow map).
-async fn tenant(env: &TestEnv, name: &str, profile: &str, owners: &str, network: &str) {
-    apply::<Tenant>(
-        &env.admin,
-        &format!(
-            "{{apiVersion: citycloud.io/v1alpha1, kind: Tenant, metadata: {{name: {name}}}, \
-             spec: {{displayName: 'Sở {name}', owners: [{{kind: Group, name: {owners}}}], \
-             quotaProfile: {profile}, network: {network}}}}}"
-        ),
+/// A ready tenant owned by the group `owners`, with the given `network`.
+async fn tenant(env: &TestEnv, name: &str, profile: &str, owners: &str, network: Value) {
+    env.tenant_ready(
+        &TenantBuilder::new(name, profile)
+            .owners(owners)
+            .set("network", network),
     )
-    .await
-    .unwrap();
-    wait_ready(&env.admin, name).await;
+    .await;
 }
 
 fn policy(name: &str, spec: Value) -> NetworkPolicy {
@@ -108,16 +99,16 @@ async fn an_owner_cannot_write_a_network_policy_that_opens_her_restricted_tenant
         &a,
         &p,
         &a_admins,
-        "{ingress: Strict, egress: Restricted}",
+        json!({"ingress": "Strict", "egress": "Restricted"}),
     )
     .await;
-    tenant(&env, &b, &p, &b_admins, "{}").await;
+    tenant(&env, &b, &p, &b_admins, json!({})).await;
     tenant(
         &env,
         &open,
         &p,
         &open_admins,
-        "{ingress: Open, egress: Open}",
+        json!({"ingress": "Open", "egress": "Open"}),
     )
     .await;
     let alice = env
@@ -360,7 +351,7 @@ async fn a_provider_namespace_admits_no_tenant_but_through_bound_claims() {
     .await
     .unwrap();
     let (t, admins) = (env.name("net-t"), env.name("net-t-admins"));
-    tenant(&env, &t, &p, &admins, "{}").await;
+    tenant(&env, &t, &p, &admins, json!({})).await;
     let tenant_ns = format!("{t}-prod");
 
     // No claim at all: the namespace is isolated as soon as the SharedService exists.
@@ -527,7 +518,7 @@ async fn the_isolation_follows_the_endpoint_and_never_lands_in_a_tenant_namespac
     // A service published from a tenant's own namespace: that Tenant's network settings
     // govern it; the operator writes no isolation there.
     let (t, admins) = (env.name("net-host"), env.name("net-host-admins"));
-    tenant(&env, &t, &p, &admins, "{}").await;
+    tenant(&env, &t, &p, &admins, json!({})).await;
     let tenant_ns = format!("{t}-prod");
     shared_service(&env, &svc, &tenant_ns).await;
     wait_reconciled(&env, &svc).await;

@@ -2,50 +2,37 @@
 //! tolerate the pool's taint, the tenant's own pods stay on its pool, the operator checks
 //! that the API server enforces it (NodePlacementReady), and a stolen operator token gets
 //! no pod out of the dry-run permission that check needs.
-use citycloud::api::{QuotaProfile, Tenant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
+use testbed::builders::{Profile, TenantBuilder, default_limits};
 use testbed::controlplane::Options;
 use testbed::env::PrivateControlPlane;
-use testbed::fixtures::{apply, pod, wait_condition, wait_ready};
+use testbed::fixtures::{condition, pod, wait_condition, wait_ready};
 use testbed::operator::{RunningOperator, chart_identity, install_crds};
 use testbed::{TestEnv, eventually};
 
 const POOL: &str = "citycloud.io/pool";
 
-fn profile_yaml(name: &str) -> String {
-    format!(
-        r#"
-apiVersion: citycloud.io/v1alpha1
-kind: QuotaProfile
-metadata: {{name: {name}}}
-spec:
-  namespace: {{requests.cpu: "2", pods: "10"}}
-  limits: {{defaultRequest: {{cpu: 100m, memory: 64Mi}}, default: {{cpu: 200m, memory: 128Mi}}}}
-"#
-    )
+fn profile(name: &str) -> Profile {
+    Profile::new(name)
+        .namespace(json!({"requests.cpu": "2", "pods": "10"}))
+        .limits(default_limits())
 }
 
 /// A tenant owned by group `owners`; with `pool`, on the dedicated nodes of that pool
 /// (labelled and tainted citycloud.io/pool=<pool>).
-fn tenant_yaml(name: &str, profile: &str, owners: &str, pool: Option<&str>) -> String {
-    let placement = pool.map_or(String::new(), |p| {
-        format!(
-            "  nodePlacement:\n    nodeSelector: {{{POOL}: {p}}}\n    tolerations: [{{key: {POOL}, operator: Equal, value: {p}, effect: NoSchedule}}]\n"
-        )
-    });
-    format!(
-        r#"
-apiVersion: citycloud.io/v1alpha1
-kind: Tenant
-metadata: {{name: {name}}}
-spec:
-  displayName: "{name}"
-  owners: [{{kind: Group, name: {owners}}}]
-  quotaProfile: {profile}
-{placement}"#
-    )
+fn tenant(name: &str, profile: &str, owners: &str, pool: Option<&str>) -> TenantBuilder {
+    let t = TenantBuilder::new(name, profile)
+        .display_name(name)
+        .owners(owners);
+    match pool {
+        Some(p) => t.set(
+            "nodePlacement",
+            json!({"nodeSelector": {POOL: p}, "tolerations": [toleration_of(p)]}),
+        ),
+        None => t,
+    }
 }
 
 /// The test fixture's pod (restricted, requesting CPU) with `extra` merged into its spec.
@@ -89,19 +76,12 @@ async fn another_tenant_cannot_tolerate_or_select_a_dedicated_pool_and_its_own_p
         env.name("police-admins"),
         env.name("a-admins"),
     );
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p))
+    env.apply_profile(profile(&p)).await;
+    tenant(&police, &p, &police_admins, Some(&police_pool))
+        .apply(&env.admin)
         .await
         .unwrap();
-    apply::<Tenant>(
-        &env.admin,
-        &tenant_yaml(&police, &p, &police_admins, Some(&police_pool)),
-    )
-    .await
-    .unwrap();
-    apply::<Tenant>(&env.admin, &tenant_yaml(&a, &p, &a_admins, None))
-        .await
-        .unwrap();
-    wait_ready(&env.admin, &a).await;
+    env.tenant_ready(&tenant(&a, &p, &a_admins, None)).await;
     wait_condition(
         &env.admin,
         &police,
@@ -234,16 +214,9 @@ async fn another_tenant_cannot_tolerate_or_select_a_dedicated_pool_and_its_own_p
 async fn a_stolen_operator_token_gets_no_pod_from_the_dry_run_permission() {
     let env = TestEnv::with_operator().await;
     let (t, p) = (env.name("dryrun"), env.name("dryrun-p"));
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p))
-        .await
-        .unwrap();
-    apply::<Tenant>(
-        &env.admin,
-        &tenant_yaml(&t, &p, &env.name("dryrun-admins"), None),
-    )
-    .await
-    .unwrap();
-    wait_ready(&env.admin, &t).await;
+    env.apply_profile(profile(&p)).await;
+    env.tenant_ready(&tenant(&t, &p, &env.name("dryrun-admins"), None))
+        .await;
     let id = chart_identity();
     let operator = env
         .user(
@@ -304,15 +277,11 @@ async fn a_cluster_without_the_admission_plugins_reports_node_placement_not_enfo
     let kubeconfig =
         std::fs::read_to_string(pcp.cluster.admin_kubeconfig()).expect("admin kubeconfig");
     let _operator = RunningOperator::start(kubeconfig);
-    apply::<QuotaProfile>(&pcp.admin, &profile_yaml("nodes"))
+    profile("nodes").apply(&pcp.admin).await.unwrap();
+    tenant("police", "nodes", "police-admins", Some("police"))
+        .apply(&pcp.admin)
         .await
         .unwrap();
-    apply::<Tenant>(
-        &pcp.admin,
-        &tenant_yaml("police", "nodes", "police-admins", Some("police")),
-    )
-    .await
-    .unwrap();
     let t = wait_condition(
         &pcp.admin,
         "police",
@@ -321,11 +290,7 @@ async fn a_cluster_without_the_admission_plugins_reports_node_placement_not_enfo
         Some("NodePlacementNotEnforced"),
     )
     .await;
-    let conditions = t.status.expect("status").conditions;
-    let placement = conditions
-        .iter()
-        .find(|c| c.type_ == "NodePlacementReady")
-        .expect("NodePlacementReady");
+    let placement = condition(&t, "NodePlacementReady");
     for plugin in ["PodTolerationRestriction", "PodNodeSelector"] {
         assert!(placement.message.contains(plugin), "{}", placement.message);
     }

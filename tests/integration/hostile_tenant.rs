@@ -5,38 +5,27 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ResourceQuota};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use testbed::fixtures::{CONVERGE, apply, code, pod, wait_condition, wait_ready};
+use testbed::builders::{Profile, TenantBuilder, default_limits};
+use testbed::fixtures::{
+    CONVERGE, code, condition, pod, wait_condition, wait_namespace_deleted, wait_ready,
+    wait_tenant_gone,
+};
 use testbed::{TestEnv, eventually};
 
-fn profile_yaml(name: &str, tenant_cpu: &str, max_environments: u32) -> String {
-    format!(
-        r#"
-apiVersion: citycloud.io/v1alpha1
-kind: QuotaProfile
-metadata: {{name: {name}}}
-spec:
-  description: "hostile-tenant test profile"
-  namespace: {{requests.cpu: "2", limits.cpu: "2", pods: "20"}}
-  tenant: {{requests.cpu: "{tenant_cpu}"}}
-  limits: {{defaultRequest: {{cpu: 100m, memory: 64Mi}}, default: {{cpu: 200m, memory: 128Mi}}}}
-  maxEnvironments: {max_environments}
-"#
-    )
+fn profile(name: &str, tenant_cpu: &str, max_environments: u32) -> Profile {
+    Profile::new(name)
+        .description("hostile-tenant test profile")
+        .namespace(json!({"requests.cpu": "2", "limits.cpu": "2", "pods": "20"}))
+        .tenant(json!({"requests.cpu": tenant_cpu}))
+        .limits(default_limits())
+        .max_environments(max_environments)
 }
 
-fn tenant_yaml(name: &str, profile: &str, owners: &str, extra: &str) -> String {
-    format!(
-        r#"
-apiVersion: citycloud.io/v1alpha1
-kind: Tenant
-metadata: {{name: {name}}}
-spec:
-  displayName: "Phường {name}"
-  owners: [{{kind: Group, name: {owners}}}]
-  quotaProfile: {profile}
-{extra}
-"#
-    )
+/// A tenant `Phường <name>` owned by the group `owners`.
+fn tenant(name: &str, profile: &str, owners: &str) -> TenantBuilder {
+    TenantBuilder::new(name, profile)
+        .display_name(&format!("Phường {name}"))
+        .owners(owners)
 }
 
 async fn configmap(client: &kube::Client, ns: &str, name: &str) -> Result<ConfigMap, kube::Error> {
@@ -90,13 +79,8 @@ async fn wait_retained(admin: &kube::Client, name: &str) {
 async fn an_owner_cannot_plant_a_binding_under_a_name_the_operator_will_need() {
     let env = TestEnv::with_operator().await;
     let (t, p, owners) = (env.name("plant"), env.name("p"), env.name("plant-admins"));
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "4", 5))
-        .await
-        .unwrap();
-    apply::<Tenant>(&env.admin, &tenant_yaml(&t, &p, &owners, ""))
-        .await
-        .unwrap();
-    wait_ready(&env.admin, &t).await;
+    env.apply_profile(profile(&p, "4", 5)).await;
+    env.tenant_ready(&tenant(&t, &p, &owners)).await;
     let ns = format!("{t}-prod");
     let alice = env.user("alice", &[&owners]).await;
     let rbs = Api::<RoleBinding>::namespaced(alice.clone(), &ns);
@@ -127,13 +111,8 @@ async fn an_owner_cannot_plant_a_binding_under_a_name_the_operator_will_need() {
 async fn a_binding_planted_before_the_guard_rails_is_replaced_not_a_silent_wedge() {
     let env = TestEnv::with_operator().await;
     let (t, p, owners) = (env.name("wedge"), env.name("p"), env.name("wedge-admins"));
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "4", 5))
-        .await
-        .unwrap();
-    apply::<Tenant>(&env.admin, &tenant_yaml(&t, &p, &owners, ""))
-        .await
-        .unwrap();
-    wait_ready(&env.admin, &t).await;
+    env.apply_profile(profile(&p, "4", 5)).await;
+    env.tenant_ready(&tenant(&t, &p, &owners)).await;
     let ns = format!("{t}-prod");
     // Planted as a cluster admin could (or anyone before the policies were installed): the
     // viewers' name bound to edit.
@@ -145,12 +124,11 @@ async fn a_binding_planted_before_the_guard_rails_is_replaced_not_a_silent_wedge
     .await
     .unwrap();
     // The tenant now needs that name: its roleRef cannot change in place.
-    apply::<Tenant>(
-        &env.admin,
-        &tenant_yaml(&t, &p, &owners, "  viewers: [{kind: User, name: auditor}]"),
-    )
-    .await
-    .unwrap();
+    tenant(&t, &p, &owners)
+        .viewer("auditor")
+        .apply(&env.admin)
+        .await
+        .unwrap();
     wait_ready(&env.admin, &t).await;
     let viewers = eventually("citycloud-viewers bound to view", CONVERGE, || async {
         let rb = rbs.get("citycloud-viewers").await.ok()?;
@@ -169,29 +147,17 @@ async fn a_binding_planted_before_the_guard_rails_is_replaced_not_a_silent_wedge
 async fn a_step_that_fails_shows_in_status_and_events_and_privileged_needs_the_charts_list() {
     let env = TestEnv::with_operator().await;
     let (t, p) = (env.name("priv"), env.name("p"));
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "4", 5))
-        .await
-        .unwrap();
-    apply::<Tenant>(&env.admin, &tenant_yaml(&t, &p, "priv-admins", ""))
-        .await
-        .unwrap();
-    wait_ready(&env.admin, &t).await;
+    env.apply_profile(profile(&p, "4", 5)).await;
+    env.tenant_ready(&tenant(&t, &p, "priv-admins")).await;
     // Asking for privileged pods: the operator's own namespace update is refused by the API
     // server (the tenant is not in admissionPolicies.privilegedTenants). Ready must not stay True.
-    apply::<Tenant>(
-        &env.admin,
-        &tenant_yaml(&t, &p, "priv-admins", "  podSecurity: privileged"),
-    )
-    .await
-    .unwrap();
-    let failed = wait_condition(&env.admin, &t, "Ready", "False", Some("ApplyFailed")).await;
-    let ready = failed
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
+    tenant(&t, &p, "priv-admins")
+        .set("podSecurity", json!("privileged"))
+        .apply(&env.admin)
+        .await
         .unwrap();
+    let failed = wait_condition(&env.admin, &t, "Ready", "False", Some("ApplyFailed")).await;
+    let ready = condition(&failed, "Ready");
     assert!(
         ready.message.contains(&format!("Namespace {t}-prod"))
             && ready.message.contains("privilegedTenants"),
@@ -222,12 +188,11 @@ async fn a_step_that_fails_shows_in_status_and_events_and_privileged_needs_the_c
         "unchanged"
     );
     // Back to baseline: repaired, Ready again.
-    apply::<Tenant>(
-        &env.admin,
-        &tenant_yaml(&t, &p, "priv-admins", "  podSecurity: baseline"),
-    )
-    .await
-    .unwrap();
+    tenant(&t, &p, "priv-admins")
+        .set("podSecurity", json!("baseline"))
+        .apply(&env.admin)
+        .await
+        .unwrap();
     wait_ready(&env.admin, &t).await;
 }
 
@@ -235,15 +200,11 @@ async fn a_step_that_fails_shows_in_status_and_events_and_privileged_needs_the_c
 async fn a_retained_namespace_keeps_its_data_loses_write_access_stops_growing_and_still_counts() {
     let env = TestEnv::with_operator().await;
     let (t, p, owners) = (env.name("ret"), env.name("p"), env.name("ret-admins"));
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "1", 5))
-        .await
-        .unwrap();
-    let both =
-        "  environments: [{name: prod}, {name: dev}]\n  viewers: [{kind: User, name: ret-auditor}]";
-    apply::<Tenant>(&env.admin, &tenant_yaml(&t, &p, &owners, both))
-        .await
-        .unwrap();
-    wait_ready(&env.admin, &t).await;
+    env.apply_profile(profile(&p, "1", 5)).await;
+    let both = tenant(&t, &p, &owners)
+        .environments(&["prod", "dev"])
+        .viewer("ret-auditor");
+    env.tenant_ready(&both).await;
     let (prod, dev) = (format!("{t}-prod"), format!("{t}-dev"));
     let alice = env.user("alice", &[&owners]).await;
     configmap(&alice, &dev, "precious").await.unwrap();
@@ -257,17 +218,11 @@ async fn a_retained_namespace_keeps_its_data_loses_write_access_stops_growing_an
     .await;
 
     // dev is dropped from the spec: kept, with its data.
-    apply::<Tenant>(
-        &env.admin,
-        &tenant_yaml(
-            &t,
-            &p,
-            &owners,
-            "  environments: [{name: prod}]\n  viewers: [{kind: User, name: ret-auditor}]",
-        ),
-    )
-    .await
-    .unwrap();
+    both.clone()
+        .environments(&["prod"])
+        .apply(&env.admin)
+        .await
+        .unwrap();
     wait_retained(&env.admin, &dev).await;
     Api::<ConfigMap>::namespaced(env.admin.clone(), &dev)
         .get("precious")
@@ -313,10 +268,7 @@ async fn a_retained_namespace_keeps_its_data_loses_write_access_stops_growing_an
     .await;
 
     // Adding dev back restores everything.
-    apply::<Tenant>(&env.admin, &tenant_yaml(&t, &p, &owners, both))
-        .await
-        .unwrap();
-    wait_ready(&env.admin, &t).await;
+    env.tenant_ready(&both).await;
     eventually("alice writes in dev again", CONVERGE, || async {
         configmap(&alice, &dev, "again").await.ok()
     })
@@ -328,64 +280,38 @@ async fn delete_deletes_only_what_this_tenant_created_and_retained_data_is_adopt
 {
     let env = TestEnv::with_operator().await;
     let (t, p, owners) = (env.name("del"), env.name("p"), env.name("del-admins"));
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "4", 5))
-        .await
-        .unwrap();
-    let envs = "  environments: [{name: prod}, {name: dev}]";
-    apply::<Tenant>(&env.admin, &tenant_yaml(&t, &p, &owners, envs))
-        .await
-        .unwrap();
-    wait_ready(&env.admin, &t).await;
+    env.apply_profile(profile(&p, "4", 5)).await;
+    env.tenant_ready(&tenant(&t, &p, &owners).environments(&["prod", "dev"]))
+        .await;
     let (prod, dev) = (format!("{t}-prod"), format!("{t}-dev"));
     configmap(&env.admin, &dev, "old-data").await.unwrap();
     // dev dropped under Retain, then the tenant switched to Delete.
-    apply::<Tenant>(
-        &env.admin,
-        &tenant_yaml(&t, &p, &owners, "  environments: [{name: prod}]"),
-    )
-    .await
-    .unwrap();
+    tenant(&t, &p, &owners)
+        .environments(&["prod"])
+        .apply(&env.admin)
+        .await
+        .unwrap();
     wait_retained(&env.admin, &dev).await;
-    apply::<Tenant>(
-        &env.admin,
-        &tenant_yaml(
-            &t,
-            &p,
-            &owners,
-            "  environments: [{name: prod}]\n  deletionPolicy: Delete",
-        ),
-    )
-    .await
-    .unwrap();
-    wait_ready(&env.admin, &t).await;
+    let delete = tenant(&t, &p, &owners)
+        .environments(&["prod"])
+        .set("deletionPolicy", json!("Delete"));
+    env.tenant_ready(&delete).await;
     // Deleting the tenant deletes prod (its own), never the retained dev.
     Api::<Tenant>::all(env.admin.clone())
         .delete(&t, &DeleteParams::default())
         .await
         .unwrap();
     let namespaces = Api::<Namespace>::all(env.admin.clone());
-    eventually("prod deleted with its tenant", CONVERGE, || async {
-        match namespaces.get_opt(&prod).await {
-            Ok(None) => Some(()),
-            Ok(Some(ns)) => ns.metadata.deletion_timestamp.map(|_| ()),
-            Err(_) => None,
-        }
-    })
-    .await;
-    eventually("the tenant gone", CONVERGE, || async {
-        matches!(
-            Api::<Tenant>::all(env.admin.clone()).get_opt(&t).await,
-            Ok(None)
-        )
-        .then_some(())
-    })
-    .await;
+    wait_namespace_deleted(&env.admin, &prod).await;
+    wait_tenant_gone(&env.admin, &t).await;
     wait_retained(&env.admin, &dev).await;
 
     // A new Tenant of the same name, with other owners and Delete, does not inherit dev.
     let newcomers = env.name("newcomers");
-    let again = "  environments: [{name: dev}]\n  deletionPolicy: Delete";
-    apply::<Tenant>(&env.admin, &tenant_yaml(&t, &p, &newcomers, again))
+    tenant(&t, &p, &newcomers)
+        .environments(&["dev"])
+        .set("deletionPolicy", json!("Delete"))
+        .apply(&env.admin)
         .await
         .unwrap();
     let refused = wait_condition(
@@ -396,14 +322,7 @@ async fn delete_deletes_only_what_this_tenant_created_and_retained_data_is_adopt
         Some("NamespaceConflict"),
     )
     .await;
-    let msg = refused
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "NamespacesReady")
-        .unwrap()
-        .message;
+    let msg = condition(&refused, "NamespacesReady").message;
     assert!(msg.contains("citycloud.io/adopt-retained"), "{msg}");
     let bob = env.user("bob", &[&newcomers]).await;
     let err = Api::<ConfigMap>::namespaced(bob, &dev)
@@ -436,11 +355,10 @@ async fn delete_deletes_only_what_this_tenant_created_and_retained_data_is_adopt
 async fn environments_beyond_the_profiles_maximum_are_not_created_and_say_why() {
     let env = TestEnv::with_operator().await;
     let (t, p) = (env.name("many"), env.name("p"));
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "4", 2))
-        .await
-        .unwrap();
-    let three = "  environments: [{name: prod}, {name: staging}, {name: dev}]";
-    apply::<Tenant>(&env.admin, &tenant_yaml(&t, &p, "many-admins", three))
+    env.apply_profile(profile(&p, "4", 2)).await;
+    tenant(&t, &p, "many-admins")
+        .environments(&["prod", "staging", "dev"])
+        .apply(&env.admin)
         .await
         .unwrap();
     let tenant = wait_condition(
@@ -451,16 +369,11 @@ async fn environments_beyond_the_profiles_maximum_are_not_created_and_say_why() 
         Some("TooManyEnvironments"),
     )
     .await;
-    let status = tenant.status.unwrap();
     assert_eq!(
-        status.namespaces,
+        tenant.status.as_ref().unwrap().namespaces,
         [format!("{t}-prod"), format!("{t}-staging")]
     );
-    let c = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let c = condition(&tenant, "Ready");
     assert_eq!(c.status, "False");
     assert!(c.message.contains(&format!("{t}-dev")), "{}", c.message);
     let dev = Api::<Namespace>::all(env.admin.clone())
@@ -475,13 +388,8 @@ async fn a_stolen_operator_token_cannot_grant_more_than_tenant_reads_nor_rewrite
  {
     let env = TestEnv::with_operator().await;
     let (t, p) = (env.name("victim"), env.name("p"));
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "4", 5))
-        .await
-        .unwrap();
-    apply::<Tenant>(&env.admin, &tenant_yaml(&t, &p, "victim-admins", ""))
-        .await
-        .unwrap();
-    wait_ready(&env.admin, &t).await;
+    env.apply_profile(profile(&p, "4", 5)).await;
+    env.tenant_ready(&tenant(&t, &p, "victim-admins")).await;
     let thief = env.operator_client().await;
 
     // A per-tenant ClusterRole that grants more than reading that Tenant.
@@ -582,13 +490,8 @@ async fn a_stolen_operator_token_cannot_grant_more_than_tenant_reads_nor_rewrite
 async fn an_owner_cannot_capture_other_namespaces_traffic_with_external_ips() {
     let env = TestEnv::with_operator().await;
     let (t, p, owners) = (env.name("mitm"), env.name("p"), env.name("mitm-admins"));
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "4", 5))
-        .await
-        .unwrap();
-    apply::<Tenant>(&env.admin, &tenant_yaml(&t, &p, &owners, ""))
-        .await
-        .unwrap();
-    wait_ready(&env.admin, &t).await;
+    env.apply_profile(profile(&p, "4", 5)).await;
+    env.tenant_ready(&tenant(&t, &p, &owners)).await;
     let alice = env.user("alice", &[&owners]).await;
     let services =
         Api::<k8s_openapi::api::core::v1::Service>::namespaced(alice, &format!("{t}-prod"));

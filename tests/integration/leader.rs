@@ -2,13 +2,13 @@
 //! shutdown hands over at once, and a replica that loses its lease stops reconciling.
 use std::time::Duration;
 
-use citycloud::api::{QuotaProfile, Tenant};
 use citycloud::leader::LeaderElection;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-use testbed::fixtures::{CONVERGE, apply, wait_ready};
+use testbed::builders::{Profile, TenantBuilder};
+use testbed::fixtures::CONVERGE;
 use testbed::operator::RELEASE_NAMESPACE;
 use testbed::{TestEnv, eventually};
 
@@ -26,28 +26,17 @@ async fn holder(leases: &Api<Lease>, lease: &str) -> Option<String> {
 }
 
 async fn tenant(env: &TestEnv, base: &str) -> String {
-    let (t, p) = (env.name(base), env.name(&format!("{base}-p")));
-    apply::<QuotaProfile>(
-        &env.admin,
-        &format!(
-            "{{apiVersion: citycloud.io/v1alpha1, kind: QuotaProfile, metadata: {{name: {p}}}, \
-             spec: {{namespace: {{pods: '10'}}}}}}"
-        ),
-    )
-    .await
-    .unwrap();
-    apply::<Tenant>(
-        &env.admin,
-        &format!(
-            "{{apiVersion: citycloud.io/v1alpha1, kind: Tenant, metadata: {{name: {t}}}, \
-             spec: {{displayName: Phường {t}, owners: [{{kind: Group, name: {t}-admins}}], \
-             quotaProfile: {p}, environments: [{{name: prod}}]}}}}"
-        ),
-    )
-    .await
-    .unwrap();
-    wait_ready(&env.admin, &t).await;
-    t
+    let p = env
+        .apply_profile(
+            Profile::new(&env.name(&format!("{base}-p"))).namespace(json!({"pods": "10"})),
+        )
+        .await;
+    let name = env.name(base);
+    let t = TenantBuilder::new(&name, &p)
+        .display_name(&format!("Phường {name}"))
+        .environments(&["prod"]);
+    env.tenant_ready(&t).await;
+    t.name().to_string()
 }
 
 #[tokio::test]

@@ -2,8 +2,10 @@
 //! Each module reads as a specification of behaviour a user would notice.
 
 mod access_matrix;
+mod admission_table;
 mod chart;
 mod claims;
+mod finalizers;
 mod hostile_claims;
 mod hostile_network;
 mod hostile_nodes;

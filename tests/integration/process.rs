@@ -5,14 +5,16 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use citycloud::api::{QuotaProfile, SharedServiceClaim, Tenant};
+use citycloud::api::{SharedServiceClaim, Tenant};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::json;
 use testbed::binaries::ensure_built;
+use testbed::builders::{Profile, TenantBuilder};
 use testbed::env::PrivateControlPlane;
 use testbed::eventually;
-use testbed::fixtures::{apply, apply_in, code, wait_ready};
+use testbed::fixtures::{apply_in, code};
 use testbed::metrics_reader::{reader_cluster_role, reader_token, service_account_token};
 use testbed::operator::{RELEASE_NAMESPACE, install_operator_identity};
 
@@ -94,6 +96,7 @@ fn spawn_operator(kubeconfig: &Path, port: u16, extra: &[&str]) -> Child {
 }
 
 /// SIGTERM: in-flight work finishes, the process exits cleanly.
+#[allow(unsafe_code)] // libc: SIGTERM (std can only SIGKILL) to test the graceful shutdown
 async fn stop(child: Child) {
     // SAFETY: signalling the child we spawned.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -154,9 +157,17 @@ async fn the_operator_process_guards_metrics_serves_probes_logs_json_and_stops_o
     assert_eq!(get(port, "/healthz").await.map(|r| r.0), Some(200));
 
     let p = "process-p";
-    apply::<QuotaProfile>(&pcp.admin, &format!("apiVersion: citycloud.io/v1alpha1\nkind: QuotaProfile\nmetadata: {{name: {p}}}\nspec:\n  namespace: {{pods: \"5\"}}\n  tenant: {{pods: \"8\"}}\n")).await.unwrap();
-    apply::<Tenant>(&pcp.admin, &format!("apiVersion: citycloud.io/v1alpha1\nkind: Tenant\nmetadata: {{name: so-xay-dung}}\nspec:\n  displayName: \"Sở Xây dựng\"\n  owners: [{{kind: Group, name: soxd-admins}}]\n  quotaProfile: {p}\n")).await.unwrap();
-    let tenant = wait_ready(&pcp.admin, "so-xay-dung").await;
+    Profile::new(p)
+        .namespace(json!({"pods": "5"}))
+        .tenant(json!({"pods": "8"}))
+        .apply(&pcp.admin)
+        .await
+        .unwrap();
+    let tenant = TenantBuilder::new("so-xay-dung", p)
+        .display_name("Sở Xây dựng")
+        .owners("soxd-admins")
+        .apply_ready(&pcp.admin)
+        .await;
 
     // /metrics tells every tenant's usage: not to anyone who reaches the port.
     assert_eq!(metrics_status(port, None).await, Some(401), "anonymous");

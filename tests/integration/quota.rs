@@ -4,55 +4,41 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use citycloud::api::{QuotaProfile, Tenant};
+use citycloud::api::Tenant;
 use citycloud::quantity::Milli;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota, Service, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use serde_json::json;
-use testbed::fixtures::{apply, wait_condition, wait_ready};
+use serde_json::{Value, json};
+use testbed::builders::{Profile, TenantBuilder};
+use testbed::fixtures::{condition, wait_condition};
 use testbed::{TestEnv, eventually};
 
 /// Waiting for Deployments includes the ReplicaSet controller's retry backoff.
 const SETTLE: Duration = Duration::from_secs(120);
 
-fn profile(name: &str, budget: &str) -> String {
-    format!(
-        r#"
-apiVersion: citycloud.io/v1alpha1
-kind: QuotaProfile
-metadata: {{name: {name}}}
-spec:
-  namespace: {{requests.cpu: "1", limits.cpu: "2", pods: "20", services: "4"}}
-  tenant: {budget}
-  limits: {{defaultRequest: {{cpu: 100m, memory: 32Mi}}, default: {{cpu: 100m, memory: 32Mi}}}}
-"#
-    )
+fn profile(name: &str, budget: Value) -> Profile {
+    Profile::new(name)
+        .namespace(json!({"requests.cpu": "1", "limits.cpu": "2", "pods": "20", "services": "4"}))
+        .tenant(budget)
+        .limits(json!({"defaultRequest": {"cpu": "100m", "memory": "32Mi"}, "default": {"cpu": "100m", "memory": "32Mi"}}))
 }
 
-fn tenant(name: &str, profile: &str) -> String {
-    format!(
-        r#"
-apiVersion: citycloud.io/v1alpha1
-kind: Tenant
-metadata: {{name: {name}}}
-spec:
-  displayName: "Ủy ban nhân dân quận {name}"
-  owners: [{{kind: Group, name: {name}-admins}}]
-  quotaProfile: {profile}
-  environments: [{{name: a}}, {{name: b}}]
-"#
-    )
+fn tenant(name: &str, profile: &str) -> TenantBuilder {
+    TenantBuilder::new(name, profile)
+        .display_name(&format!("Ủy ban nhân dân quận {name}"))
+        .environments(&["a", "b"])
 }
 
 /// A tenant with two namespaces `<t>-a`, `<t>-b` whose default ServiceAccounts exist.
-async fn two_namespace_tenant(env: &TestEnv, base: &str, budget: &str) -> (String, String, String) {
+async fn two_namespace_tenant(
+    env: &TestEnv,
+    base: &str,
+    budget: Value,
+) -> (String, String, String) {
     let (t, p) = (env.name(base), env.name(&format!("{base}-p")));
-    apply::<QuotaProfile>(&env.admin, &profile(&p, budget))
-        .await
-        .unwrap();
-    apply::<Tenant>(&env.admin, &tenant(&t, &p)).await.unwrap();
-    wait_ready(&env.admin, &t).await;
+    env.apply_profile(profile(&p, budget)).await;
+    env.tenant_ready(&tenant(&t, &p)).await;
     let (a, b) = (format!("{t}-a"), format!("{t}-b"));
     for ns in [&a, &b] {
         let sas = Api::<ServiceAccount>::namespaced(env.admin.clone(), ns);
@@ -134,7 +120,7 @@ async fn create_like_a_client(pods: &Api<Pod>, pod: &Pod) -> bool {
 #[tokio::test]
 async fn concurrent_pods_never_exceed_the_tenant_budget() {
     let env = TestEnv::with_operator().await;
-    let (_t, a, b) = two_namespace_tenant(&env, "burst", "{requests.cpu: \"1\"}").await;
+    let (_t, a, b) = two_namespace_tenant(&env, "burst", json!({"requests.cpu": "1"})).await;
 
     // A watcher samples the admitted total while the bursts run.
     let stop = Arc::new(AtomicBool::new(false));
@@ -216,7 +202,7 @@ async fn concurrent_pods_never_exceed_the_tenant_budget() {
 #[tokio::test]
 async fn a_deployment_gets_budget_an_idle_namespace_does_not_use_and_freed_budget_moves_on() {
     let env = TestEnv::with_operator().await;
-    let (t, a, b) = two_namespace_tenant(&env, "flow", "{requests.cpu: \"1\"}").await;
+    let (t, a, b) = two_namespace_tenant(&env, "flow", json!({"requests.cpu": "1"})).await;
     let deployments_a = Api::<Deployment>::namespaced(env.admin.clone(), &a);
     deployments_a
         .create(&PostParams::default(), &deployment("web", 10))
@@ -233,12 +219,8 @@ async fn a_deployment_gets_budget_an_idle_namespace_does_not_use_and_freed_budge
         Some("BudgetExhausted"),
     )
     .await;
+    let quota_ready = condition(&tenant, "QuotaReady");
     let status = tenant.status.unwrap();
-    let quota_ready = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "QuotaReady")
-        .unwrap();
     assert!(
         quota_ready.message.contains("requests.cpu"),
         "{}",
@@ -302,7 +284,7 @@ async fn scale(api: &Api<Deployment>, name: &str, replicas: i32) {
 #[tokio::test]
 async fn a_deployment_refused_over_and_over_still_gets_freed_budget_every_time() {
     let env = TestEnv::with_operator().await;
-    let (_t, a, b) = two_namespace_tenant(&env, "again", "{requests.cpu: \"1\"}").await;
+    let (_t, a, b) = two_namespace_tenant(&env, "again", json!({"requests.cpu": "1"})).await;
     let in_a = Api::<Deployment>::namespaced(env.admin.clone(), &a);
     let in_b = Api::<Deployment>::namespaced(env.admin.clone(), &b);
     in_a.create(&PostParams::default(), &deployment("web", 10))
@@ -350,7 +332,7 @@ async fn a_deployment_refused_over_and_over_still_gets_freed_budget_every_time()
 #[tokio::test]
 async fn a_budget_lowered_below_use_keeps_workloads_and_refuses_new_use() {
     let env = TestEnv::with_operator().await;
-    let (t, a, _b) = two_namespace_tenant(&env, "lower", "{requests.cpu: \"1\"}").await;
+    let (t, a, _b) = two_namespace_tenant(&env, "lower", json!({"requests.cpu": "1"})).await;
     let pods = Api::<Pod>::namespaced(env.admin.clone(), &a);
     for i in 0..4 {
         pods.create(&PostParams::default(), &pod(&format!("p{i}")))
@@ -363,9 +345,8 @@ async fn a_budget_lowered_below_use_keeps_workloads_and_refuses_new_use() {
         .unwrap()
         .spec
         .quota_profile;
-    apply::<QuotaProfile>(&env.admin, &profile(&p, "{requests.cpu: \"200m\"}"))
-        .await
-        .unwrap();
+    env.apply_profile(profile(&p, json!({"requests.cpu": "200m"})))
+        .await;
     let tenant = wait_condition(
         &env.admin,
         &t,
@@ -374,14 +355,7 @@ async fn a_budget_lowered_below_use_keeps_workloads_and_refuses_new_use() {
         Some("BudgetExhausted"),
     )
     .await;
-    let msg = tenant
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "QuotaReady")
-        .unwrap()
-        .message;
+    let msg = condition(&tenant, "QuotaReady").message;
     assert!(msg.contains("400m used of a 200m budget"), "{msg}");
     assert_eq!(
         pods.list(&ListParams::default()).await.unwrap().items.len(),
@@ -400,7 +374,7 @@ async fn a_budget_lowered_below_use_keeps_workloads_and_refuses_new_use() {
 #[tokio::test]
 async fn a_count_budget_holds_under_concurrency_and_freed_services_move_to_the_other_namespace() {
     let env = TestEnv::with_operator().await;
-    let (_t, a, b) = two_namespace_tenant(&env, "svc", "{services: \"4\"}").await;
+    let (_t, a, b) = two_namespace_tenant(&env, "svc", json!({"services": "4"})).await;
     let service = |name: String| -> Service {
         serde_json::from_value(json!({"metadata": {"name": name, "labels": {"load": "svc"}}, "spec": {"clusterIP": "None", "ports": [{"port": 80}]}})).unwrap()
     };

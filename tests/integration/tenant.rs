@@ -1,43 +1,32 @@
 //! Tenants, as a platform engineer applies them and as agency users live with them.
 use std::collections::BTreeMap;
 
-use citycloud::api::{QuotaProfile, Tenant};
+use citycloud::api::Tenant;
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use testbed::fixtures::{CONVERGE, apply, apply_raw_tenant, code, wait_condition, wait_ready};
+use testbed::builders::{Profile, TenantBuilder, default_limits};
+use testbed::fixtures::{
+    CONVERGE, apply_raw_tenant, code, condition, wait_condition, wait_namespace_deleted,
+    wait_ready, wait_tenant_gone,
+};
 use testbed::{TestEnv, eventually};
 
-fn profile_yaml(name: &str, cpu: &str) -> String {
-    format!(
-        r#"
-apiVersion: citycloud.io/v1alpha1
-kind: QuotaProfile
-metadata: {{name: {name}}}
-spec:
-  description: "test profile"
-  namespace: {{requests.cpu: "{cpu}", pods: "20"}}
-  tenant: {{requests.cpu: "8"}}
-  limits: {{defaultRequest: {{cpu: 100m, memory: 64Mi}}, default: {{cpu: 200m, memory: 128Mi}}}}
-"#
-    )
+fn profile(name: &str, cpu: &str) -> Profile {
+    Profile::new(name)
+        .description("test profile")
+        .namespace(json!({"requests.cpu": cpu, "pods": "20"}))
+        .tenant(json!({"requests.cpu": "8"}))
+        .limits(default_limits())
 }
 
-fn tenant_yaml(name: &str, profile: &str, owners: &str, extra: &str) -> String {
-    format!(
-        r#"
-apiVersion: citycloud.io/v1alpha1
-kind: Tenant
-metadata: {{name: {name}}}
-spec:
-  displayName: "Sở Thông tin và Truyền thông {name}"
-  owners: [{{kind: Group, name: {owners}}}]
-  quotaProfile: {profile}
-{extra}
-"#
-    )
+/// A tenant `Sở Thông tin và Truyền thông <name>` owned by the group `owners`.
+fn tenant(name: &str, profile: &str, owners: &str) -> TenantBuilder {
+    TenantBuilder::new(name, profile)
+        .display_name(&format!("Sở Thông tin và Truyền thông {name}"))
+        .owners(owners)
 }
 
 async fn configmap_in(
@@ -61,14 +50,15 @@ fn labels(ns: &Namespace) -> BTreeMap<String, String> {
 async fn a_tenant_becomes_namespaces_with_rbac_quota_limits_and_network_policies() {
     let env = TestEnv::with_operator().await;
     let (t, p) = (env.name("so"), env.name("medium"));
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "4"))
-        .await
-        .unwrap();
-    let extra = "  environments: [{name: prod}, {name: staging}]\n  network: {egress: Restricted}\n  viewers: [{kind: User, name: auditor}]";
-    apply::<Tenant>(&env.admin, &tenant_yaml(&t, &p, "so-admins", extra))
-        .await
-        .unwrap();
-    let ready = wait_ready(&env.admin, &t).await;
+    env.apply_profile(profile(&p, "4")).await;
+    let ready = env
+        .tenant_ready(
+            &tenant(&t, &p, "so-admins")
+                .environments(&["prod", "staging"])
+                .set("network", json!({"egress": "Restricted"}))
+                .viewer("auditor"),
+        )
+        .await;
     let status = ready.status.unwrap();
     assert_eq!(
         status.namespaces,
@@ -139,16 +129,13 @@ async fn an_owner_works_in_their_namespaces_and_cannot_touch_another_tenants() {
         env.name("b-admins"),
         env.name("a-viewers"),
     );
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "2"))
+    env.apply_profile(profile(&p, "2")).await;
+    tenant(&a, &p, &a_admins)
+        .set("viewers", json!([{"kind": "Group", "name": a_viewers}]))
+        .apply(&env.admin)
         .await
         .unwrap();
-    let viewers = format!("  viewers: [{{kind: Group, name: {a_viewers}}}]");
-    apply::<Tenant>(&env.admin, &tenant_yaml(&a, &p, &a_admins, &viewers))
-        .await
-        .unwrap();
-    apply::<Tenant>(&env.admin, &tenant_yaml(&b, &p, &b_admins, ""))
-        .await
-        .unwrap();
+    tenant(&b, &p, &b_admins).apply(&env.admin).await.unwrap();
     wait_ready(&env.admin, &a).await;
     wait_ready(&env.admin, &b).await;
 
@@ -198,13 +185,8 @@ async fn an_owner_works_in_their_namespaces_and_cannot_touch_another_tenants() {
 async fn an_owner_cannot_change_what_the_operator_manages() {
     let env = TestEnv::with_operator().await;
     let (t, p, admins) = (env.name("guard"), env.name("p"), env.name("guard-admins"));
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "2"))
-        .await
-        .unwrap();
-    apply::<Tenant>(&env.admin, &tenant_yaml(&t, &p, &admins, ""))
-        .await
-        .unwrap();
-    wait_ready(&env.admin, &t).await;
+    env.apply_profile(profile(&p, "2")).await;
+    env.tenant_ready(&tenant(&t, &p, &admins)).await;
     let owner = env.user(&env.name("chi"), &[&admins]).await;
     let ns = format!("{t}-prod");
     let dp = DeleteParams::default();
@@ -258,21 +240,11 @@ async fn an_owner_cannot_change_what_the_operator_manages() {
 async fn drift_of_every_managed_kind_is_repaired() {
     let env = TestEnv::with_operator().await;
     let (t, p) = (env.name("drift"), env.name("p"));
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "3"))
-        .await
-        .unwrap();
-    apply::<Tenant>(
-        &env.admin,
-        &tenant_yaml(
-            &t,
-            &p,
-            "drift-admins",
-            "  members: [{kind: User, name: dev}]",
-        ),
+    env.apply_profile(profile(&p, "3")).await;
+    env.tenant_ready(
+        &tenant(&t, &p, "drift-admins").set("members", json!([{"kind": "User", "name": "dev"}])),
     )
-    .await
-    .unwrap();
-    wait_ready(&env.admin, &t).await;
+    .await;
     let ns = format!("{t}-prod");
     let dp = DeleteParams::default();
     let a = &env.admin;
@@ -329,23 +301,16 @@ async fn drift_of_every_managed_kind_is_repaired() {
 async fn a_profile_change_reaches_every_tenant_using_it() {
     let env = TestEnv::with_operator().await;
     let (t1, t2, p) = (env.name("pa"), env.name("pb"), env.name("shared"));
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "2"))
+    env.apply_profile(profile(&p, "2")).await;
+    tenant(&t1, &p, "x").apply(&env.admin).await.unwrap();
+    tenant(&t2, &p, "y")
+        .set("quotaOverrides", json!({"namespace": {"pods": "7"}}))
+        .apply(&env.admin)
         .await
         .unwrap();
-    apply::<Tenant>(&env.admin, &tenant_yaml(&t1, &p, "x", ""))
-        .await
-        .unwrap();
-    apply::<Tenant>(
-        &env.admin,
-        &tenant_yaml(&t2, &p, "y", "  quotaOverrides: {namespace: {pods: \"7\"}}"),
-    )
-    .await
-    .unwrap();
     wait_ready(&env.admin, &t1).await;
     wait_ready(&env.admin, &t2).await;
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "5"))
-        .await
-        .unwrap();
+    env.apply_profile(profile(&p, "5")).await;
     for (t, pods) in [(&t1, "20"), (&t2, "7")] {
         let rqs = Api::<ResourceQuota>::namespaced(env.admin.clone(), &format!("{t}-prod"));
         eventually(&format!("{t} to follow the profile"), CONVERGE, || async {
@@ -360,21 +325,9 @@ async fn a_profile_change_reaches_every_tenant_using_it() {
 async fn retain_keeps_namespaces_and_a_new_tenant_of_the_same_name_adopts_them_on_purpose() {
     let env = TestEnv::with_operator().await;
     let (t, p) = (env.name("keep"), env.name("p"));
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "2"))
-        .await
-        .unwrap();
-    apply::<Tenant>(
-        &env.admin,
-        &tenant_yaml(
-            &t,
-            &p,
-            "keep-admins",
-            "  environments: [{name: prod}, {name: dev}]",
-        ),
-    )
-    .await
-    .unwrap();
-    wait_ready(&env.admin, &t).await;
+    env.apply_profile(profile(&p, "2")).await;
+    env.tenant_ready(&tenant(&t, &p, "keep-admins").environments(&["prod", "dev"]))
+        .await;
     let (prod, dev) = (format!("{t}-prod"), format!("{t}-dev"));
     configmap_in(&env.admin, &prod, "precious-data")
         .await
@@ -391,12 +344,11 @@ async fn retain_keeps_namespaces_and_a_new_tenant_of_the_same_name_adopts_them_o
     };
 
     // Dropping an environment keeps its namespace.
-    apply::<Tenant>(
-        &env.admin,
-        &tenant_yaml(&t, &p, "keep-admins", "  environments: [{name: prod}]"),
-    )
-    .await
-    .unwrap();
+    tenant(&t, &p, "keep-admins")
+        .environments(&["prod"])
+        .apply(&env.admin)
+        .await
+        .unwrap();
     eventually(
         "the dropped environment's namespace kept and marked",
         CONVERGE,
@@ -409,14 +361,7 @@ async fn retain_keeps_namespaces_and_a_new_tenant_of_the_same_name_adopts_them_o
         .delete(&t, &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the tenant gone", CONVERGE, || async {
-        matches!(
-            Api::<Tenant>::all(env.admin.clone()).get_opt(&t).await,
-            Ok(None)
-        )
-        .then_some(())
-    })
-    .await;
+    wait_tenant_gone(&env.admin, &t).await;
     orphaned(prod.clone())
         .await
         .expect("prod kept and marked orphaned");
@@ -426,12 +371,10 @@ async fn retain_keeps_namespaces_and_a_new_tenant_of_the_same_name_adopts_them_o
         .expect("the data survived");
 
     // A new tenant of the same name adopts its namespace back, on purpose (annotated).
-    let adopting = tenant_yaml(&t, &p, "keep-admins", "  environments: [{name: prod}]").replace(
-        "metadata: {name: ",
-        "metadata: {annotations: {citycloud.io/adopt-retained: \"true\"}, name: ",
-    );
-    apply::<Tenant>(&env.admin, &adopting).await.unwrap();
-    wait_ready(&env.admin, &t).await;
+    let adopting = tenant(&t, &p, "keep-admins")
+        .environments(&["prod"])
+        .annotation("citycloud.io/adopt-retained", "true");
+    env.tenant_ready(&adopting).await;
     let ns = namespaces.get(&prod).await.unwrap();
     assert!(
         !labels(&ns).contains_key("citycloud.io/orphaned"),
@@ -448,57 +391,29 @@ async fn retain_keeps_namespaces_and_a_new_tenant_of_the_same_name_adopts_them_o
 async fn delete_policy_deletes_namespaces() {
     let env = TestEnv::with_operator().await;
     let (t, p) = (env.name("gone"), env.name("p"));
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "2"))
+    env.apply_profile(profile(&p, "2")).await;
+    let delete = tenant(&t, &p, "gone-admins").set("deletionPolicy", json!("Delete"));
+    env.tenant_ready(&delete.clone().environments(&["prod", "dev"]))
+        .await;
+    // The dropped environment is deleted, then prod with its tenant.
+    delete
+        .environments(&["prod"])
+        .apply(&env.admin)
         .await
         .unwrap();
-    let extra = "  deletionPolicy: Delete\n  environments: [{name: prod}, {name: dev}]";
-    apply::<Tenant>(&env.admin, &tenant_yaml(&t, &p, "gone-admins", extra))
-        .await
-        .unwrap();
-    wait_ready(&env.admin, &t).await;
-    let namespaces = Api::<Namespace>::all(env.admin.clone());
-    let gone = |name: String| {
-        let namespaces = namespaces.clone();
-        async move {
-            match namespaces.get_opt(&name).await {
-                Ok(None) => Some(()),
-                Ok(Some(ns)) => ns.metadata.deletion_timestamp.map(|_| ()),
-                Err(_) => None,
-            }
-        }
-    };
-    apply::<Tenant>(
-        &env.admin,
-        &tenant_yaml(
-            &t,
-            &p,
-            "gone-admins",
-            "  deletionPolicy: Delete\n  environments: [{name: prod}]",
-        ),
-    )
-    .await
-    .unwrap();
-    eventually("the dropped environment deleted", CONVERGE, || {
-        gone(format!("{t}-dev"))
-    })
-    .await;
+    wait_namespace_deleted(&env.admin, &format!("{t}-dev")).await;
     Api::<Tenant>::all(env.admin.clone())
         .delete(&t, &DeleteParams::default())
         .await
         .unwrap();
-    eventually("prod deleted with its tenant", CONVERGE, || {
-        gone(format!("{t}-prod"))
-    })
-    .await;
+    wait_namespace_deleted(&env.admin, &format!("{t}-prod")).await;
 }
 
 #[tokio::test]
 async fn a_namespace_of_someone_else_is_never_taken_over() {
     let env = TestEnv::with_operator().await;
     let (t, p) = (env.name("clash"), env.name("p"));
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "2"))
-        .await
-        .unwrap();
+    env.apply_profile(profile(&p, "2")).await;
     let squatter: Namespace = serde_json::from_value(
         json!({"metadata": {"name": format!("{t}-prod"), "labels": {"team": "legacy"}}}),
     )
@@ -507,17 +422,11 @@ async fn a_namespace_of_someone_else_is_never_taken_over() {
         .create(&PostParams::default(), &squatter)
         .await
         .unwrap();
-    apply::<Tenant>(
-        &env.admin,
-        &tenant_yaml(
-            &t,
-            &p,
-            "clash-admins",
-            "  environments: [{name: prod}, {name: dev}]",
-        ),
-    )
-    .await
-    .unwrap();
+    tenant(&t, &p, "clash-admins")
+        .environments(&["prod", "dev"])
+        .apply(&env.admin)
+        .await
+        .unwrap();
     let t_obj = wait_condition(
         &env.admin,
         &t,
@@ -526,13 +435,7 @@ async fn a_namespace_of_someone_else_is_never_taken_over() {
         Some("NamespaceConflict"),
     )
     .await;
-    let ready = t_obj
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = condition(&t_obj, "Ready");
     assert_eq!(ready.status, "False");
     assert!(
         ready.message.contains(&format!("{t}-prod")),
@@ -565,22 +468,16 @@ async fn a_namespace_of_someone_else_is_never_taken_over() {
 async fn suspension_stops_new_pods_and_deletes_nothing() {
     let env = TestEnv::with_operator().await;
     let (t, p) = (env.name("pause"), env.name("p"));
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "2"))
-        .await
-        .unwrap();
-    apply::<Tenant>(&env.admin, &tenant_yaml(&t, &p, "pause-admins", ""))
-        .await
-        .unwrap();
-    wait_ready(&env.admin, &t).await;
+    env.apply_profile(profile(&p, "2")).await;
+    env.tenant_ready(&tenant(&t, &p, "pause-admins")).await;
     configmap_in(&env.admin, &format!("{t}-prod"), "kept")
         .await
         .unwrap();
-    apply::<Tenant>(
-        &env.admin,
-        &tenant_yaml(&t, &p, "pause-admins", "  suspended: true"),
-    )
-    .await
-    .unwrap();
+    tenant(&t, &p, "pause-admins")
+        .set("suspended", json!(true))
+        .apply(&env.admin)
+        .await
+        .unwrap();
     wait_condition(&env.admin, &t, "Ready", "False", Some("Suspended")).await;
     let rq = Api::<ResourceQuota>::namespaced(env.admin.clone(), &format!("{t}-prod"))
         .get("citycloud-quota")
@@ -597,12 +494,10 @@ async fn suspension_stops_new_pods_and_deletes_nothing() {
 async fn a_missing_profile_fails_closed_and_says_so() {
     let env = TestEnv::with_operator().await;
     let t = env.name("noprof");
-    apply::<Tenant>(
-        &env.admin,
-        &tenant_yaml(&t, &env.name("nonexistent"), "np-admins", ""),
-    )
-    .await
-    .unwrap();
+    tenant(&t, &env.name("nonexistent"), "np-admins")
+        .apply(&env.admin)
+        .await
+        .unwrap();
     let t_obj = wait_condition(
         &env.admin,
         &t,
@@ -611,13 +506,7 @@ async fn a_missing_profile_fails_closed_and_says_so() {
         Some("QuotaProfileNotFound"),
     )
     .await;
-    let c = t_obj
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "QuotaReady")
-        .unwrap();
+    let c = condition(&t_obj, "QuotaReady");
     assert!(c.message.contains("does not exist"), "{}", c.message);
     let rq = Api::<ResourceQuota>::namespaced(env.admin.clone(), &format!("{t}-prod"))
         .get("citycloud-quota")
@@ -630,22 +519,18 @@ async fn a_missing_profile_fails_closed_and_says_so() {
 async fn a_parent_cycle_or_missing_parent_is_reported() {
     let env = TestEnv::with_operator().await;
     let (a, b, p) = (env.name("cya"), env.name("cyb"), env.name("p"));
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "2"))
+    env.apply_profile(profile(&p, "2")).await;
+    tenant(&a, &p, "cy")
+        .set("parent", json!(b))
+        .apply(&env.admin)
         .await
         .unwrap();
-    apply::<Tenant>(
-        &env.admin,
-        &tenant_yaml(&a, &p, "cy", &format!("  parent: {b}")),
-    )
-    .await
-    .unwrap();
     wait_condition(&env.admin, &a, "Ready", "False", Some("ParentNotFound")).await;
-    apply::<Tenant>(
-        &env.admin,
-        &tenant_yaml(&b, &p, "cy", &format!("  parent: {a}")),
-    )
-    .await
-    .unwrap();
+    tenant(&b, &p, "cy")
+        .set("parent", json!(a))
+        .apply(&env.admin)
+        .await
+        .unwrap();
     wait_condition(&env.admin, &b, "Ready", "False", Some("ParentCycle")).await;
 }
 
@@ -729,22 +614,15 @@ async fn versions_of<K>(
 async fn a_restarted_operator_writes_nothing_over_ready_tenants() {
     let env = TestEnv::with_operator().await;
     let p = env.name("p");
-    apply::<QuotaProfile>(&env.admin, &profile_yaml(&p, "2"))
-        .await
-        .unwrap();
+    env.apply_profile(profile(&p, "2")).await;
     let names: Vec<String> = (0..3).map(|i| env.name(&format!("idle{i}"))).collect();
     for t in &names {
-        apply::<Tenant>(
-            &env.admin,
-            &tenant_yaml(
-                t,
-                &p,
-                "idle-admins",
-                "  environments: [{name: prod}, {name: dev}]\n  network: {egress: Restricted}",
-            ),
-        )
-        .await
-        .unwrap();
+        tenant(t, &p, "idle-admins")
+            .environments(&["prod", "dev"])
+            .set("network", json!({"egress": "Restricted"}))
+            .apply(&env.admin)
+            .await
+            .unwrap();
     }
     for t in &names {
         wait_ready(&env.admin, t).await;

@@ -497,6 +497,7 @@ impl Drop for ControlPlane {
 
 /// Makes the child of `cmd` die with this process (Owned) or outlive it in its own session
 /// (Detached), and enter the network namespace `netns_fd` if given.
+#[allow(unsafe_code)] // libc: process group, death signal, session, netns between fork and exec
 pub(crate) fn set_lifetime(cmd: &mut Command, lifetime: Lifetime, netns_fd: Option<i32>) {
     // SAFETY: only async-signal-safe libc calls between fork and exec.
     unsafe {
@@ -541,6 +542,7 @@ where
     })
 }
 
+#[allow(unsafe_code)] // libc: kill(2) of the process groups the test bed started
 fn signal(pid: i32, sig: i32) {
     // SAFETY: kill(2) on a process (group) this test bed started.
     unsafe {

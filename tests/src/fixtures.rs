@@ -2,6 +2,9 @@
 use std::time::Duration;
 
 use citycloud::api::Tenant;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::NamespaceResourceScope;
 use serde::Serialize;
@@ -80,6 +83,47 @@ pub async fn wait_condition(
 
 pub async fn wait_ready(client: &kube::Client, tenant: &str) -> Tenant {
     wait_condition(client, tenant, "Ready", "True", None).await
+}
+
+/// The Tenant's condition of `type_`; panics naming the conditions it has when there is none.
+pub fn condition(tenant: &Tenant, type_: &str) -> Condition {
+    let conditions = tenant
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "Tenant {} has no condition {type_}: {conditions:?}",
+                tenant.name_any()
+            )
+        })
+}
+
+/// Waits until the namespace `name` is deleted: gone, or terminating (its content going).
+pub async fn wait_namespace_deleted(client: &kube::Client, name: &str) {
+    let namespaces = Api::<Namespace>::all(client.clone());
+    eventually(&format!("namespace {name} deleted"), CONVERGE, || async {
+        match namespaces.get_opt(name).await {
+            Ok(None) => Some(()),
+            Ok(Some(ns)) => ns.metadata.deletion_timestamp.map(|_| ()),
+            Err(_) => None,
+        }
+    })
+    .await;
+}
+
+/// Waits until the Tenant `name` no longer exists (its finalizer done).
+pub async fn wait_tenant_gone(client: &kube::Client, name: &str) {
+    let tenants = Api::<Tenant>::all(client.clone());
+    eventually(&format!("Tenant {name} gone"), CONVERGE, || async {
+        matches!(tenants.get_opt(name).await, Ok(None)).then_some(())
+    })
+    .await;
 }
 
 /// The HTTP status of a failed call, for asserting refusals.

@@ -6,6 +6,7 @@
 //! share it. Every test gets a unique name prefix so tests run in parallel.
 
 pub mod binaries;
+pub mod builders;
 pub mod controlplane;
 pub mod demo;
 pub mod env;

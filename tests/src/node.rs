@@ -487,6 +487,7 @@ impl NodeCluster {
             SHARED.get_or_init(|| {
                 let started = NodeCluster::start_blocking("node");
                 if started.is_ok() {
+                    #[allow(unsafe_code)] // libc: atexit, to stop the shared node at exit
                     // SAFETY: registers a plain function, run once at exit().
                     unsafe {
                         libc::atexit(stop_shared);

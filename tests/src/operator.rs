@@ -84,6 +84,7 @@ impl RunningOperator {
             .get_or_create(&citycloud::metrics::ReconcileLabels {
                 controller,
                 result: "success",
+                error: "",
             })
             .get()
     }

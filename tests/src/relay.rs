@@ -83,6 +83,7 @@ fn serve(listener: TcpListener, ns: Arc<File>, port: u16, stop: &AtomicBool) {
 
 /// Connects to 127.0.0.1:`port` inside the namespace. setns(CLONE_NEWNET) changes only the
 /// calling thread (this connection's own), and the socket stays in the namespace it was made in.
+#[allow(unsafe_code)] // libc: setns into the node's network namespace, this thread only
 fn dial_inside(ns: &File, port: u16) -> Option<TcpStream> {
     // SAFETY: setns on an open namespace file descriptor; affects this thread only.
     if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {

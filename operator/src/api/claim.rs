@@ -80,7 +80,7 @@ pub struct SharedServiceClaimStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binding: Option<Binding>,
 
-    /// The SHA-256 of the token the operator issued for this claim ("sha256:<hex>"), with
+    /// The SHA-256 of the token the operator issued for this claim (`sha256:<hex>`), with
     /// PerClaim credentials. Only a binding Secret whose token has this digest is trusted
     /// and published to the service: nobody but the operator writes a claim's status.
     #[serde(default, skip_serializing_if = "Option::is_none")]

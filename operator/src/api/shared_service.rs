@@ -73,8 +73,8 @@ pub struct SharedServiceSpec {
     pub access: Access,
 
     /// None: claims get no credentials. PerClaim (default): each claim gets a random token,
-    /// which the service finds in the Secrets <service>-consumers-<tenant> of its namespace
-    /// (one per tenant with bound claims, labelled citycloud.io/shared-service=<service>).
+    /// which the service finds in the Secrets `<service>-consumers-<tenant>` of its namespace
+    /// (one per tenant with bound claims, labelled `citycloud.io/shared-service=<service>`).
     #[serde(default)]
     pub credentials: Credentials,
 

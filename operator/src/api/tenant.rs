@@ -117,7 +117,7 @@ pub struct TenantSpec {
     #[schemars(length(max = 100))]
     pub viewers: Vec<Subject>,
 
-    /// The tenant's environments; each gets the namespace <tenant>-<name>. Defaults to one
+    /// The tenant's environments; each gets the namespace `<tenant>-<name>`. Defaults to one
     /// environment, prod. Removing an environment never deletes its namespace unless
     /// deletionPolicy is Delete.
     #[serde(default = "default_environments")]
@@ -185,7 +185,7 @@ static DEFAULT_ENVIRONMENTS: LazyLock<Vec<Environment>> = LazyLock::new(|| {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Environment {
-    /// The environment's name, a DNS label; the namespace is <tenant>-<name>.
+    /// The environment's name, a DNS label; the namespace is `<tenant>-<name>`.
     #[schemars(length(min = 1, max = 63))]
     #[x_kube(validation = dns_label("environment name"))]
     pub name: String,

@@ -203,10 +203,7 @@ async fn reconcile(claim: Arc<SharedServiceClaim>, ctx: Arc<ClaimContext>) -> Re
     .instrument(span)
     .await;
     let result = crate::finalizers::outcome(result);
-    ctx.base
-        .shared
-        .metrics
-        .reconciled(CONTROLLER, result.is_ok());
+    ctx.base.shared.metrics.reconciled(CONTROLLER, &result);
     result
 }
 

@@ -166,7 +166,7 @@ async fn reconcile(service: Arc<SharedService>, ctx: Arc<ServiceContext>) -> Res
     let base = &ctx.base;
     let _timer = base.shared.metrics.time(CONTROLLER);
     let result = sync(&service, base, &ctx.applied).instrument(span).await;
-    base.shared.metrics.reconciled(CONTROLLER, result.is_ok());
+    base.shared.metrics.reconciled(CONTROLLER, &result);
     result
 }
 

@@ -251,3 +251,7 @@ mod tests {
         assert_eq!(u["requests.memory"].hard.0, "16Gi");
     }
 }
+
+// Which failure a tenant's Ready condition reports when several hold at once.
+#[cfg(test)]
+mod precedence_tests;

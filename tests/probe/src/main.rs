@@ -8,6 +8,7 @@
 //! - `resolve <name>`: prints `<name> -> <ip>...` (getaddrinfo) and exits 0, or 1.
 //!
 //! Standard library only, on purpose: its static image builds in seconds.
+#![forbid(unsafe_code)]
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;

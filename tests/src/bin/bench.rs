@@ -9,9 +9,10 @@
 //! 4. the operator's CPU seconds and peak RSS for 1 and 3;
 //! 5. the budget flow: freed quota in one namespace reaching a waiting Deployment in another.
 //!
-//! It starts its own control plane in target/bench/run-<pid> (or attaches to
+//! It starts its own control plane in `target/bench/run-<pid>` (or attaches to
 //! CITYCLOUD_CLUSTER), and stops by itself after --max-runtime whatever happens.
 #[path = "../bench/mod.rs"]
+#[allow(unsafe_code)] // libc: pre_exec death signal, SIGTERM, sysconf for the operator it measures
 mod bench;
 
 use std::process::ExitCode;

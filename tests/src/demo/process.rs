@@ -11,6 +11,7 @@ use super::Layout;
 
 /// Starts `binary run --listen 127.0.0.1:<free port>` with the demo's admin kubeconfig,
 /// logging to `operator.log`, and waits until it answers `/readyz`.
+#[allow(unsafe_code)] // libc: the child leaves our session (setsid in pre_exec)
 pub fn start(layout: &Layout, binary: &Path) -> anyhow::Result<SocketAddr> {
     let addr = free_addr()?;
     let log_path = layout.operator_log();
@@ -77,6 +78,7 @@ pub fn running(layout: &Layout) -> Option<i32> {
 
 /// Stops the operator of `operator.pid` (SIGTERM: it finishes in-flight reconciles; SIGKILL
 /// after 15 s). Returns whether one was running.
+#[allow(unsafe_code)] // libc: signals the operator process the demo started
 pub fn stop(layout: &Layout) -> bool {
     let pid = running(layout);
     let _ = fs::remove_file(layout.operator_pid());
