@@ -47,7 +47,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
 async fn reconcile(profile: Arc<QuotaProfile>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.shared.metrics.time(CONTROLLER);
     let result = count(&profile, &ctx).await;
-    ctx.shared.metrics.reconciled(CONTROLLER, result.is_ok());
+    ctx.shared.metrics.reconciled(CONTROLLER, &result);
     result
 }
 

@@ -84,7 +84,7 @@ async fn reconcile(request: Arc<TenantRequest>, ctx: Arc<Context>) -> Result<Act
         info_span!("reconcile", controller = CONTROLLER, request = %plan::request_ref(&request));
     let _timer = ctx.shared.metrics.time(CONTROLLER);
     let result = decide(&request, &ctx).instrument(span).await;
-    ctx.shared.metrics.reconciled(CONTROLLER, result.is_ok());
+    ctx.shared.metrics.reconciled(CONTROLLER, &result);
     result
 }
 
