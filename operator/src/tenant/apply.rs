@@ -12,10 +12,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::build::{QUOTA, REVOKED_ON_RETAIN, TenantResources, frozen_quota, namespace, orphaned};
-use super::cache::{Caches, in_namespace, named};
+use super::cache::{Caches, Pending, in_namespace, named};
 use crate::api::labels::{ENVIRONMENT, ORPHANED, TENANT_UID};
 use crate::api::{DeletionPolicy, Environment, Tenant};
-use crate::apply::{Outcome, apply};
+use crate::apply::{Outcome, apply, holds, prepare, send};
 use crate::context::Context;
 use crate::{Error, Result, StepExt};
 
@@ -135,7 +135,8 @@ pub async fn apply_all(
         if skipped.contains(&ns) {
             continue;
         }
-        let outcome = apply(
+        let outcome = tracked(
+            &caches.pending,
             &Api::all(ctx.client.clone()),
             &res.namespace,
             live_namespaces.get(&ns),
@@ -152,14 +153,16 @@ pub async fn apply_all(
         let policies = in_namespace(&caches.network_policies, &ns, &name);
         let bindings = in_namespace(&caches.role_bindings, &ns, &name);
         let enforced = crate::quota::enforced(&res.quota, live_quotas.get(&ns));
-        sync_kind(ctx, journal, &ns, std::slice::from_ref(&res.quota), quota).await?;
-        sync_kind::<LimitRange>(ctx, journal, &ns, res.limit_range.as_slice(), limits).await?;
-        sync_kind(ctx, journal, &ns, &res.network_policies, policies).await?;
+        let pending = &caches.pending;
+        sync_kind(ctx, pending, journal, &ns, std::slice::from_ref(&res.quota), quota).await?;
+        sync_kind::<LimitRange>(ctx, pending, journal, &ns, res.limit_range.as_slice(), limits)
+            .await?;
+        sync_kind(ctx, pending, journal, &ns, &res.network_policies, policies).await?;
         // No access to a new namespace before its quota binds: the API server admits anything
         // there until kube-controller-manager has synced the quota's status (the quota's watch
         // brings us back then). Access already granted is never taken away for this.
         if enforced || !bindings.is_empty() {
-            sync_kind(ctx, journal, &ns, &res.role_bindings, bindings).await?;
+            sync_kind(ctx, pending, journal, &ns, &res.role_bindings, bindings).await?;
         } else {
             applied.awaiting_quota.push(ns.clone());
         }
@@ -167,7 +170,7 @@ pub async fn apply_all(
     }
     let roles = Api::<ClusterRole>::all(ctx.client.clone());
     let live_role = named(&caches.cluster_roles, &desired.reader_role.name_any());
-    let outcome = apply(&roles, &desired.reader_role, live_role.as_ref())
+    let outcome = tracked(&caches.pending, &roles, &desired.reader_role, live_role.as_ref())
         .await
         .at("applying", describe(&desired.reader_role))?;
     journal.record(ctx, &desired.reader_role, outcome);
@@ -176,8 +179,13 @@ pub async fn apply_all(
         &caches.cluster_role_bindings,
         &desired.reader_binding.name_any(),
     );
-    let outcome = apply(&bindings, &desired.reader_binding, live_binding.as_ref())
-        .await
+    let outcome = tracked(
+        &caches.pending,
+        &bindings,
+        &desired.reader_binding,
+        live_binding.as_ref(),
+    )
+    .await
         .at("applying", describe(&desired.reader_binding))?;
     journal.record(ctx, &desired.reader_binding, outcome);
     Ok(applied)
@@ -187,6 +195,7 @@ pub async fn apply_all(
 /// (`live`): an apply for each that differs and a delete for each no longer wanted.
 async fn sync_kind<K>(
     ctx: &Context,
+    pending: &Pending,
     journal: &mut Journal,
     ns: &str,
     desired: &[K],
@@ -201,7 +210,8 @@ where
 {
     let api = Api::<K>::namespaced(ctx.client.clone(), ns);
     for obj in desired {
-        let outcome = match apply(&api, obj, live.remove(&obj.name_any()).as_ref()).await {
+        let live = live.remove(&obj.name_any());
+        let outcome = match tracked(pending, &api, obj, live.as_ref()).await {
             // A field the API server will not change in place (a RoleBinding's roleRef, e.g. of
             // one planted under our name before the guard rails existed): replace the object.
             Err(Error::Kube(kube::Error::Api(s)))
@@ -210,7 +220,9 @@ where
                 delete(&api, &obj.name_any())
                     .await
                     .at("deleting", describe(obj))?;
-                apply(&api, obj, None).await.at("applying", describe(obj))?;
+                tracked(pending, &api, obj, None)
+                    .await
+                    .at("applying", describe(obj))?;
                 Outcome::Updated
             }
             other => other.at("applying", describe(obj))?,
@@ -223,6 +235,35 @@ where
         }
     }
     Ok(())
+}
+
+/// [`apply`], minding our writes the cache has not shown yet: what we applied moments ago is
+/// not applied again, and what we apply is remembered (see [`Pending`]).
+async fn tracked<K>(pending: &Pending, api: &Api<K>, desired: &K, live: Option<&K>) -> Result<Outcome>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let prepared = prepare(desired)?;
+    if let Some(live) = live
+        && holds(live, &prepared)?
+    {
+        return Ok(Outcome::Unchanged);
+    }
+    if pending.holds(desired, &prepared.hash) {
+        return Ok(Outcome::Unchanged);
+    }
+    let answer = send(api, desired, &prepared).await?;
+    // The budget split needs the quota we wrote until the cache shows it.
+    let quota = (K::kind(&()) == "ResourceQuota")
+        .then(|| serde_json::to_value(&answer).ok())
+        .flatten()
+        .and_then(|v| serde_json::from_value::<ResourceQuota>(v).ok());
+    pending.wrote(desired, &prepared.hash, quota);
+    Ok(if live.is_some() {
+        Outcome::Updated
+    } else {
+        Outcome::Created
+    })
 }
 
 /// Whether an API server's 422 is about a field that cannot be changed in place.
@@ -268,9 +309,13 @@ pub async fn release_namespaces(
         }
         let created_here = ns.annotations().get(TENANT_UID) == tenant.metadata.uid.as_ref();
         if tenant.spec.deletion_policy == DeletionPolicy::Delete && created_here {
-            api.delete(&name, &DeleteParams::default())
+            // The list may come from a cache a moment behind: gone already is done.
+            if !delete(&api, &name)
                 .await
-                .at("deleting", format!("Namespace {name}"))?;
+                .at("deleting", format!("Namespace {name}"))?
+            {
+                continue;
+            }
             publish(
                 ctx,
                 tenant,

@@ -51,14 +51,21 @@ pub struct TenantContext {
     pub placement: placement::Verdicts,
 }
 
-/// A watch of the operator's labelled objects of one kind: a cache for reconciles, and the
-/// stream of changes that re-triggers the tenant they belong to.
+/// A watch of one kind: a cache for reconciles (`follow` keeps its index), and the stream
+/// of changes worth a reconcile: not the echo of our own write (see [`cache::Pending`]) unless
+/// `echo_matters` says it brings more, and not the first list (the Tenant watch itself starts
+/// a reconcile of every tenant then).
+#[allow(clippy::type_complexity)]
 fn reflect<K>(
     client: &kube::Client,
     config: &watcher::Config,
+    pending: &cache::Pending,
+    echo_matters: fn(&K, Option<&ResourceQuota>) -> bool,
 ) -> (
     Store<K>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    impl FnOnce(
+        Box<dyn Fn(&watcher::Event<K>) + Send + Sync>,
+    ) -> futures::stream::BoxStream<'static, Result<K, watcher::Error>>,
 )
 where
     K: Resource<DynamicType = ()>
@@ -70,15 +77,57 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = reflector(
-        writer,
-        watcher(Api::<K>::all(client.clone()), config.clone())
-            // The cache keeps what comparing needs, not the managed fields (memory).
-            .modify(|o| o.managed_fields_mut().clear()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let (client, config, pending) = (client.clone(), config.clone(), pending.clone());
+    let stream = move |follow: Box<dyn Fn(&watcher::Event<K>) + Send + Sync>| {
+        let mut listed = false;
+        reflector(
+            writer,
+            watcher(Api::<K>::all(client), config)
+                // The cache keeps what comparing needs, not the managed fields (memory).
+                .modify(|o| o.managed_fields_mut().clear()),
+        )
+        .default_backoff()
+        .filter_map(move |event| {
+            let out = match event {
+                Err(e) => Some(Err(e)),
+                Ok(event) => {
+                    follow(&event);
+                    match event {
+                        watcher::Event::Apply(o) => match pending.seen(&o, false) {
+                            cache::Seen::News => Some(Ok(o)),
+                            cache::Seen::Echo(written) => {
+                                echo_matters(&o, written.as_ref()).then_some(Ok(o))
+                            }
+                        },
+                        watcher::Event::Delete(o) => {
+                            pending.seen(&o, true);
+                            Some(Ok(o))
+                        }
+                        // A relist after a lost watch: anything may have changed meanwhile.
+                        watcher::Event::InitApply(o) => listed.then_some(Ok(o)),
+                        watcher::Event::InitDone => {
+                            listed = true;
+                            None
+                        }
+                        watcher::Event::Init => None,
+                    }
+                }
+            };
+            futures::future::ready(out)
+        })
+        .boxed()
+    };
     (store, stream)
+}
+
+fn never<K>(_: &K, _: Option<&ResourceQuota>) -> bool {
+    false
+}
+
+/// The echo of a ResourceQuota we wrote matters when kube-controller-manager changed its
+/// status meanwhile (enforced, usage counted).
+fn quota_status_moved(live: &ResourceQuota, written: Option<&ResourceQuota>) -> bool {
+    written.is_none_or(|w| w.status != live.status)
 }
 
 /// Runs the Tenant controller until `shutdown` resolves.
@@ -90,28 +139,74 @@ pub async fn run(
     let client = ctx.client.clone();
     let managed =
         watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE},{TENANT}"));
-    let controller = Controller::new(
-        Api::<Tenant>::all(client.clone()),
-        watcher::Config::default(),
+    let (tenants, tenant_writer) = reflector::store();
+    // A Tenant is reconciled when its spec, finalizers or deletion change, or when someone
+    // else changed its status; not on the echo of the status this controller wrote.
+    let shared_status = ctx.shared.clone();
+    let tenant_changes = reflector(
+        tenant_writer,
+        watcher(Api::<Tenant>::all(client.clone()), watcher::Config::default())
+            .modify(|t| t.managed_fields_mut().clear()),
     )
-    .with_config(Config::default().concurrency(concurrency));
-    let tenants = controller.store();
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(
+        move |t: &Tenant| Some(trigger_hash(t, &shared_status)),
+        Default::default(),
+    );
+    let controller = Controller::for_stream(tenant_changes, tenants.clone())
+        .with_config(Config::default().concurrency(concurrency));
+    let pending = cache::Pending::default();
+    let all = watcher::Config::default();
+
+    let (namespaces, namespace_changes) = reflect::<Namespace>(&client, &managed, &pending, never);
+    let namespaces = cache::Indexed::new(namespaces, cache::by_tenant);
+    let (role_bindings, role_binding_changes) =
+        reflect::<RoleBinding>(&client, &managed, &pending, never);
+    let role_bindings = cache::Indexed::new(role_bindings, cache::by_namespace);
+    let (limit_ranges, limit_range_changes) =
+        reflect::<LimitRange>(&client, &managed, &pending, never);
+    let limit_ranges = cache::Indexed::new(limit_ranges, cache::by_namespace);
+    let (network_policies, network_policy_changes) =
+        reflect::<NetworkPolicy>(&client, &managed, &pending, never);
+    let network_policies = cache::Indexed::new(network_policies, cache::by_namespace);
+    let (quotas, quota_changes) =
+        reflect::<ResourceQuota>(&client, &managed, &pending, quota_status_moved);
+    let quotas = cache::Indexed::new(quotas, cache::by_namespace);
+    let (cluster_roles, cluster_role_changes) =
+        reflect::<ClusterRole>(&client, &managed, &pending, never);
+    let (cluster_role_bindings, cluster_role_binding_changes) =
+        reflect::<ClusterRoleBinding>(&client, &managed, &pending, never);
+    let (claims, claim_changes) = reflect::<SharedServiceClaim>(&client, &all, &pending, never);
+    let claims = cache::Indexed::new(claims, cache::by_namespace);
+    let (profiles, profile_changes) = reflect::<QuotaProfile>(&client, &all, &pending, never);
+
+    fn follow<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static>(
+        index: &cache::Indexed<K>,
+    ) -> Box<dyn Fn(&watcher::Event<K>) + Send + Sync> {
+        let index = index.clone();
+        Box::new(move |e| index.follow(e))
+    }
+    fn ignore<K>() -> Box<dyn Fn(&watcher::Event<K>) + Send + Sync> {
+        Box::new(|_| {})
+    }
+    let namespace_changes = namespace_changes(follow(&namespaces));
+    let role_binding_changes = role_binding_changes(follow(&role_bindings));
+    let limit_range_changes = limit_range_changes(follow(&limit_ranges));
+    let network_policy_changes = network_policy_changes(follow(&network_policies));
+    let quota_changes = quota_changes(follow(&quotas));
+    let cluster_role_changes = cluster_role_changes(ignore());
+    let cluster_role_binding_changes = cluster_role_binding_changes(ignore());
+    let claim_changes = claim_changes(follow(&claims));
+    let profile_changes = profile_changes(ignore());
+
     // ReplicaSets waiting for quota: demand for budget, re-reconciling their tenant.
     let (pokes, poked) = futures::channel::mpsc::unbounded();
     let workloads =
-        quota::workloads::watch(client.clone(), ctx.shared.clone(), tenants.clone(), pokes);
-    let (by_namespace, shared) = (tenants.clone(), ctx.shared.clone());
-    let (by_claim_namespace, by_profile) = (tenants.clone(), tenants);
-
-    let (namespaces, namespace_changes) = reflect::<Namespace>(&client, &managed);
-    let (role_bindings, role_binding_changes) = reflect::<RoleBinding>(&client, &managed);
-    let (limit_ranges, limit_range_changes) = reflect::<LimitRange>(&client, &managed);
-    let (network_policies, network_policy_changes) = reflect::<NetworkPolicy>(&client, &managed);
-    let (cluster_roles, cluster_role_changes) = reflect::<ClusterRole>(&client, &managed);
-    let (cluster_role_bindings, cluster_role_binding_changes) =
-        reflect::<ClusterRoleBinding>(&client, &managed);
-    let (claims, claim_changes) =
-        reflect::<SharedServiceClaim>(&client, &watcher::Config::default());
+        quota::workloads::watch(client.clone(), ctx.shared.clone(), namespaces.clone(), pokes);
+    let shared = ctx.shared.clone();
+    let (by_namespace, by_claim_namespace) = (namespaces.clone(), namespaces.clone());
+    let by_profile = tenants.clone();
     let context = Arc::new(TenantContext {
         base: ctx.clone(),
         caches: cache::Caches {
@@ -119,13 +214,21 @@ pub async fn run(
             role_bindings,
             limit_ranges,
             network_policies,
+            quotas,
             cluster_roles,
             cluster_role_bindings,
             claims,
+            profiles,
+            tenants: tenants.clone(),
+            pending,
         },
         backoff: failure::Backoff::default(),
         placement: placement::Verdicts::default(),
     });
+    // The generation each profile was last seen at: its status (the tenant count, rewritten
+    // as tenants come and go) changes nothing for its tenants; only its spec does.
+    let profile_generations = std::sync::Mutex::new(BTreeMap::<String, Option<i64>>::new());
+    let profiles_seen = context.caches.profiles.clone();
     controller
         .watches_stream(namespace_changes, by_tenant_label)
         .watches_stream(role_binding_changes, by_tenant_label)
@@ -133,25 +236,30 @@ pub async fn run(
         .watches_stream(network_policy_changes, by_tenant_label)
         .watches_stream(cluster_role_changes, by_tenant_label)
         .watches_stream(cluster_role_binding_changes, by_tenant_label)
-        // Read fresh by every reconcile (the budget split), so not cached: a plain watch.
-        .watches(
-            Api::<ResourceQuota>::all(client.clone()),
-            managed,
-            by_tenant_label,
-        )
-        .watches(
-            Api::<QuotaProfile>::all(client.clone()),
-            watcher::Config::default(),
-            move |profile| {
-                let name = profile.name_any();
-                by_profile
-                    .state()
-                    .into_iter()
-                    .filter(|t| t.quota_profiles().contains(&name.as_str()))
-                    .map(|t| ObjectRef::from_obj(&*t))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(quota_changes, by_tenant_label)
+        .watches_stream(profile_changes, move |profile| {
+            let name = profile.name_any();
+            let generation = profile.metadata.generation;
+            // A deleted profile is gone from the cache by now: always news.
+            let exists = profiles_seen.get(&ObjectRef::new(&name)).is_some();
+            if let Ok(mut seen) = profile_generations.lock() {
+                let before = if exists {
+                    seen.insert(name.clone(), generation)
+                } else {
+                    seen.remove(&name)
+                };
+                if exists && before == Some(generation) {
+                    return Vec::new();
+                }
+            }
+            // Rare (a platform engineer edits a profile): a scan of the tenants is fine.
+            by_profile
+                .state()
+                .into_iter()
+                .filter(|t| t.quota_profiles().contains(&name.as_str()))
+                .map(|t| ObjectRef::from_obj(&*t))
+                .collect::<Vec<_>>()
+        })
         // A claim bound or revoked changes the tenant's boundServices.
         .watches_stream(claim_changes, move |claim| {
             owner_of(&by_claim_namespace, &claim.namespace()?)
@@ -174,13 +282,12 @@ pub async fn run(
     workloads.abort();
 }
 
-/// The tenant whose environments include `namespace`.
-pub fn owner_of(tenants: &Store<Tenant>, namespace: &str) -> Option<ObjectRef<Tenant>> {
-    tenants
-        .state()
-        .iter()
-        .find(|t| t.namespaces().iter().any(|n| n == namespace))
-        .map(|t| ObjectRef::from_obj(&**t))
+/// The tenant whose environment `namespace` is: the tenant label of the cached namespace (one
+/// lookup, whatever the number of tenants). Only the operator sets that label (the admission
+/// policies refuse it to anyone else).
+pub fn owner_of(namespaces: &cache::Indexed<Namespace>, namespace: &str) -> Option<ObjectRef<Tenant>> {
+    let ns = namespaces.store.get(&ObjectRef::new(namespace))?;
+    cache::by_tenant(&*ns).map(|t| ObjectRef::new(&t))
 }
 
 fn by_tenant_label<K: Resource>(obj: K) -> Option<ObjectRef<Tenant>> {
@@ -239,7 +346,7 @@ async fn provision(
     verdicts: &placement::Verdicts,
 ) -> Result<Action> {
     let name = tenant.name_any();
-    let mut found = dereference::dereference(&ctx.client, tenant)
+    let mut found = dereference::dereference(&ctx.client, caches, tenant)
         .await
         .at("reading", format!("the inputs of Tenant {name}"))?;
     let conflicts = validate::conflicts(tenant, &tenant.namespaces(), &found.named);
@@ -314,7 +421,7 @@ async fn provision(
         verdicts,
         tenant,
         &applied.namespaces,
-        &caches.namespaces,
+        &caches.namespaces.store,
     )
     .await;
     let findings = status::Findings {
@@ -385,8 +492,39 @@ async fn provision(
     })
 }
 
+/// What of a Tenant is worth a reconcile when it changes (see `run`).
+fn trigger_hash(t: &Tenant, shared: &crate::context::Shared) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    t.metadata.generation.hash(&mut h);
+    t.metadata.deletion_timestamp.is_some().hash(&mut h);
+    t.metadata.finalizers.hash(&mut h);
+    let status = status_hash(t.status.as_ref());
+    let ours = shared
+        .tenant_status_written
+        .lock()
+        .ok()
+        .and_then(|w| w.get(&t.name_any()).copied());
+    if ours != Some(status) {
+        status.hash(&mut h);
+    }
+    h.finish()
+}
+
+fn status_hash(status: Option<&TenantStatus>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&status)
+        .unwrap_or_default()
+        .hash(&mut h);
+    h.finish()
+}
+
 /// Writes the Tenant's status with the operator's own apply (status subresource).
 pub(crate) async fn write_status(ctx: &Context, name: &str, status: &TenantStatus) -> Result<()> {
+    if let Ok(mut w) = ctx.shared.tenant_status_written.lock() {
+        w.insert(name.to_string(), status_hash(Some(status)));
+    }
     let patch = json!({"apiVersion": "citycloud.io/v1alpha1", "kind": "Tenant", "status": status});
     Api::<Tenant>::all(ctx.client.clone())
         .patch_status(
@@ -400,13 +538,15 @@ pub(crate) async fn write_status(ctx: &Context, name: &str, status: &TenantStatu
 }
 
 /// The shared services claimed and bound in the tenant's namespaces, sorted, once each.
-fn bound_services(claims: &Store<SharedServiceClaim>, namespaces: &[String]) -> Vec<String> {
-    let services: std::collections::BTreeSet<String> = claims
-        .state()
+fn bound_services(
+    claims: &cache::Indexed<SharedServiceClaim>,
+    namespaces: &[String],
+) -> Vec<String> {
+    let services: std::collections::BTreeSet<String> = namespaces
         .iter()
+        .flat_map(|ns| claims.under(ns))
         .filter(|c| {
-            c.namespace().is_some_and(|ns| namespaces.contains(&ns))
-                && c.status.as_ref().is_some_and(|s| {
+            c.status.as_ref().is_some_and(|s| {
                     crate::api::conditions::is_true(
                         &s.conditions,
                         crate::api::conditions::claim::BOUND,
