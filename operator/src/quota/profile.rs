@@ -2,11 +2,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use futures::FutureExt;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -31,8 +31,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let (tenants, writer) = reflector::store();
     let tenant_changes = reflector(
         writer,
-        watcher(Api::<Tenant>::all(client.clone()), watcher::Config::default())
-            .modify(|t| t.managed_fields_mut().clear()),
+        watcher(
+            Api::<Tenant>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        // Counting needs the spec's profile names only (memory at thousands of tenants).
+        .modify(|t| {
+            t.managed_fields_mut().clear();
+            t.status = None;
+        }),
     )
     .default_backoff()
     .touched_objects();

@@ -17,7 +17,7 @@
 //! - what must be exact is still read fresh: a namespace named like an environment but not
 //!   (yet) labelled as the tenant's (never take over someone else's).
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -25,7 +25,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
@@ -43,8 +43,8 @@ pub struct Caches {
     pub limit_ranges: Indexed<LimitRange>,
     pub network_policies: Indexed<NetworkPolicy>,
     pub quotas: Indexed<ResourceQuota>,
-    pub cluster_roles: Store<ClusterRole>,
-    pub cluster_role_bindings: Store<ClusterRoleBinding>,
+    pub cluster_roles: Indexed<ClusterRole>,
+    pub cluster_role_bindings: Indexed<ClusterRoleBinding>,
     pub claims: Indexed<SharedServiceClaim>,
     pub profiles: Store<QuotaProfile>,
     /// The Tenants themselves (the controller's own store): ancestors are read from it.
@@ -58,14 +58,14 @@ impl Caches {
     /// waits: the controller polls these watches only between reconciles, so a reconcile
     /// waiting for them would wait forever once every worker waits.
     pub fn ready(&self) -> bool {
-        listed(&self.namespaces.store)
-            && listed(&self.role_bindings.store)
-            && listed(&self.limit_ranges.store)
-            && listed(&self.network_policies.store)
-            && listed(&self.quotas.store)
-            && listed(&self.cluster_roles)
-            && listed(&self.cluster_role_bindings)
-            && listed(&self.claims.store)
+        self.namespaces.listed()
+            && self.role_bindings.listed()
+            && self.limit_ranges.listed()
+            && self.network_policies.listed()
+            && self.quotas.listed()
+            && self.cluster_roles.listed()
+            && self.cluster_role_bindings.listed()
+            && self.claims.listed()
             && listed(&self.profiles)
     }
 }
@@ -80,14 +80,66 @@ where
         .is_some_and(|r| r.is_ok())
 }
 
-/// A reflector store with an index from a key (a namespace, a label value) to the names of
-/// the objects under it. The index may hold names that moved away or are gone (a relabel, a
-/// delete seen before a relist): every lookup checks the object against the key again.
-#[derive(Clone)]
-pub struct Indexed<K: Resource<DynamicType = ()> + Clone + 'static> {
-    pub store: Store<K>,
-    index: Arc<Mutex<HashMap<String, HashSet<ObjectRef<K>>>>>,
+/// A watch's objects, each kept as compact JSON (a third or less of the memory of the parsed
+/// object, which matters at tens of thousands of objects) with an index from a key (a
+/// namespace, a label value) to the objects under it. Fed by [`Indexed::follow`] with every
+/// event of its watch; read by parsing the few objects a reconcile looks at.
+///
+/// The index may hold names that moved away (a relabel): every lookup checks the object
+/// against the key again.
+pub struct Indexed<K> {
+    inner: Arc<RwLock<Objects>>,
     key: fn(&K) -> Option<String>,
+}
+
+impl<K> Clone for Indexed<K> {
+    fn clone(&self) -> Self {
+        Indexed {
+            inner: self.inner.clone(),
+            key: self.key,
+        }
+    }
+}
+
+/// Objects as JSON with their index key, by "namespace/name" ("name" if cluster-scoped).
+type Entries = HashMap<String, (Option<String>, Box<str>)>;
+
+#[derive(Default)]
+struct Objects {
+    json: Entries,
+    index: HashMap<String, HashSet<String>>,
+    /// A relist in progress: what it has listed so far.
+    relist: Option<Entries>,
+    listed: bool,
+}
+
+impl Objects {
+    fn insert(&mut self, id: String, key: Option<String>, json: Box<str>) {
+        if let Some(k) = &key {
+            self.index.entry(k.clone()).or_default().insert(id.clone());
+        }
+        if let Some((Some(old), _)) = self.json.insert(id.clone(), (key.clone(), json))
+            && Some(&old) != key.as_ref()
+        {
+            self.unindex(&old, &id);
+        }
+    }
+
+    fn unindex(&mut self, key: &str, id: &str) {
+        if let Some(set) = self.index.get_mut(key) {
+            set.remove(id);
+            if set.is_empty() {
+                self.index.remove(key);
+            }
+        }
+    }
+}
+
+fn id_of(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    }
 }
 
 /// Index key of namespaced kinds: their namespace.
@@ -100,62 +152,94 @@ pub fn by_tenant<K: Resource>(obj: &K) -> Option<String> {
     obj.meta().labels.as_ref()?.get(TENANT).cloned()
 }
 
-impl<K: Resource<DynamicType = ()> + Clone + 'static> Indexed<K> {
-    pub fn new(store: Store<K>, key: fn(&K) -> Option<String>) -> Self {
+/// No index (objects found by name only).
+pub fn unindexed<K>(_: &K) -> Option<String> {
+    None
+}
+
+impl<K> Indexed<K>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::Serialize + serde::de::DeserializeOwned,
+{
+    pub fn new(key: fn(&K) -> Option<String>) -> Self {
         Indexed {
-            store,
-            index: Arc::default(),
+            inner: Arc::default(),
             key,
         }
     }
 
-    /// Follows one watch event; call it after the reflector has applied the event.
+    /// Whether the watch has listed once.
+    pub fn listed(&self) -> bool {
+        self.inner.read().is_ok_and(|o| o.listed)
+    }
+
+    /// Follows one watch event.
     pub fn follow(&self, event: &watcher::Event<K>) {
-        let Ok(mut index) = self.index.lock() else {
+        let Ok(mut o) = self.inner.write() else {
             return;
         };
+        let entry = |obj: &K| {
+            let id = id_of(obj.meta().namespace.as_deref(), &obj.name_any());
+            let json = serde_json::to_string(obj)
+                .unwrap_or_default()
+                .into_boxed_str();
+            (id, (self.key)(obj), json)
+        };
         match event {
-            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
-                if let Some(k) = (self.key)(o) {
-                    index.entry(k).or_default().insert(ObjectRef::from_obj(o));
+            watcher::Event::Apply(obj) => {
+                let (id, key, json) = entry(obj);
+                o.insert(id, key, json);
+            }
+            watcher::Event::Delete(obj) => {
+                let id = id_of(obj.meta().namespace.as_deref(), &obj.name_any());
+                if let Some((Some(key), _)) = o.json.remove(&id) {
+                    o.unindex(&key, &id);
                 }
             }
-            watcher::Event::Delete(o) => {
-                if let Some(k) = (self.key)(o)
-                    && let Some(set) = index.get_mut(&k)
-                {
-                    set.remove(&ObjectRef::from_obj(o));
-                    if set.is_empty() {
-                        index.remove(&k);
-                    }
-                }
+            watcher::Event::Init => o.relist = Some(HashMap::new()),
+            watcher::Event::InitApply(obj) => {
+                let (id, key, json) = entry(obj);
+                o.relist.get_or_insert_default().insert(id, (key, json));
             }
-            watcher::Event::Init => {}
-            // The store now holds exactly the list: rebuild, dropping every stale name.
+            // The list replaces what was known (missed deletes included).
             watcher::Event::InitDone => {
-                index.clear();
-                for o in self.store.state() {
-                    if let Some(k) = (self.key)(&o) {
-                        index.entry(k).or_default().insert(ObjectRef::from_obj(&*o));
-                    }
+                let listed = o.relist.take().unwrap_or_default();
+                o.json.clear();
+                o.index.clear();
+                for (id, (key, json)) in listed {
+                    o.insert(id, key, json);
                 }
+                o.json.shrink_to_fit();
+                o.listed = true;
             }
         }
     }
 
-    /// The cached objects under `key`.
-    pub fn under(&self, key: &str) -> Vec<Arc<K>> {
-        let refs: Vec<ObjectRef<K>> = match self.index.lock() {
-            Ok(index) => index
-                .get(key)
-                .map(|s| s.iter().cloned().collect())
-                .unwrap_or_default(),
-            Err(_) => return Vec::new(),
+    /// The object named `name` (in `namespace`).
+    pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<K> {
+        let o = self.inner.read().ok()?;
+        let (_, json) = o.json.get(&id_of(namespace, name))?;
+        serde_json::from_str(json).ok()
+    }
+
+    /// The objects under `key`.
+    pub fn under(&self, key: &str) -> Vec<K> {
+        let Ok(o) = self.inner.read() else {
+            return Vec::new();
         };
-        refs.iter()
-            .filter_map(|r| self.store.get(r))
-            .filter(|o| (self.key)(o).as_deref() == Some(key))
+        o.index
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| o.json.get(id))
+            .filter_map(|(_, json)| serde_json::from_str::<K>(json).ok())
+            .filter(|obj| (self.key)(obj).as_deref() == Some(key))
             .collect()
+    }
+
+    /// Objects kept.
+    pub fn count(&self) -> usize {
+        self.inner.read().map(|o| o.json.len()).unwrap_or_default()
     }
 }
 
@@ -166,31 +250,27 @@ pub fn in_namespace<K>(
     tenant: &str,
 ) -> std::collections::BTreeMap<String, K>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
 {
     cache
         .under(namespace)
-        .iter()
+        .into_iter()
         .filter(|o| {
             let labels = o.labels();
             labels.get(TENANT).map(String::as_str) == Some(tenant)
                 && !labels.contains_key(CLAIM_LABEL)
         })
-        .map(|o| (o.name_any(), (**o).clone()))
+        .map(|o| (o.name_any(), o))
         .collect()
 }
 
-/// A cluster-scoped object by name.
-pub fn named<K>(store: &Store<K>, name: &str) -> Option<K>
-where
-    K: Resource<DynamicType = ()> + Clone,
-{
-    store.get(&ObjectRef::new(name)).map(|o| (*o).clone())
-}
-
-/// How long a write is trusted over a cache that has not shown it: a safety valve for a write
-/// whose echo never comes with our hash (someone replaced the annotation at once).
-const PENDING_FOR: Duration = Duration::from_secs(30);
+/// How long a write is trusted over a cache that has not shown it. Its echo always comes (a
+/// watch misses no event; a write that changed nothing is not recorded): this only bounds
+/// memory, and is long because a busy operator may read its watches late.
+const PENDING_FOR: Duration = Duration::from_secs(300);
 
 /// Writes of ours that the watches have not shown yet, by kind, namespace and name.
 #[derive(Clone, Default)]
@@ -240,7 +320,12 @@ fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
 impl Pending {
     /// Remembers that we just applied `desired` with `hash`; `answer` is what the API server
     /// returned (kept for ResourceQuotas).
-    pub fn wrote<K: Resource<DynamicType = ()>>(&self, desired: &K, hash: &str, answer: Option<ResourceQuota>) {
+    pub fn wrote<K: Resource<DynamicType = ()>>(
+        &self,
+        desired: &K,
+        hash: &str,
+        answer: Option<ResourceQuota>,
+    ) {
         if let Ok(mut w) = self.writes.lock() {
             // Bounded memory whatever happens, at one pass per PENDING_FOR.
             if w.expired.is_none_or(|t| t.elapsed() >= PENDING_FOR) {
@@ -295,12 +380,16 @@ impl Pending {
             w.by_key.remove(&key);
             return Seen::News;
         }
-        let hash = obj.meta().annotations.as_ref().and_then(|a| a.get(APPLIED_HASH));
+        let hash = obj
+            .meta()
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(APPLIED_HASH));
         if hash != Some(&p.hash) {
             // An event from before our write: the cache is still behind.
             return Seen::News;
         }
-        let written = w.by_key.remove(&key).and_then(|p| p.quota);
+        let written = w.by_key.remove(&key).and_then(|p| p.quota).map(Box::new);
         Seen::Echo(written)
     }
 }
@@ -310,13 +399,12 @@ pub enum Seen {
     /// Someone else's change (or ours, before the cache showed it): worth a reconcile.
     News,
     /// The echo of our own write; for a ResourceQuota, with what we wrote.
-    Echo(Option<ResourceQuota>),
+    Echo(Option<Box<ResourceQuota>>),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::runtime::reflector;
     use kube::runtime::watcher::Event;
 
     fn rb(ns: &str, name: &str, hash: &str) -> RoleBinding {
@@ -336,17 +424,15 @@ mod tests {
     }
 
     #[test]
-    fn the_index_finds_objects_by_key_and_never_a_moved_or_deleted_one() {
-        let (store, mut writer) = reflector::store::<Namespace>();
-        let cache = Indexed::new(store, by_tenant);
-        let mut see = |e: Event<Namespace>| {
-            writer.apply_watcher_event(&e);
-            cache.follow(&e);
-        };
+    fn the_cache_finds_objects_by_key_and_never_a_moved_or_deleted_one() {
+        let cache = Indexed::new(by_tenant);
+        let see = |e: Event<Namespace>| cache.follow(&e);
+        assert!(!cache.listed());
         see(Event::Init);
         see(Event::InitApply(ns("a-prod", "a")));
         see(Event::InitApply(ns("b-prod", "b")));
         see(Event::InitDone);
+        assert!(cache.listed());
         see(Event::Apply(ns("a-dev", "a")));
         let names = |t: &str| {
             let mut v: Vec<String> = cache.under(t).iter().map(|n| n.name_any()).collect();
@@ -366,6 +452,14 @@ mod tests {
         see(Event::InitDone);
         assert_eq!(names("a"), ["a-prod"]);
         assert!(names("b").is_empty());
+        assert_eq!(cache.count(), 1);
+        assert_eq!(
+            cache
+                .get(None, "a-prod")
+                .map(|n| n.labels()[TENANT].clone()),
+            Some("a".to_string())
+        );
+        assert!(cache.get(None, "b-prod").is_none());
     }
 
     #[test]

@@ -11,8 +11,8 @@ use super::apply::CLAIM_LABEL;
 use super::build::{Inputs, QUOTA};
 use super::cache::Caches;
 use crate::Result;
-use crate::api::labels::TENANT;
 use crate::api::Tenant;
+use crate::api::labels::TENANT;
 
 /// How deep a hierarchy may go before it is reported as a cycle.
 const MAX_DEPTH: usize = 16;
@@ -38,7 +38,11 @@ pub struct Dereferenced {
 
 /// Reads from the controller's caches (see [`super::cache`]); only names of environments not
 /// (yet) labelled as the tenant's, and the ancestors, are read from the API server.
-pub async fn dereference(client: &Client, caches: &Caches, tenant: &Tenant) -> Result<Dereferenced> {
+pub async fn dereference(
+    client: &Client,
+    caches: &Caches,
+    tenant: &Tenant,
+) -> Result<Dereferenced> {
     let name = tenant.name_any();
     let mut profiles = BTreeMap::new();
     let mut missing_profiles = Vec::new();
@@ -54,12 +58,7 @@ pub async fn dereference(client: &Client, caches: &Caches, tenant: &Tenant) -> R
     let (ancestor_owners, parent_problem) = ancestors(client, &caches.tenants, tenant).await?;
 
     let ns_api = Api::<Namespace>::all(client.clone());
-    let labelled: Vec<Namespace> = caches
-        .namespaces
-        .under(&name)
-        .iter()
-        .map(|n| (**n).clone())
-        .collect();
+    let labelled: Vec<Namespace> = caches.namespaces.under(&name);
     // Our namespaces come from the cache; only names not (yet) labelled as ours need a read,
     // to find someone else's namespace of that name before we would take it over.
     let mut named = BTreeMap::new();
@@ -82,16 +81,11 @@ pub async fn dereference(client: &Client, caches: &Caches, tenant: &Tenant) -> R
         .into_iter()
         .filter_map(|ns| {
             let q = caches.pending.quota(&ns, QUOTA).or_else(|| {
-                caches
-                    .quotas
-                    .under(&ns)
-                    .into_iter()
-                    .find(|q| {
-                        q.name_any() == QUOTA
-                            && q.labels().get(TENANT) == Some(&name)
-                            && !q.labels().contains_key(CLAIM_LABEL)
-                    })
-                    .map(|q| (*q).clone())
+                caches.quotas.under(&ns).into_iter().find(|q| {
+                    q.name_any() == QUOTA
+                        && q.labels().get(TENANT) == Some(&name)
+                        && !q.labels().contains_key(CLAIM_LABEL)
+                })
             })?;
             Some((ns, q))
         })

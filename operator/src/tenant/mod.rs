@@ -23,7 +23,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::reflector::{self, ObjectRef, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -51,22 +51,17 @@ pub struct TenantContext {
     pub placement: placement::Verdicts,
 }
 
-/// A watch of one kind: a cache for reconciles (`follow` keeps its index), and the stream
-/// of changes worth a reconcile: not the echo of our own write (see [`cache::Pending`]) unless
-/// `echo_matters` says it brings more, and not the first list (the Tenant watch itself starts
-/// a reconcile of every tenant then).
-#[allow(clippy::type_complexity)]
-fn reflect<K>(
+/// A watch of one kind: every event goes to `follow` (the cache reconciles read), and the
+/// stream yields the changes worth a reconcile: not the echo of our own write (see
+/// [`cache::Pending`]) unless `echo_matters` says it brings more, and not the first list (the
+/// Tenant watch itself starts a reconcile of every tenant then).
+fn watch<K>(
     client: &kube::Client,
     config: &watcher::Config,
     pending: &cache::Pending,
     echo_matters: fn(&K, Option<&ResourceQuota>) -> bool,
-) -> (
-    Store<K>,
-    impl FnOnce(
-        Box<dyn Fn(&watcher::Event<K>) + Send + Sync>,
-    ) -> futures::stream::BoxStream<'static, Result<K, watcher::Error>>,
-)
+    follow: impl Fn(&watcher::Event<K>) + Send + 'static,
+) -> futures::stream::BoxStream<'static, Result<K, watcher::Error>>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -76,16 +71,11 @@ where
         + Sync
         + 'static,
 {
-    let (store, writer) = reflector::store();
-    let (client, config, pending) = (client.clone(), config.clone(), pending.clone());
-    let stream = move |follow: Box<dyn Fn(&watcher::Event<K>) + Send + Sync>| {
-        let mut listed = false;
-        reflector(
-            writer,
-            watcher(Api::<K>::all(client), config)
-                // The cache keeps what comparing needs, not the managed fields (memory).
-                .modify(|o| o.managed_fields_mut().clear()),
-        )
+    let pending = pending.clone();
+    let mut listed = false;
+    watcher(Api::<K>::all(client.clone()), config.clone())
+        // The cache keeps what comparing needs, not the managed fields (memory).
+        .modify(|o| o.managed_fields_mut().clear())
         .default_backoff()
         .filter_map(move |event| {
             let out = match event {
@@ -96,7 +86,7 @@ where
                         watcher::Event::Apply(o) => match pending.seen(&o, false) {
                             cache::Seen::News => Some(Ok(o)),
                             cache::Seen::Echo(written) => {
-                                echo_matters(&o, written.as_ref()).then_some(Ok(o))
+                                echo_matters(&o, written.as_deref()).then_some(Ok(o))
                             }
                         },
                         watcher::Event::Delete(o) => {
@@ -104,7 +94,10 @@ where
                             Some(Ok(o))
                         }
                         // A relist after a lost watch: anything may have changed meanwhile.
-                        watcher::Event::InitApply(o) => listed.then_some(Ok(o)),
+                        watcher::Event::InitApply(o) => {
+                            pending.seen(&o, false);
+                            listed.then_some(Ok(o))
+                        }
                         watcher::Event::InitDone => {
                             listed = true;
                             None
@@ -116,18 +109,45 @@ where
             futures::future::ready(out)
         })
         .boxed()
-    };
-    (store, stream)
+}
+
+/// [`watch`] into an [`cache::Indexed`] cache.
+fn cached<K>(
+    client: &kube::Client,
+    config: &watcher::Config,
+    pending: &cache::Pending,
+    echo_matters: fn(&K, Option<&ResourceQuota>) -> bool,
+    key: fn(&K) -> Option<String>,
+) -> (
+    cache::Indexed<K>,
+    futures::stream::BoxStream<'static, Result<K, watcher::Error>>,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let cache = cache::Indexed::new(key);
+    let follower = cache.clone();
+    let stream = watch(client, config, pending, echo_matters, move |e| {
+        follower.follow(e)
+    });
+    (cache, stream)
 }
 
 fn never<K>(_: &K, _: Option<&ResourceQuota>) -> bool {
     false
 }
 
-/// The echo of a ResourceQuota we wrote matters when kube-controller-manager changed its
-/// status meanwhile (enforced, usage counted).
-fn quota_status_moved(live: &ResourceQuota, written: Option<&ResourceQuota>) -> bool {
-    written.is_none_or(|w| w.status != live.status)
+/// Every event of a ResourceQuota matters, our echo included: its status (enforced, usage
+/// counted) is kube-controller-manager's, and may have moved under our write.
+fn always<K>(_: &K, _: Option<&ResourceQuota>) -> bool {
+    true
 }
 
 /// Runs the Tenant controller until `shutdown` resolves.
@@ -145,8 +165,11 @@ pub async fn run(
     let shared_status = ctx.shared.clone();
     let tenant_changes = reflector(
         tenant_writer,
-        watcher(Api::<Tenant>::all(client.clone()), watcher::Config::default())
-            .modify(|t| t.managed_fields_mut().clear()),
+        watcher(
+            Api::<Tenant>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .modify(|t| t.managed_fields_mut().clear()),
     )
     .default_backoff()
     .touched_objects()
@@ -159,51 +182,41 @@ pub async fn run(
     let pending = cache::Pending::default();
     let all = watcher::Config::default();
 
-    let (namespaces, namespace_changes) = reflect::<Namespace>(&client, &managed, &pending, never);
-    let namespaces = cache::Indexed::new(namespaces, cache::by_tenant);
+    use cache::{by_namespace, by_tenant, unindexed};
+    let (namespaces, namespace_changes) =
+        cached::<Namespace>(&client, &managed, &pending, never, by_tenant);
     let (role_bindings, role_binding_changes) =
-        reflect::<RoleBinding>(&client, &managed, &pending, never);
-    let role_bindings = cache::Indexed::new(role_bindings, cache::by_namespace);
+        cached::<RoleBinding>(&client, &managed, &pending, never, by_namespace);
     let (limit_ranges, limit_range_changes) =
-        reflect::<LimitRange>(&client, &managed, &pending, never);
-    let limit_ranges = cache::Indexed::new(limit_ranges, cache::by_namespace);
+        cached::<LimitRange>(&client, &managed, &pending, never, by_namespace);
     let (network_policies, network_policy_changes) =
-        reflect::<NetworkPolicy>(&client, &managed, &pending, never);
-    let network_policies = cache::Indexed::new(network_policies, cache::by_namespace);
+        cached::<NetworkPolicy>(&client, &managed, &pending, never, by_namespace);
     let (quotas, quota_changes) =
-        reflect::<ResourceQuota>(&client, &managed, &pending, quota_status_moved);
-    let quotas = cache::Indexed::new(quotas, cache::by_namespace);
+        cached::<ResourceQuota>(&client, &managed, &pending, always, by_namespace);
     let (cluster_roles, cluster_role_changes) =
-        reflect::<ClusterRole>(&client, &managed, &pending, never);
+        cached::<ClusterRole>(&client, &managed, &pending, never, unindexed);
     let (cluster_role_bindings, cluster_role_binding_changes) =
-        reflect::<ClusterRoleBinding>(&client, &managed, &pending, never);
-    let (claims, claim_changes) = reflect::<SharedServiceClaim>(&client, &all, &pending, never);
-    let claims = cache::Indexed::new(claims, cache::by_namespace);
-    let (profiles, profile_changes) = reflect::<QuotaProfile>(&client, &all, &pending, never);
-
-    fn follow<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static>(
-        index: &cache::Indexed<K>,
-    ) -> Box<dyn Fn(&watcher::Event<K>) + Send + Sync> {
-        let index = index.clone();
-        Box::new(move |e| index.follow(e))
-    }
-    fn ignore<K>() -> Box<dyn Fn(&watcher::Event<K>) + Send + Sync> {
-        Box::new(|_| {})
-    }
-    let namespace_changes = namespace_changes(follow(&namespaces));
-    let role_binding_changes = role_binding_changes(follow(&role_bindings));
-    let limit_range_changes = limit_range_changes(follow(&limit_ranges));
-    let network_policy_changes = network_policy_changes(follow(&network_policies));
-    let quota_changes = quota_changes(follow(&quotas));
-    let cluster_role_changes = cluster_role_changes(ignore());
-    let cluster_role_binding_changes = cluster_role_binding_changes(ignore());
-    let claim_changes = claim_changes(follow(&claims));
-    let profile_changes = profile_changes(ignore());
+        cached::<ClusterRoleBinding>(&client, &managed, &pending, never, unindexed);
+    let (claims, claim_changes) =
+        cached::<SharedServiceClaim>(&client, &all, &pending, never, by_namespace);
+    // Few and small: a plain store.
+    let (profiles, profile_writer) = reflector::store::<QuotaProfile>();
+    let profile_changes = reflector(
+        profile_writer,
+        watcher(Api::<QuotaProfile>::all(client.clone()), all.clone())
+            .modify(|p| p.managed_fields_mut().clear()),
+    )
+    .default_backoff()
+    .touched_objects();
 
     // ReplicaSets waiting for quota: demand for budget, re-reconciling their tenant.
     let (pokes, poked) = futures::channel::mpsc::unbounded();
-    let workloads =
-        quota::workloads::watch(client.clone(), ctx.shared.clone(), namespaces.clone(), pokes);
+    let workloads = quota::workloads::watch(
+        client.clone(),
+        ctx.shared.clone(),
+        namespaces.clone(),
+        pokes,
+    );
     let shared = ctx.shared.clone();
     let (by_namespace, by_claim_namespace) = (namespaces.clone(), namespaces.clone());
     let by_profile = tenants.clone();
@@ -285,9 +298,12 @@ pub async fn run(
 /// The tenant whose environment `namespace` is: the tenant label of the cached namespace (one
 /// lookup, whatever the number of tenants). Only the operator sets that label (the admission
 /// policies refuse it to anyone else).
-pub fn owner_of(namespaces: &cache::Indexed<Namespace>, namespace: &str) -> Option<ObjectRef<Tenant>> {
-    let ns = namespaces.store.get(&ObjectRef::new(namespace))?;
-    cache::by_tenant(&*ns).map(|t| ObjectRef::new(&t))
+pub fn owner_of(
+    namespaces: &cache::Indexed<Namespace>,
+    namespace: &str,
+) -> Option<ObjectRef<Tenant>> {
+    let ns = namespaces.get(None, namespace)?;
+    cache::by_tenant(&ns).map(|t| ObjectRef::new(&t))
 }
 
 fn by_tenant_label<K: Resource>(obj: K) -> Option<ObjectRef<Tenant>> {
@@ -421,7 +437,7 @@ async fn provision(
         verdicts,
         tenant,
         &applied.namespaces,
-        &caches.namespaces.store,
+        &caches.namespaces,
     )
     .await;
     let findings = status::Findings {
@@ -547,11 +563,8 @@ fn bound_services(
         .flat_map(|ns| claims.under(ns))
         .filter(|c| {
             c.status.as_ref().is_some_and(|s| {
-                    crate::api::conditions::is_true(
-                        &s.conditions,
-                        crate::api::conditions::claim::BOUND,
-                    )
-                })
+                crate::api::conditions::is_true(&s.conditions, crate::api::conditions::claim::BOUND)
+            })
         })
         .map(|c| c.spec.service.clone())
         .collect();

@@ -19,7 +19,13 @@ pub struct Line<'a> {
 }
 
 /// An SVG with two panels sharing the time axis: `upper` (namespaces) and `lower` (MiB).
-pub fn svg(title: &str, upper: &[Line], upper_unit: &str, lower: &[Line], lower_unit: &str) -> String {
+pub fn svg(
+    title: &str,
+    upper: &[Line],
+    upper_unit: &str,
+    lower: &[Line],
+    lower_unit: &str,
+) -> String {
     let t_max = nice(
         upper
             .iter()
@@ -96,10 +102,10 @@ fn panel(out: &mut String, top: f64, lines: &[Line], unit: &str, t_max: f64) {
     }
 }
 
-/// The next round number at or above `v` (1, 2, 2.5 or 5 times a power of ten).
+/// The next round number at or above `v` (1, 2, 2.5, 4, 5, 6 or 8 times a power of ten).
 fn nice(v: f64) -> f64 {
     let p = 10f64.powf(v.max(1e-9).log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0]
+    [1.0, 2.0, 2.5, 4.0, 5.0, 6.0, 8.0, 10.0]
         .into_iter()
         .map(|m| m * p)
         .find(|n| *n >= v)
@@ -115,7 +121,9 @@ fn short(v: f64) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -126,17 +134,31 @@ mod tests {
     fn axes_end_on_round_numbers() {
         assert_eq!(nice(7.3), 10.0);
         assert_eq!(nice(180.0), 200.0);
+        assert_eq!(nice(3.3), 4.0);
         assert_eq!(nice(2300.0), 2500.0);
-        assert_eq!(nice(600.0), 1000.0);
+        assert_eq!(nice(600.0), 600.0);
+        assert_eq!(nice(610.0), 800.0);
     }
 
     #[test]
     fn a_chart_holds_one_polyline_per_line() {
         let up = [
-            Line { label: "operator", colour: "#1f77b4", points: vec![(0.0, 0.0), (5.0, 600.0)] },
-            Line { label: "direct", colour: "#ff7f0e", points: vec![(0.0, 0.0), (4.0, 600.0)] },
+            Line {
+                label: "operator",
+                colour: "#1f77b4",
+                points: vec![(0.0, 0.0), (5.0, 600.0)],
+            },
+            Line {
+                label: "direct",
+                colour: "#ff7f0e",
+                points: vec![(0.0, 0.0), (4.0, 600.0)],
+            },
         ];
-        let down = [Line { label: "RSS", colour: "#2ca02c", points: vec![(0.0, 20.0), (5.0, 40.0)] }];
+        let down = [Line {
+            label: "RSS",
+            colour: "#2ca02c",
+            points: vec![(0.0, 20.0), (5.0, 40.0)],
+        }];
         let s = svg("a & b", &up, "namespaces", &down, "MiB");
         assert_eq!(s.matches("<polyline").count(), 3);
         assert!(s.contains("a &amp; b") && s.ends_with("</svg>\n"));

@@ -98,7 +98,11 @@ pub async fn run(
         specs.len(),
         args.create_concurrency
     );
-    let mut series = vec![(0.0, 0, operator.usage().map(|u| u.rss_mib).unwrap_or_default())];
+    let mut series = vec![(
+        0.0,
+        0,
+        operator.usage().map(|u| u.rss_mib).unwrap_or_default(),
+    )];
     futures::stream::iter(specs.iter().map(|(name, spec)| {
         let api = api.clone();
         async move {
@@ -120,7 +124,10 @@ pub async fn run(
     let total = specs.len();
     let mut last_progress = Instant::now();
     loop {
-        let ready = watched.ready(names, args.tenants()).await.saturating_sub(before);
+        let ready = watched
+            .ready(names, args.tenants())
+            .await
+            .saturating_sub(before);
         let rss = operator.usage().map(|u| u.rss_mib).unwrap_or_default();
         series.push((secs(start), ready * envs.len(), rss));
         if ready >= total {

@@ -237,18 +237,24 @@ impl Report {
         say!("4. The operator's resources (/proc: utime+stime, VmHWM)");
         say!(
             "   {:<30} {:>12} {:>14}",
-            "run", "CPU seconds", "peak RSS MiB"
+            "run",
+            "CPU seconds",
+            "peak RSS MiB"
         );
         if let Some(p) = &self.provision {
             say!(
                 "   {:<30} {:>12.2} {:>14.1}",
-                "provisioning (until Ready)", p.usage.cpu_secs, p.usage.peak_rss_mib
+                "provisioning (until Ready)",
+                p.usage.cpu_secs,
+                p.usage.peak_rss_mib
             );
         }
         if let Some(r) = &self.resync {
             say!(
                 "   {:<30} {:>12.2} {:>14.1}",
-                "idle resync (fresh process)", r.usage.cpu_secs, r.usage.peak_rss_mib
+                "idle resync (fresh process)",
+                r.usage.cpu_secs,
+                r.usage.peak_rss_mib
             );
         }
 
@@ -409,7 +415,9 @@ impl Report {
                     .map_or("-".into(), |x| x.all_writes.to_string()),
             );
         }
-        say!("   (restart: a fresh operator's start until every tenant is verified; writes: its writes, must be 0)");
+        say!(
+            "   (restart: a fresh operator's start until every tenant is verified; writes: its writes, must be 0)"
+        );
     }
 
     /// Namespaces over time through the operator and directly, and the operator's RSS.
@@ -442,7 +450,13 @@ impl Report {
                 String::new()
             }
         );
-        Some(super::chart::svg(&title, &upper, "namespaces", &lower, "MiB"))
+        Some(super::chart::svg(
+            &title,
+            &upper,
+            "namespaces",
+            &lower,
+            "MiB",
+        ))
     }
 }
 

@@ -44,7 +44,10 @@ pub async fn crds_discovered(admin: &kube::Client, names: &Names) -> anyhow::Res
         )
         .await
         .context("creating the warm-up quota")?;
-    eprintln!("[{:6.1}s] warm-up: waiting for kube-controller-manager to count {CLAIMS}", 0.0);
+    eprintln!(
+        "[{:6.1}s] warm-up: waiting for kube-controller-manager to count {CLAIMS}",
+        0.0
+    );
     wait_for(
         "kube-controller-manager to count custom resources in quotas",
         Duration::from_secs(180),

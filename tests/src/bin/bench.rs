@@ -109,7 +109,10 @@ fn main() -> ExitCode {
     let out_dir = cluster.dir.join("report");
     match write_files(&out_dir, &reports) {
         Ok(files) => println!("\nreport and charts: {}", files.join(", ")),
-        Err(e) => eprintln!("could not write the report files in {}: {e}", out_dir.display()),
+        Err(e) => eprintln!(
+            "could not write the report files in {}: {e}",
+            out_dir.display()
+        ),
     }
     if owned {
         cluster.stop();
@@ -148,7 +151,11 @@ fn write_files(dir: &std::path::Path, reports: &[Report]) -> anyhow::Result<Vec<
     let mut files = vec![text.display().to_string()];
     for r in reports {
         let Some(svg) = r.chart() else { continue };
-        let path = dir.join(format!("chart-{}x{}.svg", r.before + r.tenants, r.environments));
+        let path = dir.join(format!(
+            "chart-{}x{}.svg",
+            r.before + r.tenants,
+            r.environments
+        ));
         std::fs::write(&path, svg)?;
         files.push(path.display().to_string());
     }
@@ -224,12 +231,24 @@ async fn run(
         }
         // The budget flow once, at the first size (1,000 tenants in scale mode).
         let flow = i == 0 && args.flow_runs > 0;
-        measure(size, &admin, &names, &profile, &kubeconfig, &logs, flow, report).await?;
+        measure(
+            size,
+            &admin,
+            &names,
+            &profile,
+            &kubeconfig,
+            &logs,
+            flow,
+            report,
+        )
+        .await?;
     }
     let last = reports.len() - 1;
     match bench::throttling::read(&admin).await {
         Ok(t) => reports[last].throttling = Some(t),
-        Err(e) => reports[last].errors.push(format!("API server metrics: {e:#}")),
+        Err(e) => reports[last]
+            .errors
+            .push(format!("API server metrics: {e:#}")),
     }
 
     if !owned {
