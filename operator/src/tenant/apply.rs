@@ -322,7 +322,14 @@ where
     if pending.holds(desired, &prepared.hash) {
         return Ok(Outcome::Unchanged);
     }
-    let answer = send(api, desired, &prepared).await?;
+    pending.begin(desired, &prepared.hash);
+    let answer = match send(api, desired, &prepared).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            pending.done(desired, &prepared.hash, false, None);
+            return Err(e);
+        }
+    };
     // The budget split needs the quota we wrote until the cache shows it.
     let quota = (K::kind(&()) == "ResourceQuota")
         .then(|| serde_json::to_value(&answer).ok())
@@ -333,9 +340,7 @@ where
         l.meta().resource_version.is_some()
             && l.meta().resource_version == answer.meta().resource_version
     });
-    if !unchanged {
-        pending.wrote(desired, &prepared.hash, quota);
-    }
+    pending.done(desired, &prepared.hash, !unchanged, quota);
     Ok(if live.is_some() {
         Outcome::Updated
     } else {

@@ -318,14 +318,9 @@ fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
 }
 
 impl Pending {
-    /// Remembers that we just applied `desired` with `hash`; `answer` is what the API server
-    /// returned (kept for ResourceQuotas).
-    pub fn wrote<K: Resource<DynamicType = ()>>(
-        &self,
-        desired: &K,
-        hash: &str,
-        answer: Option<ResourceQuota>,
-    ) {
+    /// Notes that we are about to apply `desired` with `hash`: before sending, because the
+    /// watch may show the write (and end what is pending) before its answer comes back.
+    pub fn begin<K: Resource<DynamicType = ()>>(&self, desired: &K, hash: &str) {
         if let Ok(mut w) = self.writes.lock() {
             // Bounded memory whatever happens, at one pass per PENDING_FOR.
             if w.expired.is_none_or(|t| t.elapsed() >= PENDING_FOR) {
@@ -337,9 +332,36 @@ impl Pending {
                 Written {
                     hash: hash.to_string(),
                     at: Instant::now(),
-                    quota: answer,
+                    quota: None,
                 },
             );
+        }
+    }
+
+    /// The write begun with [`Pending::begin`] came back: `answer` (kept for ResourceQuotas)
+    /// is what the API server holds now, unless the watch has shown it already. A write that
+    /// failed or changed nothing (`changed` false) brings no event to wait for.
+    pub fn done<K: Resource<DynamicType = ()>>(
+        &self,
+        desired: &K,
+        hash: &str,
+        changed: bool,
+        answer: Option<ResourceQuota>,
+    ) {
+        let Ok(mut w) = self.writes.lock() else {
+            return;
+        };
+        let key = key_of(desired);
+        if !changed {
+            if w.by_key.get(&key).is_some_and(|p| p.hash == hash) {
+                w.by_key.remove(&key);
+            }
+            return;
+        }
+        if let Some(p) = w.by_key.get_mut(&key)
+            && p.hash == hash
+        {
+            p.quota = answer;
         }
     }
 
@@ -467,7 +489,8 @@ mod tests {
         let pending = Pending::default();
         let wanted = rb("a-prod", "owners", "h2");
         assert!(!pending.holds(&wanted, "h2"));
-        pending.wrote(&wanted, "h2", None);
+        pending.begin(&wanted, "h2");
+        pending.done(&wanted, "h2", true, None);
         assert!(pending.holds(&wanted, "h2"), "written, echo not seen yet");
         assert!(!pending.holds(&wanted, "h3"), "another content is not held");
         // An event from before our write (the old hash) is news and leaves it pending.
@@ -488,7 +511,7 @@ mod tests {
             Seen::News
         ));
         // A delete ends what was pending: the object must be written again.
-        pending.wrote(&wanted, "h2", None);
+        pending.begin(&wanted, "h2");
         assert!(matches!(
             pending.seen(&rb("a-prod", "owners", "h2"), true),
             Seen::News
@@ -505,10 +528,37 @@ mod tests {
             "spec": {"hard": {"requests.cpu": "3"}},
         }))
         .expect("a quota");
-        pending.wrote(&q, "h", Some(q.clone()));
+        pending.begin(&q, "h");
+        assert!(
+            pending.quota("a-prod", "citycloud-quota").is_none(),
+            "no answer yet"
+        );
+        pending.done(&q, "h", true, Some(q.clone()));
         assert_eq!(pending.quota("a-prod", "citycloud-quota"), Some(q.clone()));
         assert!(pending.quota("a-dev", "citycloud-quota").is_none());
         assert!(matches!(pending.seen(&q, false), Seen::Echo(Some(_))));
         assert!(pending.quota("a-prod", "citycloud-quota").is_none());
+    }
+
+    #[test]
+    fn an_echo_seen_before_the_answer_ends_the_write_and_the_answer_does_not_revive_it() {
+        let pending = Pending::default();
+        let q: ResourceQuota = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "citycloud-quota", "namespace": "a-prod",
+                         "annotations": {APPLIED_HASH: "h"}},
+        }))
+        .expect("a quota");
+        pending.begin(&q, "h");
+        assert!(matches!(pending.seen(&q, false), Seen::Echo(None)));
+        pending.done(&q, "h", true, Some(q.clone()));
+        assert!(
+            pending.quota("a-prod", "citycloud-quota").is_none(),
+            "the cache is newer than the answer"
+        );
+        assert!(!pending.holds(&q, "h"));
+        // A write that changed nothing brings no echo: nothing stays pending.
+        pending.begin(&q, "h");
+        pending.done(&q, "h", false, None);
+        assert!(!pending.holds(&q, "h"));
     }
 }
