@@ -154,29 +154,19 @@ pub async fn apply_all(
         let live_binding = caches
             .cluster_role_bindings
             .get(None, &desired.reader_binding.name_any());
-        // A binding may name a role that does not exist yet: both at once.
-        let (role, binding) = futures::try_join!(
-            async {
-                tracked(
-                    &caches.pending,
-                    &roles,
-                    &desired.reader_role,
-                    live_role.as_ref(),
-                )
-                .await
-                .at("applying", describe(&desired.reader_role))
-            },
-            async {
-                tracked(
-                    &caches.pending,
-                    &bindings,
-                    &desired.reader_binding,
-                    live_binding.as_ref(),
-                )
-                .await
-                .at("applying", describe(&desired.reader_binding))
-            }
-        )?;
+        // The role first: binding a role that does not exist yet is refused to an operator
+        // without the escalate verb (the API server cannot check what it would grant).
+        let role = tracked(&caches.pending, &roles, &desired.reader_role, live_role.as_ref())
+            .await
+            .at("applying", describe(&desired.reader_role))?;
+        let binding = tracked(
+            &caches.pending,
+            &bindings,
+            &desired.reader_binding,
+            live_binding.as_ref(),
+        )
+        .await
+        .at("applying", describe(&desired.reader_binding))?;
         journal.record(ctx, &desired.reader_role, role);
         journal.record(ctx, &desired.reader_binding, binding);
         Ok::<_, Error>(journal)
