@@ -156,9 +156,14 @@ pub async fn apply_all(
             .get(None, &desired.reader_binding.name_any());
         // The role first: binding a role that does not exist yet is refused to an operator
         // without the escalate verb (the API server cannot check what it would grant).
-        let role = tracked(&caches.pending, &roles, &desired.reader_role, live_role.as_ref())
-            .await
-            .at("applying", describe(&desired.reader_role))?;
+        let role = tracked(
+            &caches.pending,
+            &roles,
+            &desired.reader_role,
+            live_role.as_ref(),
+        )
+        .await
+        .at("applying", describe(&desired.reader_role))?;
         let binding = tracked(
             &caches.pending,
             &bindings,

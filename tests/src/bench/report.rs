@@ -479,10 +479,14 @@ fn requests(api: &ApiCounts, tenants: usize, note: &str) {
         ),
     );
     // What kube-controller-manager writes for every new namespace, whoever made it.
-    let kcm: u64 = ["PUT resourcequotas/status", "POST serviceaccounts", "POST configmaps"]
-        .iter()
-        .map(|k| api.get(k))
-        .sum();
+    let kcm: u64 = [
+        "PUT resourcequotas/status",
+        "POST serviceaccounts",
+        "POST configmaps",
+    ]
+    .iter()
+    .map(|k| api.get(k))
+    .sum();
     if kcm > 0 {
         row(
             "  of which kube-controller-manager's (approx.)",
