@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn axes_end_on_round_numbers() {
-        assert_eq!(nice(7.3), 10.0);
+        assert_eq!(nice(7.3), 8.0);
         assert_eq!(nice(180.0), 200.0);
         assert_eq!(nice(3.3), 4.0);
         assert_eq!(nice(2300.0), 2500.0);
