@@ -314,6 +314,7 @@ impl Report {
                 }
             }
             None if self.flow_runs == 0 => row("not measured", "--flow-runs 0"),
+            None if self.before > 0 => row("measured at the first size", "see above"),
             None => row("not measured", "see errors"),
         }
 
@@ -345,6 +346,7 @@ impl Report {
                     row("mean APF queue wait", &waits.join(", "));
                 }
             }
+            None if self.errors.is_empty() => row("read at the end of the run", "see below"),
             None => row("not read", "see errors"),
         }
 
