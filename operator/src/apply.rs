@@ -29,30 +29,55 @@ pub async fn apply<K>(api: &Api<K>, desired: &K, live: Option<&K>) -> Result<Out
 where
     K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
-    let name = desired.meta().name.clone().unwrap_or_default();
-    let mut desired_json = serde_json::to_value(desired).map_err(|source| Error::Serialize {
-        kind: "object",
-        source,
-    })?;
-    let hash = hash_of(&desired_json);
-    desired_json["metadata"]["annotations"][APPLIED_HASH] = Value::String(hash);
-    if let Some(live) = live {
-        let live_json = serde_json::to_value(live).map_err(|source| Error::Serialize {
-            kind: "object",
-            source,
-        })?;
-        if contains(&live_json, &desired_json) {
-            return Ok(Outcome::Unchanged);
-        }
+    let prepared = prepare(desired)?;
+    if let Some(live) = live
+        && holds(live, &prepared)?
+    {
+        return Ok(Outcome::Unchanged);
     }
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&name, &params, &Patch::Apply(&desired_json))
-        .await?;
+    send(api, desired, &prepared).await?;
     Ok(if live.is_some() {
         Outcome::Updated
     } else {
         Outcome::Created
     })
+}
+
+/// A desired object as it is applied: its JSON with the hash annotation, and the hash.
+pub struct Prepared {
+    pub json: Value,
+    pub hash: String,
+}
+
+pub fn prepare<K: Serialize>(desired: &K) -> Result<Prepared> {
+    let mut json = serde_json::to_value(desired).map_err(|source| Error::Serialize {
+        kind: "object",
+        source,
+    })?;
+    let hash = hash_of(&json);
+    json["metadata"]["annotations"][APPLIED_HASH] = Value::String(hash.clone());
+    Ok(Prepared { json, hash })
+}
+
+/// Whether `live` already holds what `prepared` would apply.
+pub fn holds<K: Serialize>(live: &K, prepared: &Prepared) -> Result<bool> {
+    let live_json = serde_json::to_value(live).map_err(|source| Error::Serialize {
+        kind: "object",
+        source,
+    })?;
+    Ok(contains(&live_json, &prepared.json))
+}
+
+/// One server-side apply of `prepared`; the API server's answer.
+pub async fn send<K>(api: &Api<K>, desired: &K, prepared: &Prepared) -> Result<K>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Ok(api
+        .patch(&name, &params, &Patch::Apply(&prepared.json))
+        .await?)
 }
 
 /// Reads the live object, then [`apply`]s.

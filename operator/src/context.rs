@@ -21,6 +21,9 @@ pub struct Shared {
     /// The resources of each tenant's published quota series, by tenant, so the series of a
     /// resource dropped from the budget, or of a deleted tenant, are removed.
     usage_series: std::sync::Mutex<BTreeMap<String, BTreeSet<String>>>,
+    /// A hash of the status the operator last wrote for each tenant: the echo of its own
+    /// status write is no reason to reconcile the tenant again.
+    pub tenant_status_written: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 pub struct Context {
@@ -153,6 +156,9 @@ impl Shared {
 
     /// Forgets a deleted tenant: its readiness and its quota series.
     pub fn forget_tenant(&self, tenant: &str) {
+        if let Ok(mut w) = self.tenant_status_written.lock() {
+            w.remove(tenant);
+        }
         if let Ok(mut map) = self.readiness.lock() {
             map.remove(tenant);
             self.publish_readiness(&map);

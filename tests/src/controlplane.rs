@@ -238,6 +238,9 @@ impl ControlPlane {
                 format!("--initial-advertise-peer-urls={peer_url}"),
                 format!("--initial-cluster=citycloud={peer_url}"),
                 "--unsafe-no-fsync=true".into(),
+                // `make bench --scale` keeps some 20,000 namespaces' objects with their
+                // history until the API server compacts: more than the 2 GiB default.
+                "--quota-backend-bytes=8589934592".into(),
                 "--log-level=warn".into(),
             ],
         )?;
@@ -281,6 +284,13 @@ impl ControlPlane {
                 "--controllers=*".into(),
                 // Quota status and pod counts must follow quickly in tests and the demo.
                 "--resource-quota-sync-period=10s".into(),
+                // Quota status is what lets a new namespace be handed over (the operator waits
+                // for it): the defaults (20 requests/s for each controller's client, 5 quotas
+                // synced at once) make kube-controller-manager the bottleneck when hundreds of
+                // namespaces come at once, as in `make bench`; large clusters raise them too.
+                "--kube-api-qps=200".into(),
+                "--kube-api-burst=400".into(),
+                "--concurrent-resource-quota-syncs=20".into(),
             ],
         )?;
         cp.wait_ready("kube-controller-manager", || {

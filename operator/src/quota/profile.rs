@@ -2,13 +2,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 use crate::api::{QuotaProfile, QuotaProfileStatus, Tenant};
@@ -18,46 +19,74 @@ use crate::{Error, FIELD_MANAGER, Result};
 
 const CONTROLLER: &str = "quotaprofile";
 
+/// What the profile controller's reconciles share: the tenants, as watched (counting them
+/// from a cache instead of listing every Tenant per reconcile).
+struct ProfileContext {
+    base: Arc<Context>,
+    tenants: Store<Tenant>,
+}
+
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
+    let (tenants, writer) = reflector::store();
+    let tenant_changes = reflector(
+        writer,
+        watcher(
+            Api::<Tenant>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        // Counting needs the spec's profile names only (memory at thousands of tenants).
+        .modify(|t| {
+            t.managed_fields_mut().clear();
+            t.status = None;
+        }),
+    )
+    .default_backoff()
+    .touched_objects();
+    let context = Arc::new(ProfileContext { base: ctx, tenants });
     Controller::new(
         Api::<QuotaProfile>::all(client.clone()),
         watcher::Config::default(),
     )
-    .watches(
-        Api::<Tenant>::all(client),
-        watcher::Config::default(),
-        |t| {
-            t.quota_profiles()
-                .into_iter()
-                .map(ObjectRef::new)
-                .collect::<Vec<_>>()
-        },
-    )
+    // Tenants come in bursts: one count per profile per second is plenty.
+    .with_config(Config::default().debounce(Duration::from_secs(1)))
+    .watches_stream(tenant_changes, |t| {
+        t.quota_profiles()
+            .into_iter()
+            .map(ObjectRef::new)
+            .collect::<Vec<_>>()
+    })
     .graceful_shutdown_on(shutdown)
     .run(
         reconcile,
         |_, _: &Error, _| Action::requeue(Duration::from_secs(5)),
-        ctx,
+        context,
     )
     .for_each(|_| async {})
     .await;
 }
 
-async fn reconcile(profile: Arc<QuotaProfile>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(profile: Arc<QuotaProfile>, context: Arc<ProfileContext>) -> Result<Action> {
+    let ctx = &context.base;
+    if context
+        .tenants
+        .wait_until_ready()
+        .now_or_never()
+        .is_none_or(|r| r.is_err())
+    {
+        // Just started: count once the Tenants have been listed.
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     let _timer = ctx.shared.metrics.time(CONTROLLER);
-    let result = count(&profile, &ctx).await;
+    let result = count(&profile, ctx, &context.tenants).await;
     ctx.shared.metrics.reconciled(CONTROLLER, &result);
     result
 }
 
-async fn count(profile: &QuotaProfile, ctx: &Context) -> Result<Action> {
+async fn count(profile: &QuotaProfile, ctx: &Context, tenants: &Store<Tenant>) -> Result<Action> {
     let name = profile.name_any();
-    let tenants = Api::<Tenant>::all(ctx.client.clone())
-        .list(&Default::default())
-        .await?;
     let users = tenants
-        .items
+        .state()
         .iter()
         .filter(|t| t.quota_profiles().contains(&name.as_str()))
         .count() as i32;

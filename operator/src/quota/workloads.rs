@@ -8,8 +8,9 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::task::JoinHandle;
@@ -23,11 +24,11 @@ use crate::context::Shared;
 pub fn watch(
     client: Client,
     shared: Arc<Shared>,
-    tenants: Store<Tenant>,
+    namespaces: crate::tenant::cache::Indexed<Namespace>,
     pokes: UnboundedSender<ObjectRef<Tenant>>,
 ) -> JoinHandle<()> {
     let poke = move |namespace: &str| {
-        if let Some(tenant) = crate::tenant::owner_of(&tenants, namespace) {
+        if let Some(tenant) = crate::tenant::owner_of(&namespaces, namespace) {
             let _ = pokes.unbounded_send(tenant);
         }
     };

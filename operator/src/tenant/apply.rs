@@ -12,10 +12,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::build::{QUOTA, REVOKED_ON_RETAIN, TenantResources, frozen_quota, namespace, orphaned};
-use super::cache::{Caches, in_namespace, named};
+use super::cache::{Caches, Pending, in_namespace};
 use crate::api::labels::{ENVIRONMENT, ORPHANED, TENANT_UID};
 use crate::api::{DeletionPolicy, Environment, Tenant};
-use crate::apply::{Outcome, apply};
+use crate::apply::{Outcome, apply, holds, prepare, send};
 use crate::context::Context;
 use crate::{Error, Result, StepExt};
 
@@ -44,6 +44,13 @@ pub struct Journal {
 const NOTE_BUDGET: usize = 900;
 
 impl Journal {
+    /// Adds what another part of the reconcile did.
+    fn absorb(&mut self, other: Journal) {
+        self.created.extend(other.created);
+        self.updated.extend(other.updated);
+        self.removed.extend(other.removed);
+    }
+
     pub fn writes(&self) -> usize {
         self.created.len() + self.updated.len() + self.removed.len()
     }
@@ -127,74 +134,115 @@ pub async fn apply_all(
     live_quotas: &BTreeMap<String, ResourceQuota>,
     skipped: &[String],
 ) -> Result<Applied> {
-    let mut applied = Applied::default();
-    let journal = &mut applied.journal;
     let name = tenant.name_any();
-    for res in &desired.namespaces {
-        let ns = res.namespace.name_any();
-        if skipped.contains(&ns) {
-            continue;
+    // Independent objects go out together (a reconcile waits for the slowest, not the sum):
+    // the namespaces side by side, and in each what lives in it once the namespace exists.
+    let namespaces = futures::future::try_join_all(
+        desired
+            .namespaces
+            .iter()
+            .filter(|res| !skipped.contains(&res.namespace.name_any()))
+            .map(|res| apply_namespace(ctx, caches, &name, res, live_namespaces, live_quotas)),
+    );
+    let cluster = async {
+        let mut journal = Journal::default();
+        let roles = Api::<ClusterRole>::all(ctx.client.clone());
+        let bindings = Api::<ClusterRoleBinding>::all(ctx.client.clone());
+        // Read access for all its people; approve on it for its owners.
+        for (role, binding) in [
+            (&desired.reader_role, &desired.reader_binding),
+            (&desired.approver_role, &desired.approver_binding),
+        ] {
+            let live_role = caches.cluster_roles.get(None, &role.name_any());
+            let live_binding = caches.cluster_role_bindings.get(None, &binding.name_any());
+            // The role first: binding a role that does not exist yet is refused to an operator
+            // without the escalate verb (the API server cannot check what it would grant).
+            let role_outcome = tracked(&caches.pending, &roles, role, live_role.as_ref())
+                .await
+                .at("applying", describe(role))?;
+            let binding_outcome =
+                tracked(&caches.pending, &bindings, binding, live_binding.as_ref())
+                    .await
+                    .at("applying", describe(binding))?;
+            journal.record(ctx, role, role_outcome);
+            journal.record(ctx, binding, binding_outcome);
         }
-        let outcome = apply(
-            &Api::all(ctx.client.clone()),
-            &res.namespace,
-            live_namespaces.get(&ns),
-        )
-        .await
-        .at("applying", describe(&res.namespace))?;
-        journal.record(ctx, &res.namespace, outcome);
-        let quota = live_quotas
-            .get(&ns)
-            .map(|q| (q.name_any(), q.clone()))
-            .into_iter()
-            .collect();
-        let limits = in_namespace(&caches.limit_ranges, &ns, &name);
-        let policies = in_namespace(&caches.network_policies, &ns, &name);
-        let bindings = in_namespace(&caches.role_bindings, &ns, &name);
-        let enforced = crate::quota::enforced(&res.quota, live_quotas.get(&ns));
-        sync_kind(ctx, journal, &ns, std::slice::from_ref(&res.quota), quota).await?;
-        sync_kind::<LimitRange>(ctx, journal, &ns, res.limit_range.as_slice(), limits).await?;
-        sync_kind(ctx, journal, &ns, &res.network_policies, policies).await?;
-        // No access to a new namespace before its quota binds: the API server admits anything
-        // there until kube-controller-manager has synced the quota's status (the quota's watch
-        // brings us back then). Access already granted is never taken away for this.
-        if enforced || !bindings.is_empty() {
-            sync_kind(ctx, journal, &ns, &res.role_bindings, bindings).await?;
-        } else {
+        Ok::<_, Error>(journal)
+    };
+    let (namespaces, cluster) = futures::try_join!(namespaces, cluster)?;
+    let mut applied = Applied::default();
+    for (ns, journal, awaiting) in namespaces {
+        applied.journal.absorb(journal);
+        if awaiting {
             applied.awaiting_quota.push(ns.clone());
         }
         applied.namespaces.push(ns);
     }
-    let roles = Api::<ClusterRole>::all(ctx.client.clone());
-    let bindings = Api::<ClusterRoleBinding>::all(ctx.client.clone());
-    // Read access for all its people; approve on it for its owners.
-    for (role, binding) in [
-        (&desired.reader_role, &desired.reader_binding),
-        (&desired.approver_role, &desired.approver_binding),
-    ] {
-        let live_role = named(&caches.cluster_roles, &role.name_any());
-        let outcome = apply(&roles, role, live_role.as_ref())
-            .await
-            .at("applying", describe(role))?;
-        journal.record(ctx, role, outcome);
-        let live_binding = named(&caches.cluster_role_bindings, &binding.name_any());
-        let outcome = apply(&bindings, binding, live_binding.as_ref())
-            .await
-            .at("applying", describe(binding))?;
-        journal.record(ctx, binding, outcome);
-    }
+    applied.journal.absorb(cluster);
     Ok(applied)
+}
+
+/// One namespace and what lives in it; whether its users' access waits for its quota.
+async fn apply_namespace(
+    ctx: &Context,
+    caches: &Caches,
+    name: &str,
+    res: &super::build::NamespaceResources,
+    live_namespaces: &BTreeMap<String, Namespace>,
+    live_quotas: &BTreeMap<String, ResourceQuota>,
+) -> Result<(String, Journal, bool)> {
+    let mut journal = Journal::default();
+    let ns = res.namespace.name_any();
+    let outcome = tracked(
+        &caches.pending,
+        &Api::all(ctx.client.clone()),
+        &res.namespace,
+        live_namespaces.get(&ns),
+    )
+    .await
+    .at("applying", describe(&res.namespace))?;
+    journal.record(ctx, &res.namespace, outcome);
+    let quota = live_quotas
+        .get(&ns)
+        .map(|q| (q.name_any(), q.clone()))
+        .into_iter()
+        .collect();
+    let limits = in_namespace(&caches.limit_ranges, &ns, name);
+    let policies = in_namespace(&caches.network_policies, &ns, name);
+    let bindings = in_namespace(&caches.role_bindings, &ns, name);
+    let enforced = crate::quota::enforced(&res.quota, live_quotas.get(&ns));
+    let pending = &caches.pending;
+    // No access to a new namespace before its quota binds: the API server admits anything
+    // there until kube-controller-manager has synced the quota's status (the quota's watch
+    // brings us back then). Access already granted is never taken away for this.
+    let grant = enforced || !bindings.is_empty();
+    let (q, l, p, b) = futures::try_join!(
+        sync_kind(ctx, pending, &ns, std::slice::from_ref(&res.quota), quota),
+        sync_kind::<LimitRange>(ctx, pending, &ns, res.limit_range.as_slice(), limits),
+        sync_kind(ctx, pending, &ns, &res.network_policies, policies),
+        async {
+            if grant {
+                sync_kind(ctx, pending, &ns, &res.role_bindings, bindings).await
+            } else {
+                Ok(Journal::default())
+            }
+        }
+    )?;
+    for j in [q, l, p, b] {
+        journal.absorb(j);
+    }
+    Ok((ns, journal, !grant))
 }
 
 /// Makes the tenant's objects of one kind in `ns` exactly `desired`, given what exists
 /// (`live`): an apply for each that differs and a delete for each no longer wanted.
 async fn sync_kind<K>(
     ctx: &Context,
-    journal: &mut Journal,
+    pending: &Pending,
     ns: &str,
     desired: &[K],
     mut live: BTreeMap<String, K>,
-) -> Result<()>
+) -> Result<Journal>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -202,30 +250,90 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
+    let mut journal = Journal::default();
     let api = Api::<K>::namespaced(ctx.client.clone(), ns);
-    for obj in desired {
-        let outcome = match apply(&api, obj, live.remove(&obj.name_any()).as_ref()).await {
-            // A field the API server will not change in place (a RoleBinding's roleRef, e.g. of
-            // one planted under our name before the guard rails existed): replace the object.
-            Err(Error::Kube(kube::Error::Api(s)))
-                if s.code == 422 && immutable_field(&s.message) =>
-            {
-                delete(&api, &obj.name_any())
-                    .await
-                    .at("deleting", describe(obj))?;
-                apply(&api, obj, None).await.at("applying", describe(obj))?;
-                Outcome::Updated
+    let wanted: Vec<(&K, Option<K>)> = desired
+        .iter()
+        .map(|obj| (obj, live.remove(&obj.name_any())))
+        .collect();
+    let outcomes = futures::future::try_join_all(wanted.iter().map(|(obj, live)| {
+        let api = &api;
+        async move {
+            match tracked(pending, api, *obj, live.as_ref()).await {
+                // A field the API server will not change in place (a RoleBinding's roleRef,
+                // e.g. of one planted under our name before the guard rails existed): replace
+                // the object.
+                Err(Error::Kube(kube::Error::Api(s)))
+                    if s.code == 422 && immutable_field(&s.message) =>
+                {
+                    delete(api, &obj.name_any())
+                        .await
+                        .at("deleting", describe(*obj))?;
+                    tracked(pending, api, *obj, None)
+                        .await
+                        .at("applying", describe(*obj))?;
+                    Ok(Outcome::Updated)
+                }
+                other => other.at("applying", describe(*obj)),
             }
-            other => other.at("applying", describe(obj))?,
-        };
-        journal.record(ctx, obj, outcome);
+        }
+    }))
+    .await?;
+    for ((obj, _), outcome) in wanted.iter().zip(outcomes) {
+        journal.record(ctx, *obj, outcome);
     }
     for (name, obj) in live {
         if delete(&api, &name).await.at("deleting", describe(&obj))? {
             journal.removed(ctx, &obj);
         }
     }
-    Ok(())
+    Ok(journal)
+}
+
+/// [`apply`], minding our writes the cache has not shown yet: what we applied moments ago is
+/// not applied again, and what we apply is remembered (see [`Pending`]).
+async fn tracked<K>(
+    pending: &Pending,
+    api: &Api<K>,
+    desired: &K,
+    live: Option<&K>,
+) -> Result<Outcome>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let prepared = prepare(desired)?;
+    if let Some(live) = live
+        && holds(live, &prepared)?
+    {
+        return Ok(Outcome::Unchanged);
+    }
+    if pending.holds(desired, &prepared.hash) {
+        return Ok(Outcome::Unchanged);
+    }
+    pending.begin(desired, &prepared.hash);
+    let answer = match send(api, desired, &prepared).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            pending.done(desired, &prepared.hash, false, None);
+            return Err(e);
+        }
+    };
+    // The budget split needs the quota we wrote until the cache shows it.
+    let quota = (K::kind(&()) == "ResourceQuota")
+        .then(|| serde_json::to_value(&answer).ok())
+        .flatten()
+        .and_then(|v| serde_json::from_value::<ResourceQuota>(v).ok());
+    // A write that changed nothing (the cache was behind) brings no watch event to wait for.
+    let unchanged = live.is_some_and(|l| {
+        l.meta().resource_version.is_some()
+            && l.meta().resource_version == answer.meta().resource_version
+    });
+    pending.done(desired, &prepared.hash, !unchanged, quota);
+    Ok(if live.is_some() {
+        Outcome::Updated
+    } else {
+        Outcome::Created
+    })
 }
 
 /// Whether an API server's 422 is about a field that cannot be changed in place.
@@ -271,9 +379,13 @@ pub async fn release_namespaces(
         }
         let created_here = ns.annotations().get(TENANT_UID) == tenant.metadata.uid.as_ref();
         if tenant.spec.deletion_policy == DeletionPolicy::Delete && created_here {
-            api.delete(&name, &DeleteParams::default())
+            // The list may come from a cache a moment behind: gone already is done.
+            if !delete(&api, &name)
                 .await
-                .at("deleting", format!("Namespace {name}"))?;
+                .at("deleting", format!("Namespace {name}"))?
+            {
+                continue;
+            }
             publish(
                 ctx,
                 tenant,

@@ -3,14 +3,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
-use kube::api::{Api, ListParams};
+use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
 use super::apply::CLAIM_LABEL;
 use super::build::{Inputs, QUOTA};
+use super::cache::Caches;
 use crate::Result;
+use crate::api::Tenant;
 use crate::api::labels::TENANT;
-use crate::api::{QuotaProfile, Tenant};
 
 /// How deep a hierarchy may go before it is reported as a cycle.
 const MAX_DEPTH: usize = 16;
@@ -34,28 +36,30 @@ pub struct Dereferenced {
     pub quotas: BTreeMap<String, ResourceQuota>,
 }
 
-pub async fn dereference(client: &Client, tenant: &Tenant) -> Result<Dereferenced> {
+/// Reads from the controller's caches (see [`super::cache`]); only names of environments not
+/// (yet) labelled as the tenant's, and the ancestors, are read from the API server.
+pub async fn dereference(
+    client: &Client,
+    caches: &Caches,
+    tenant: &Tenant,
+) -> Result<Dereferenced> {
     let name = tenant.name_any();
-    let profiles_api = Api::<QuotaProfile>::all(client.clone());
     let mut profiles = BTreeMap::new();
     let mut missing_profiles = Vec::new();
     for wanted in tenant.quota_profiles().into_iter().collect::<BTreeSet<_>>() {
-        match profiles_api.get_opt(wanted).await? {
+        match caches.profiles.get(&ObjectRef::new(wanted)) {
             Some(p) => {
-                profiles.insert(wanted.to_string(), p);
+                profiles.insert(wanted.to_string(), (*p).clone());
             }
             None => missing_profiles.push(wanted.to_string()),
         }
     }
 
-    let (ancestor_owners, parent_problem) = ancestors(client, tenant).await?;
+    let (ancestor_owners, parent_problem) = ancestors(client, &caches.tenants, tenant).await?;
 
     let ns_api = Api::<Namespace>::all(client.clone());
-    let labelled = ns_api
-        .list(&ListParams::default().labels(&format!("{TENANT}={name}")))
-        .await?
-        .items;
-    // Our namespaces come with the list; only names not (yet) labelled as ours need a read,
+    let labelled: Vec<Namespace> = caches.namespaces.under(&name);
+    // Our namespaces come from the cache; only names not (yet) labelled as ours need a read,
     // to find someone else's namespace of that name before we would take it over.
     let mut named = BTreeMap::new();
     for ns in tenant.namespaces() {
@@ -67,14 +71,24 @@ pub async fn dereference(client: &Client, tenant: &Tenant) -> Result<Dereference
             named.insert(ns, live);
         }
     }
-    // Read fresh, never from a cache: the budget split must see every admission so far.
-    let quotas = Api::<ResourceQuota>::all(client.clone())
-        .list(&ListParams::default().labels(&format!("{TENANT}={name},!{CLAIM_LABEL}")))
-        .await?
-        .items
+    // Every namespace of the tenant, kept ones of dropped environments included; a quota we
+    // wrote moments ago wins over the cache (it may not show our `hard` yet).
+    let quotas = labelled
+        .iter()
+        .map(|n| n.name_any())
+        .chain(tenant.namespaces())
+        .collect::<BTreeSet<_>>()
         .into_iter()
-        .filter(|q| q.name_any() == QUOTA)
-        .filter_map(|q| Some((q.namespace()?, q)))
+        .filter_map(|ns| {
+            let q = caches.pending.quota(&ns, QUOTA).or_else(|| {
+                caches.quotas.under(&ns).into_iter().find(|q| {
+                    q.name_any() == QUOTA
+                        && q.labels().get(TENANT) == Some(&name)
+                        && !q.labels().contains_key(CLAIM_LABEL)
+                })
+            })?;
+            Some((ns, q))
+        })
         .collect();
     Ok(Dereferenced {
         inputs: Inputs {
@@ -93,6 +107,7 @@ pub async fn dereference(client: &Client, tenant: &Tenant) -> Result<Dereference
 
 async fn ancestors(
     client: &Client,
+    tenants: &kube::runtime::reflector::Store<Tenant>,
     tenant: &Tenant,
 ) -> Result<(Vec<crate::api::Subject>, Option<ParentProblem>)> {
     let api = Api::<Tenant>::all(client.clone());
@@ -104,7 +119,13 @@ async fn ancestors(
             chain.push(parent);
             return Ok((owners, Some(ParentProblem::Cycle(chain))));
         }
-        let Some(p) = api.get_opt(&parent).await? else {
+        // From the controller's cache; read when not there (created a moment ago).
+        let cached = tenants.get(&ObjectRef::new(&parent)).map(|p| (*p).clone());
+        let found = match cached {
+            Some(p) => Some(p),
+            None => api.get_opt(&parent).await?,
+        };
+        let Some(p) = found else {
             return Ok((owners, Some(ParentProblem::NotFound(parent))));
         };
         owners.extend(p.spec.owners.iter().cloned());

@@ -23,7 +23,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::reflector::{self, ObjectRef, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -51,15 +51,17 @@ pub struct TenantContext {
     pub placement: placement::Verdicts,
 }
 
-/// A watch of the operator's labelled objects of one kind: a cache for reconciles, and the
-/// stream of changes that re-triggers the tenant they belong to.
-fn reflect<K>(
+/// A watch of one kind: every event goes to `follow` (the cache reconciles read), and the
+/// stream yields the changes worth a reconcile: not the echo of our own write (see
+/// [`cache::Pending`]) unless `echo_matters` says it brings more, and not the first list (the
+/// Tenant watch itself starts a reconcile of every tenant then).
+fn watch<K>(
     client: &kube::Client,
     config: &watcher::Config,
-) -> (
-    Store<K>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
+    pending: &cache::Pending,
+    echo_matters: fn(&K, Option<&ResourceQuota>) -> bool,
+    follow: impl Fn(&watcher::Event<K>) + Send + 'static,
+) -> futures::stream::BoxStream<'static, Result<K, watcher::Error>>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -69,16 +71,83 @@ where
         + Sync
         + 'static,
 {
-    let (store, writer) = reflector::store();
-    let stream = reflector(
-        writer,
-        watcher(Api::<K>::all(client.clone()), config.clone())
-            // The cache keeps what comparing needs, not the managed fields (memory).
-            .modify(|o| o.managed_fields_mut().clear()),
-    )
-    .default_backoff()
-    .touched_objects();
-    (store, stream)
+    let pending = pending.clone();
+    let mut listed = false;
+    watcher(Api::<K>::all(client.clone()), config.clone())
+        // The cache keeps what comparing needs, not the managed fields (memory).
+        .modify(|o| o.managed_fields_mut().clear())
+        .default_backoff()
+        .filter_map(move |event| {
+            let out = match event {
+                Err(e) => Some(Err(e)),
+                Ok(event) => {
+                    follow(&event);
+                    match event {
+                        watcher::Event::Apply(o) => match pending.seen(&o, false) {
+                            cache::Seen::News => Some(Ok(o)),
+                            cache::Seen::Echo(written) => {
+                                echo_matters(&o, written.as_deref()).then_some(Ok(o))
+                            }
+                        },
+                        watcher::Event::Delete(o) => {
+                            pending.seen(&o, true);
+                            Some(Ok(o))
+                        }
+                        // A relist after a lost watch: anything may have changed meanwhile.
+                        watcher::Event::InitApply(o) => {
+                            pending.seen(&o, false);
+                            listed.then_some(Ok(o))
+                        }
+                        watcher::Event::InitDone => {
+                            listed = true;
+                            None
+                        }
+                        watcher::Event::Init => None,
+                    }
+                }
+            };
+            futures::future::ready(out)
+        })
+        .boxed()
+}
+
+/// [`watch`] into an [`cache::Indexed`] cache.
+fn cached<K>(
+    client: &kube::Client,
+    config: &watcher::Config,
+    pending: &cache::Pending,
+    echo_matters: fn(&K, Option<&ResourceQuota>) -> bool,
+    key: fn(&K) -> Option<String>,
+) -> (
+    cache::Indexed<K>,
+    futures::stream::BoxStream<'static, Result<K, watcher::Error>>,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let cache = cache::Indexed::new(key);
+    let follower = cache.clone();
+    let stream = watch(client, config, pending, echo_matters, move |e| {
+        follower.follow(e)
+    });
+    (cache, stream)
+}
+
+fn never<K>(_: &K, _: Option<&ResourceQuota>) -> bool {
+    false
+}
+
+/// Every event of a ResourceQuota matters, our echo included: its status (enforced, usage
+/// counted) is kube-controller-manager's, and may have moved under our write.
+fn always<K>(_: &K, _: Option<&ResourceQuota>) -> bool {
+    true
 }
 
 /// Runs the Tenant controller until `shutdown` resolves.
@@ -90,28 +159,67 @@ pub async fn run(
     let client = ctx.client.clone();
     let managed =
         watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE},{TENANT}"));
-    let controller = Controller::new(
-        Api::<Tenant>::all(client.clone()),
-        watcher::Config::default(),
+    let (tenants, tenant_writer) = reflector::store();
+    // A Tenant is reconciled when its spec, finalizers or deletion change, or when someone
+    // else changed its status; not on the echo of the status this controller wrote.
+    let shared_status = ctx.shared.clone();
+    let tenant_changes = reflector(
+        tenant_writer,
+        watcher(
+            Api::<Tenant>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .modify(|t| t.managed_fields_mut().clear()),
     )
-    .with_config(Config::default().concurrency(concurrency));
-    let tenants = controller.store();
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(
+        move |t: &Tenant| Some(trigger_hash(t, &shared_status)),
+        Default::default(),
+    );
+    let controller = Controller::for_stream(tenant_changes, tenants.clone())
+        .with_config(Config::default().concurrency(concurrency));
+    let pending = cache::Pending::default();
+    let all = watcher::Config::default();
+
+    use cache::{by_namespace, by_tenant, unindexed};
+    let (namespaces, namespace_changes) =
+        cached::<Namespace>(&client, &managed, &pending, never, by_tenant);
+    let (role_bindings, role_binding_changes) =
+        cached::<RoleBinding>(&client, &managed, &pending, never, by_namespace);
+    let (limit_ranges, limit_range_changes) =
+        cached::<LimitRange>(&client, &managed, &pending, never, by_namespace);
+    let (network_policies, network_policy_changes) =
+        cached::<NetworkPolicy>(&client, &managed, &pending, never, by_namespace);
+    let (quotas, quota_changes) =
+        cached::<ResourceQuota>(&client, &managed, &pending, always, by_namespace);
+    let (cluster_roles, cluster_role_changes) =
+        cached::<ClusterRole>(&client, &managed, &pending, never, unindexed);
+    let (cluster_role_bindings, cluster_role_binding_changes) =
+        cached::<ClusterRoleBinding>(&client, &managed, &pending, never, unindexed);
+    let (claims, claim_changes) =
+        cached::<SharedServiceClaim>(&client, &all, &pending, never, by_namespace);
+    // Few and small: a plain store.
+    let (profiles, profile_writer) = reflector::store::<QuotaProfile>();
+    let profile_changes = reflector(
+        profile_writer,
+        watcher(Api::<QuotaProfile>::all(client.clone()), all.clone())
+            .modify(|p| p.managed_fields_mut().clear()),
+    )
+    .default_backoff()
+    .touched_objects();
+
     // ReplicaSets waiting for quota: demand for budget, re-reconciling their tenant.
     let (pokes, poked) = futures::channel::mpsc::unbounded();
-    let workloads =
-        quota::workloads::watch(client.clone(), ctx.shared.clone(), tenants.clone(), pokes);
-    let (by_namespace, shared) = (tenants.clone(), ctx.shared.clone());
-    let (by_claim_namespace, by_profile) = (tenants.clone(), tenants);
-
-    let (namespaces, namespace_changes) = reflect::<Namespace>(&client, &managed);
-    let (role_bindings, role_binding_changes) = reflect::<RoleBinding>(&client, &managed);
-    let (limit_ranges, limit_range_changes) = reflect::<LimitRange>(&client, &managed);
-    let (network_policies, network_policy_changes) = reflect::<NetworkPolicy>(&client, &managed);
-    let (cluster_roles, cluster_role_changes) = reflect::<ClusterRole>(&client, &managed);
-    let (cluster_role_bindings, cluster_role_binding_changes) =
-        reflect::<ClusterRoleBinding>(&client, &managed);
-    let (claims, claim_changes) =
-        reflect::<SharedServiceClaim>(&client, &watcher::Config::default());
+    let workloads = quota::workloads::watch(
+        client.clone(),
+        ctx.shared.clone(),
+        namespaces.clone(),
+        pokes,
+    );
+    let shared = ctx.shared.clone();
+    let (by_namespace, by_claim_namespace) = (namespaces.clone(), namespaces.clone());
+    let by_profile = tenants.clone();
     let context = Arc::new(TenantContext {
         base: ctx.clone(),
         caches: cache::Caches {
@@ -119,13 +227,21 @@ pub async fn run(
             role_bindings,
             limit_ranges,
             network_policies,
+            quotas,
             cluster_roles,
             cluster_role_bindings,
             claims,
+            profiles,
+            tenants: tenants.clone(),
+            pending,
         },
         backoff: failure::Backoff::default(),
         placement: placement::Verdicts::default(),
     });
+    // The generation each profile was last seen at: its status (the tenant count, rewritten
+    // as tenants come and go) changes nothing for its tenants; only its spec does.
+    let profile_generations = std::sync::Mutex::new(BTreeMap::<String, Option<i64>>::new());
+    let profiles_seen = context.caches.profiles.clone();
     controller
         .watches_stream(namespace_changes, by_tenant_label)
         .watches_stream(role_binding_changes, by_tenant_label)
@@ -133,25 +249,30 @@ pub async fn run(
         .watches_stream(network_policy_changes, by_tenant_label)
         .watches_stream(cluster_role_changes, by_tenant_label)
         .watches_stream(cluster_role_binding_changes, by_tenant_label)
-        // Read fresh by every reconcile (the budget split), so not cached: a plain watch.
-        .watches(
-            Api::<ResourceQuota>::all(client.clone()),
-            managed,
-            by_tenant_label,
-        )
-        .watches(
-            Api::<QuotaProfile>::all(client.clone()),
-            watcher::Config::default(),
-            move |profile| {
-                let name = profile.name_any();
-                by_profile
-                    .state()
-                    .into_iter()
-                    .filter(|t| t.quota_profiles().contains(&name.as_str()))
-                    .map(|t| ObjectRef::from_obj(&*t))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(quota_changes, by_tenant_label)
+        .watches_stream(profile_changes, move |profile| {
+            let name = profile.name_any();
+            let generation = profile.metadata.generation;
+            // A deleted profile is gone from the cache by now: always news.
+            let exists = profiles_seen.get(&ObjectRef::new(&name)).is_some();
+            if let Ok(mut seen) = profile_generations.lock() {
+                let before = if exists {
+                    seen.insert(name.clone(), generation)
+                } else {
+                    seen.remove(&name)
+                };
+                if exists && before == Some(generation) {
+                    return Vec::new();
+                }
+            }
+            // Rare (a platform engineer edits a profile): a scan of the tenants is fine.
+            by_profile
+                .state()
+                .into_iter()
+                .filter(|t| t.quota_profiles().contains(&name.as_str()))
+                .map(|t| ObjectRef::from_obj(&*t))
+                .collect::<Vec<_>>()
+        })
         // A claim bound or revoked changes the tenant's boundServices.
         .watches_stream(claim_changes, move |claim| {
             owner_of(&by_claim_namespace, &claim.namespace()?)
@@ -174,13 +295,15 @@ pub async fn run(
     workloads.abort();
 }
 
-/// The tenant whose environments include `namespace`.
-pub fn owner_of(tenants: &Store<Tenant>, namespace: &str) -> Option<ObjectRef<Tenant>> {
-    tenants
-        .state()
-        .iter()
-        .find(|t| t.namespaces().iter().any(|n| n == namespace))
-        .map(|t| ObjectRef::from_obj(&**t))
+/// The tenant whose environment `namespace` is: the tenant label of the cached namespace (one
+/// lookup, whatever the number of tenants). Only the operator sets that label (the admission
+/// policies refuse it to anyone else).
+pub fn owner_of(
+    namespaces: &cache::Indexed<Namespace>,
+    namespace: &str,
+) -> Option<ObjectRef<Tenant>> {
+    let ns = namespaces.get(None, namespace)?;
+    cache::by_tenant(&ns).map(|t| ObjectRef::new(&t))
 }
 
 fn by_tenant_label<K: Resource>(obj: K) -> Option<ObjectRef<Tenant>> {
@@ -219,7 +342,7 @@ async fn reconcile(tenant: Arc<Tenant>, context: Arc<TenantContext>) -> Result<A
     .instrument(span)
     .await;
     let result = crate::finalizers::outcome(result);
-    ctx.shared.metrics.reconciled(CONTROLLER, result.is_ok());
+    ctx.shared.metrics.reconciled(CONTROLLER, &result);
     if result.is_ok() {
         context.backoff.reset(&name);
     }
@@ -239,7 +362,7 @@ async fn provision(
     verdicts: &placement::Verdicts,
 ) -> Result<Action> {
     let name = tenant.name_any();
-    let mut found = dereference::dereference(&ctx.client, tenant)
+    let mut found = dereference::dereference(&ctx.client, caches, tenant)
         .await
         .at("reading", format!("the inputs of Tenant {name}"))?;
     let conflicts = validate::conflicts(tenant, &tenant.namespaces(), &found.named);
@@ -387,8 +510,43 @@ async fn provision(
     })
 }
 
+/// What of a Tenant is worth a reconcile when it changes (see `run`).
+fn trigger_hash(t: &Tenant, shared: &crate::context::Shared) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    t.metadata.generation.hash(&mut h);
+    t.metadata.deletion_timestamp.is_some().hash(&mut h);
+    t.metadata.finalizers.hash(&mut h);
+    // Annotations steer it too (budget reservations for children, adopting retained data);
+    // labels, because whoever selects tenants by them expects the change to be seen.
+    t.metadata.annotations.hash(&mut h);
+    t.metadata.labels.hash(&mut h);
+    let status = status_hash(t.status.as_ref());
+    let ours = shared
+        .tenant_status_written
+        .lock()
+        .ok()
+        .and_then(|w| w.get(&t.name_any()).copied());
+    if ours != Some(status) {
+        status.hash(&mut h);
+    }
+    h.finish()
+}
+
+fn status_hash(status: Option<&TenantStatus>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&status)
+        .unwrap_or_default()
+        .hash(&mut h);
+    h.finish()
+}
+
 /// Writes the Tenant's status with the operator's own apply (status subresource).
 pub(crate) async fn write_status(ctx: &Context, name: &str, status: &TenantStatus) -> Result<()> {
+    if let Ok(mut w) = ctx.shared.tenant_status_written.lock() {
+        w.insert(name.to_string(), status_hash(Some(status)));
+    }
     let patch = json!({"apiVersion": "citycloud.io/v1alpha1", "kind": "Tenant", "status": status});
     Api::<Tenant>::all(ctx.client.clone())
         .patch_status(
@@ -402,18 +560,17 @@ pub(crate) async fn write_status(ctx: &Context, name: &str, status: &TenantStatu
 }
 
 /// The shared services claimed and bound in the tenant's namespaces, sorted, once each.
-fn bound_services(claims: &Store<SharedServiceClaim>, namespaces: &[String]) -> Vec<String> {
-    let services: std::collections::BTreeSet<String> = claims
-        .state()
+fn bound_services(
+    claims: &cache::Indexed<SharedServiceClaim>,
+    namespaces: &[String],
+) -> Vec<String> {
+    let services: std::collections::BTreeSet<String> = namespaces
         .iter()
+        .flat_map(|ns| claims.under(ns))
         .filter(|c| {
-            c.namespace().is_some_and(|ns| namespaces.contains(&ns))
-                && c.status.as_ref().is_some_and(|s| {
-                    crate::api::conditions::is_true(
-                        &s.conditions,
-                        crate::api::conditions::claim::BOUND,
-                    )
-                })
+            c.status.as_ref().is_some_and(|s| {
+                crate::api::conditions::is_true(&s.conditions, crate::api::conditions::claim::BOUND)
+            })
         })
         .map(|c| c.spec.service.clone())
         .collect();

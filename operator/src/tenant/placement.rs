@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Toleration};
 use kube::api::{Api, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 
 use super::build::{NODE_SELECTOR_ANNOTATION, TOLERATIONS_WHITELIST_ANNOTATION};
@@ -319,14 +318,14 @@ pub async fn check(
     verdicts: &Verdicts,
     tenant: &Tenant,
     provisioned: &[String],
-    namespaces: &Store<Namespace>,
+    namespaces: &super::cache::Indexed<Namespace>,
 ) -> Option<Outcome> {
     let placement = tenant.spec.node_placement.as_ref()?;
     let whitelist = whitelist_annotation(Some(placement));
     // Only once the operator's own watch shows the annotations: the write is then visible.
     let Some(ns) = provisioned
         .iter()
-        .filter_map(|n| namespaces.get(&ObjectRef::new(n)))
+        .filter_map(|n| namespaces.get(None, n))
         .find(|n| {
             n.metadata
                 .annotations

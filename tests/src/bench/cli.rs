@@ -60,6 +60,15 @@ pub struct Args {
     #[arg(long, env = "BENCH_READY_TIMEOUT", default_value_t = 1200)]
     pub ready_timeout: u64,
 
+    /// Scale mode: 1,000 tenants, then as many more as make 10,000 namespaces in all (with
+    /// --environments 3), each size measured like the default run; --tenants is ignored.
+    #[arg(long, env = "BENCH_SCALE")]
+    pub scale: bool,
+
+    /// The first tenant index of the current size (scale mode: the tenants already there).
+    #[arg(skip)]
+    pub first: u32,
+
     /// Seconds after which the whole bench stops, whatever it is doing.
     #[arg(long, env = "BENCH_MAX_RUNTIME", default_value_t = 3600)]
     pub max_runtime: u64,
@@ -68,6 +77,16 @@ pub struct Args {
 impl Args {
     pub fn tenants(&self) -> usize {
         self.tenants as usize
+    }
+
+    /// The first tenant of the size being measured (0 but in scale mode's later sizes).
+    pub fn first(&self) -> usize {
+        self.first as usize
+    }
+
+    /// Tenants of the size being measured.
+    pub fn measured(&self) -> usize {
+        self.tenants() - self.first()
     }
 
     pub fn environments(&self) -> usize {

@@ -32,6 +32,8 @@ pub struct Direct {
     pub secs: f64,
     pub machine_busy: f64,
     pub api: ApiCounts,
+    /// Seconds since the start, namespaces with all their objects applied.
+    pub series: Vec<(f64, usize)>,
 }
 
 impl Direct {
@@ -58,7 +60,7 @@ pub async fn run(
     let envs = objects::environments(args.environments());
     let mut units = Vec::new();
     let mut total_objects = 0;
-    for i in 0..args.tenants() {
+    for i in args.first()..args.tenants() {
         let name = names.direct_tenant(i);
         let tenant: Tenant = serde_json::from_value(objects::tenant(names, &name, i, &envs))?;
         let desired = objects::desired(&tenant, profile);
@@ -78,15 +80,24 @@ pub async fn run(
     eprintln!(
         "[{:6.1}s] direct: applying {total_objects} objects in {} namespaces ({concurrency} in flight, no operator)",
         0.0,
-        args.tenants() * envs.len()
+        args.measured() * envs.len()
     );
     let api_before = ApiCounts::read(admin).await;
     let cpu = CpuSample::now();
     let start = Instant::now();
+    let mut series = vec![(0.0, 0)];
+    let mut done = 0;
     let applied: Vec<usize> = tokio::time::timeout(
         TIMEOUT,
         futures::stream::iter(units.into_iter().map(|u| apply_unit(admin.clone(), u)))
             .buffer_unordered(concurrency)
+            .inspect_ok(|(_, namespace)| {
+                if *namespace {
+                    done += 1;
+                    series.push((secs(start), done));
+                }
+            })
+            .map_ok(|(n, _)| n)
             .try_collect(),
     )
     .await
@@ -97,8 +108,9 @@ pub async fn run(
     let api = ApiCounts::read(admin).await.since(&api_before);
     eprintln!("[{elapsed:6.1}s] direct: {objects} objects applied");
     Ok(Direct {
-        tenants: args.tenants(),
-        namespaces: args.tenants() * envs.len(),
+        series,
+        tenants: args.measured(),
+        namespaces: args.measured() * envs.len(),
         objects,
         concurrency,
         secs: elapsed,
@@ -107,7 +119,8 @@ pub async fn run(
     })
 }
 
-async fn apply_unit(client: kube::Client, unit: Unit) -> anyhow::Result<usize> {
+/// Objects applied, and whether the unit was a namespace (with everything in it).
+async fn apply_unit(client: kube::Client, unit: Unit) -> anyhow::Result<(usize, bool)> {
     match unit {
         Unit::Namespace(res) => {
             let ns = res.namespace.name_any();
@@ -127,13 +140,13 @@ async fn apply_unit(client: kube::Client, unit: Unit) -> anyhow::Result<usize> {
                 apply(&Api::namespaced(client.clone(), &ns), np).await?;
                 n += 1;
             }
-            Ok(n)
+            Ok((n, true))
         }
         Unit::Cluster(pair) => {
             let (role, binding) = *pair;
             apply(&Api::all(client.clone()), &role).await?;
             apply(&Api::all(client), &binding).await?;
-            Ok(2)
+            Ok((2, false))
         }
     }
 }

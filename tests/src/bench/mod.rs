@@ -1,5 +1,6 @@
 //! The parts of `bench` (tests/src/bin/bench.rs): its options, the operator as a child
 //! process, the objects it creates, the five measurements and the report.
+pub mod chart;
 pub mod cleanup;
 pub mod cli;
 pub mod direct;
@@ -11,6 +12,7 @@ pub mod provision;
 pub mod report;
 pub mod resync;
 pub mod throttling;
+pub mod warmup;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

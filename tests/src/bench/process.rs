@@ -33,6 +33,8 @@ pub struct OperatorProcess {
 pub struct Usage {
     pub cpu_secs: f64,
     pub peak_rss_mib: f64,
+    /// Resident memory now.
+    pub rss_mib: f64,
 }
 
 /// How a stop went.
@@ -198,9 +200,16 @@ pub fn usage_of(pid: i32) -> anyhow::Result<Usage> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse::<f64>().ok())
         .context("no VmHWM in /proc/<pid>/status")?;
+    let rss_kib = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_default();
     Ok(Usage {
         cpu_secs,
         peak_rss_mib: peak_kib / 1024.0,
+        rss_mib: rss_kib / 1024.0,
     })
 }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use citycloud::api::{QuotaProfile, Tenant};
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 
 use super::cli::Args;
 use super::machine::CpuSample;
@@ -32,8 +32,10 @@ pub struct Provisioned {
     pub writes: u64,
     pub usage: Usage,
     pub machine_busy: f64,
-    /// What the API server answered meanwhile (the bench's own creates and polls included).
+    /// What the API server answered meanwhile (the bench's own creates and watch included).
     pub api: ApiCounts,
+    /// Seconds since the start, namespaces of Ready tenants, the operator's RSS (MiB).
+    pub series: Vec<(f64, usize, f64)>,
 }
 
 impl Provisioned {
@@ -69,7 +71,7 @@ pub async fn run(
     profile: &QuotaProfile,
 ) -> anyhow::Result<Provisioned> {
     let envs = objects::environments(args.environments());
-    let specs: Vec<(String, serde_json::Value)> = (0..args.tenants())
+    let specs: Vec<(String, serde_json::Value)> = (args.first()..args.tenants())
         .map(|i| {
             let name = names.tenant(i);
             let spec = objects::tenant(names, &name, i, &envs);
@@ -83,6 +85,10 @@ pub async fn run(
     }
 
     let api = Api::<Tenant>::all(admin.clone());
+    // Readiness followed by a watch, not by listing every Tenant 4 times a second: at a few
+    // thousand tenants the lists alone would load the API server the operator shares.
+    let watched = ReadyWatch::start(admin, names).await?;
+    let before = watched.ready(names, args.first()).await;
     let api_before = ApiCounts::read(admin).await;
     let cpu = CpuSample::now();
     let start = Instant::now();
@@ -92,6 +98,11 @@ pub async fn run(
         specs.len(),
         args.create_concurrency
     );
+    let mut series = vec![(
+        0.0,
+        0,
+        operator.usage().map(|u| u.rss_mib).unwrap_or_default(),
+    )];
     futures::stream::iter(specs.iter().map(|(name, spec)| {
         let api = api.clone();
         async move {
@@ -112,20 +123,13 @@ pub async fn run(
 
     let total = specs.len();
     let mut last_progress = Instant::now();
-    let selector = ListParams::default().labels(&names.selector());
     loop {
-        let ready = match api.list(&selector).await {
-            Ok(list) => list
-                .items
-                .iter()
-                .filter(|t| names.is_operator_tenant(t.metadata.name.as_deref().unwrap_or("")))
-                .filter(|t| is_ready(t))
-                .count(),
-            Err(e) => {
-                eprintln!("[{:6.1}s] listing tenants failed: {e}", secs(start));
-                0
-            }
-        };
+        let ready = watched
+            .ready(names, args.tenants())
+            .await
+            .saturating_sub(before);
+        let rss = operator.usage().map(|u| u.rss_mib).unwrap_or_default();
+        series.push((secs(start), ready * envs.len(), rss));
         if ready >= total {
             break;
         }
@@ -140,12 +144,13 @@ pub async fn run(
             last_progress = Instant::now();
             let reconciles = operator.tenant_reconciles().await.unwrap_or_default();
             eprintln!(
-                "[{:6.1}s] provisioning: {ready}/{total} tenants Ready, {reconciles} reconciles",
+                "[{:6.1}s] provisioning: {ready}/{total} tenants Ready, {reconciles} reconciles, {rss:.0} MiB",
                 secs(start)
             );
         }
         tokio::time::sleep(POLL).await;
     }
+    watched.stop();
     let ready_secs = secs(start);
     let machine_busy = cpu.busy_since();
     let usage = operator.usage()?;
@@ -164,5 +169,68 @@ pub async fn run(
         usage,
         machine_busy,
         api: api_counts,
+        series,
     })
+}
+
+/// The readiness of the run's Tenants, as a watch shows it.
+struct ReadyWatch {
+    ready: std::sync::Arc<tokio::sync::Mutex<std::collections::HashMap<String, bool>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReadyWatch {
+    /// Starts the watch and waits for its first list.
+    async fn start(admin: &kube::Client, names: &Names) -> anyhow::Result<ReadyWatch> {
+        let ready: std::sync::Arc<tokio::sync::Mutex<std::collections::HashMap<String, bool>>> =
+            Default::default();
+        let api = Api::<Tenant>::all(admin.clone());
+        let config = kube::runtime::watcher::Config::default().labels(&names.selector());
+        let map = ready.clone();
+        let (listed_tx, listed) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut listed_tx = Some(listed_tx);
+            use kube::runtime::watcher::Event;
+            let mut events = std::pin::pin!(kube::runtime::watcher(api, config));
+            while let Some(event) = events.next().await {
+                let mut m = map.lock().await;
+                match event {
+                    Ok(Event::Apply(t) | Event::InitApply(t)) => {
+                        m.insert(t.metadata.name.clone().unwrap_or_default(), is_ready(&t));
+                    }
+                    Ok(Event::Delete(t)) => {
+                        m.remove(t.metadata.name.as_deref().unwrap_or_default());
+                    }
+                    Ok(Event::InitDone) => {
+                        if let Some(tx) = listed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Init) => {}
+                    Err(e) => {
+                        drop(m);
+                        eprintln!("watching tenants: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(60), listed)
+            .await
+            .context("listing the Tenants timed out")?
+            .context("the Tenant watch ended")?;
+        Ok(ReadyWatch { ready, task })
+    }
+
+    /// Ready operator tenants among the first `n`.
+    async fn ready(&self, names: &Names, n: usize) -> usize {
+        let m = self.ready.lock().await;
+        (0..n)
+            .filter(|i| m.get(&names.tenant(*i)).copied().unwrap_or(false))
+            .count()
+    }
+
+    fn stop(self) {
+        self.task.abort();
+    }
 }

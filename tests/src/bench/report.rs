@@ -1,4 +1,28 @@
 //! The table the bench prints at the end, whatever happened before.
+
+thread_local! {
+    /// Everything printed so far, for the report file next to the chart.
+    static PRINTED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// `println!` that also keeps the line for [`printed`].
+macro_rules! say {
+    () => { say!("") };
+    ($($t:tt)*) => {{
+        let line = format!($($t)*);
+        println!("{line}");
+        PRINTED.with(|p| {
+            let mut p = p.borrow_mut();
+            p.push_str(&line);
+            p.push('\n');
+        });
+    }};
+}
+
+/// What the reports printed on this thread so far.
+pub fn printed() -> String {
+    PRINTED.with(|p| p.borrow().clone())
+}
 use super::cli::Args;
 use super::direct::Direct;
 use super::flow::Flow;
@@ -13,7 +37,9 @@ pub struct Report {
     pub facts: Facts,
     pub cluster: String,
     pub operator: String,
+    /// Tenants measured at this size, and those already there (scale mode's later sizes).
     pub tenants: usize,
+    pub before: usize,
     pub environments: usize,
     pub create_concurrency: u32,
     pub flow_runs: u32,
@@ -52,8 +78,8 @@ impl Report {
 
     pub fn print(&self) {
         let f = &self.facts;
-        println!();
-        println!("== CityCloud bench {}", "=".repeat(60));
+        say!();
+        say!("== CityCloud bench {}", "=".repeat(60));
         field("command", &self.command);
         field(
             "machine",
@@ -80,15 +106,24 @@ impl Report {
         field(
             "size",
             &format!(
-                "{} tenants × {} environments = {} namespaces",
+                "{} tenants × {} environments = {} namespaces{}",
                 self.tenants,
                 self.environments,
-                self.tenants * self.environments
+                self.tenants * self.environments,
+                if self.before > 0 {
+                    format!(
+                        ", added to {} tenants already there ({} namespaces in all)",
+                        self.before,
+                        (self.before + self.tenants) * self.environments
+                    )
+                } else {
+                    String::new()
+                }
             ),
         );
 
-        println!();
-        println!("1. Provisioning through the operator (time until every Tenant is Ready)");
+        say!();
+        say!("1. Provisioning through the operator (time until every Tenant is Ready)");
         match &self.provision {
             Some(p) => {
                 row(
@@ -119,8 +154,8 @@ impl Report {
             None => row("not measured", "see errors"),
         }
 
-        println!();
-        println!("2. The API server's own limit (same objects, direct server-side apply)");
+        say!();
+        say!("2. The API server's own limit (same objects, direct server-side apply)");
         match &self.direct {
             Some(d) => {
                 row(
@@ -147,8 +182,8 @@ impl Report {
             None => row("not measured", "skipped or failed"),
         }
 
-        println!();
-        println!("3. Writes during an idle resync (operator stopped, a fresh one started)");
+        say!();
+        say!("3. Writes during an idle resync (operator stopped, a fresh one started)");
         match &self.resync {
             Some(r) => {
                 row(
@@ -173,7 +208,10 @@ impl Report {
                     &format!("{} / {}", r.reconciles, r.reconcile_errors),
                 );
                 row(
-                    &format!("start until {} reconciles", self.tenants),
+                    &format!(
+                        "start until {} reconciles (every tenant verified)",
+                        self.before + self.tenants
+                    ),
                     &format!("{:.1} s", r.to_all_reconciled_secs),
                 );
                 row(
@@ -184,38 +222,44 @@ impl Report {
                         if r.shutdown_clean { "" } else { " (NOT clean)" }
                     ),
                 );
-                requests(&r.api, self.tenants, "until the comparison");
+                requests(&r.api, self.before + self.tenants, "until the comparison");
                 for m in r.moved.iter().take(10) {
-                    println!("     moved: {m}");
+                    say!("     moved: {m}");
                 }
                 if r.moved.len() > 10 {
-                    println!("     ... and {} more", r.moved.len() - 10);
+                    say!("     ... and {} more", r.moved.len() - 10);
                 }
             }
             None => row("not measured", "see errors"),
         }
 
-        println!();
-        println!("4. The operator's resources (/proc: utime+stime, VmHWM)");
-        println!(
+        say!();
+        say!("4. The operator's resources (/proc: utime+stime, VmHWM)");
+        say!(
             "   {:<30} {:>12} {:>14}",
-            "run", "CPU seconds", "peak RSS MiB"
+            "run",
+            "CPU seconds",
+            "peak RSS MiB"
         );
         if let Some(p) = &self.provision {
-            println!(
+            say!(
                 "   {:<30} {:>12.2} {:>14.1}",
-                "provisioning (until Ready)", p.usage.cpu_secs, p.usage.peak_rss_mib
+                "provisioning (until Ready)",
+                p.usage.cpu_secs,
+                p.usage.peak_rss_mib
             );
         }
         if let Some(r) = &self.resync {
-            println!(
+            say!(
                 "   {:<30} {:>12.2} {:>14.1}",
-                "idle resync (fresh process)", r.usage.cpu_secs, r.usage.peak_rss_mib
+                "idle resync (fresh process)",
+                r.usage.cpu_secs,
+                r.usage.peak_rss_mib
             );
         }
 
-        println!();
-        println!(
+        say!();
+        say!(
             "5. Budget flow: freed in one namespace → waiting Deployment in another gets its pods"
         );
         match &self.flow {
@@ -262,19 +306,20 @@ impl Report {
                 row("each run (s to pods)", &all.join(" "));
                 for (i, r) in fl.runs.iter().enumerate() {
                     if let Some(s) = &r.stuck {
-                        println!("     run {}: {s}", i + 1);
+                        say!("     run {}: {s}", i + 1);
                     }
                 }
                 for n in &fl.notes {
-                    println!("     note: {n}");
+                    say!("     note: {n}");
                 }
             }
             None if self.flow_runs == 0 => row("not measured", "--flow-runs 0"),
+            None if self.before > 0 => row("measured at the first size", "see above"),
             None => row("not measured", "see errors"),
         }
 
-        println!();
-        println!("API server pushback (its /metrics, whole run)");
+        say!();
+        say!("API server pushback (its /metrics, whole run)");
         match &self.throttling {
             Some(t) => {
                 row(
@@ -282,7 +327,7 @@ impl Report {
                     &format!("{}; {}", t.too_many_requests, t.apf_rejected),
                 );
                 for (what, n) in t.too_many_by.iter().take(5) {
-                    println!("     429: {what} ×{n}");
+                    say!("     429: {what} ×{n}");
                 }
                 let levels: Vec<String> = t
                     .by_priority_level
@@ -301,6 +346,7 @@ impl Report {
                     row("mean APF queue wait", &waits.join(", "));
                 }
             }
+            None if self.errors.is_empty() => row("read at the end of the run", "see below"),
             None => row("not read", "see errors"),
         }
 
@@ -310,25 +356,109 @@ impl Report {
             .chain(self.resync.iter().flat_map(|r| &r.notes))
             .collect();
         if !notes.is_empty() {
-            println!();
-            println!("Notes");
+            say!();
+            say!("Notes");
             for n in notes {
-                println!(" - {n}");
+                say!(" - {n}");
             }
         }
         if !self.errors.is_empty() {
-            println!();
-            println!("Errors");
+            say!();
+            say!("Errors");
             for e in &self.errors {
-                println!(" - {e}");
+                say!(" - {e}");
             }
         }
-        println!();
-        println!(
+        say!();
+        say!(
             "total {:.0} s — {}",
             self.total_secs,
             if self.failed() { "FAILED" } else { "ok" }
         );
+    }
+}
+
+impl Report {
+    /// The scale mode's figures side by side.
+    pub fn summary(reports: &[Report]) {
+        say!();
+        say!("== Scale summary {}", "=".repeat(52));
+        say!(
+            "   {:<10} {:>8} {:>9} {:>8} {:>7} {:>9} {:>8} {:>8} {:>8} {:>9}",
+            "namespaces",
+            "Ready s",
+            "ns/s",
+            "direct",
+            "ratio",
+            "req/ten.",
+            "peak MiB",
+            "CPU s",
+            "restart",
+            "writes"
+        );
+        for r in reports {
+            let Some(p) = &r.provision else { continue };
+            let direct = r.direct.as_ref().map(|d| d.namespaces_per_sec());
+            say!(
+                "   {:<10} {:>8.1} {:>9.1} {:>8} {:>7} {:>9.1} {:>8.1} {:>8.1} {:>8} {:>9}",
+                (r.before + r.tenants) * r.environments,
+                p.ready_secs,
+                p.namespaces_per_sec(),
+                direct.map_or("-".into(), |d| format!("{d:.1}")),
+                direct.map_or("-".into(), |d| format!("{:.2}", p.namespaces_per_sec() / d)),
+                p.api.total() as f64 / p.tenants.max(1) as f64,
+                p.usage.peak_rss_mib,
+                p.usage.cpu_secs,
+                r.resync
+                    .as_ref()
+                    .map_or("-".into(), |x| format!("{:.1} s", x.to_all_reconciled_secs)),
+                r.resync
+                    .as_ref()
+                    .map_or("-".into(), |x| x.all_writes.to_string()),
+            );
+        }
+        say!(
+            "   (restart: a fresh operator's start until every tenant is verified; writes: its writes, must be 0)"
+        );
+    }
+
+    /// Namespaces over time through the operator and directly, and the operator's RSS.
+    pub fn chart(&self) -> Option<String> {
+        let p = self.provision.as_ref()?;
+        let mut upper = vec![super::chart::Line {
+            label: "operator: namespaces of Ready tenants",
+            colour: "#1f77b4",
+            points: p.series.iter().map(|(t, n, _)| (*t, *n as f64)).collect(),
+        }];
+        if let Some(d) = &self.direct {
+            upper.push(super::chart::Line {
+                label: "direct client: namespaces with all objects applied",
+                colour: "#ff7f0e",
+                points: d.series.iter().map(|(t, n)| (*t, *n as f64)).collect(),
+            });
+        }
+        let lower = [super::chart::Line {
+            label: "operator RSS",
+            colour: "#2ca02c",
+            points: p.series.iter().map(|(t, _, m)| (*t, *m)).collect(),
+        }];
+        let title = format!(
+            "CityCloud bench: {} tenants × {} environments{}",
+            self.tenants,
+            self.environments,
+            if self.before > 0 {
+                format!(" (after {} tenants)", self.before)
+            } else {
+                String::new()
+            }
+        );
+        Some(super::chart::svg(
+            &title,
+            &upper,
+            "namespaces",
+            &lower,
+            "MiB",
+        ))
     }
 }
 
@@ -350,13 +480,31 @@ fn requests(api: &ApiCounts, tenants: usize, note: &str) {
             api.total() as f64 / tenants.max(1) as f64
         ),
     );
+    // What kube-controller-manager writes for every new namespace, whoever made it.
+    let kcm: u64 = [
+        "PUT resourcequotas/status",
+        "POST serviceaccounts",
+        "POST configmaps",
+    ]
+    .iter()
+    .map(|k| api.get(k))
+    .sum();
+    if kcm > 0 {
+        row(
+            "  of which kube-controller-manager's (approx.)",
+            &format!(
+                "{kcm} (quota status, default ServiceAccount, root CA ConfigMap); the rest {:.1} per tenant",
+                (api.total() - kcm.min(api.total())) as f64 / tenants.max(1) as f64
+            ),
+        );
+    }
     let top: Vec<String> = api
-        .top(8)
+        .top(16)
         .into_iter()
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
     for chunk in top.chunks(4) {
-        println!("     {}", chunk.join(", "));
+        say!("     {}", chunk.join(", "));
     }
 }
 
@@ -365,9 +513,9 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 fn field(name: &str, value: &str) {
-    println!("{name:<11} {value}");
+    say!("{name:<11} {value}");
 }
 
 fn row(label: &str, value: &str) {
-    println!("   {label:<46} {value}");
+    say!("   {label:<46} {value}");
 }

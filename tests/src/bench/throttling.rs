@@ -103,6 +103,11 @@ impl ApiCounts {
         self.0.values().sum()
     }
 
+    /// Requests of one `VERB resource`.
+    pub fn get(&self, key: &str) -> u64 {
+        self.0.get(key).copied().unwrap_or_default()
+    }
+
     /// The `n` largest, most first.
     pub fn top(&self, n: usize) -> Vec<(String, u64)> {
         let mut v: Vec<(String, u64)> = self.0.iter().map(|(k, v)| (k.clone(), *v)).collect();

@@ -37,19 +37,29 @@ fn main() -> ExitCode {
         .collect::<Vec<_>>()
         .join(" ");
     let started = Instant::now();
-    let mut report = Report::new(&args, command, bench::machine::facts());
+    let facts = bench::machine::facts();
+    let sizes = sizes(&args);
+    let mut reports: Vec<Report> = sizes
+        .iter()
+        .map(|a| {
+            let mut r = Report::new(a, command.clone(), facts.clone());
+            r.tenants = a.measured();
+            r.before = a.first();
+            r
+        })
+        .collect();
 
     // On this (the main) thread, before any runtime: the control plane's start-up blocks on
     // runtimes of its own, and its components die with the thread that spawned them.
     let (cluster, owned) = match control_plane(&args) {
         Ok(c) => c,
         Err(e) => {
-            report.errors.push(format!("control plane: {e:#}"));
-            report.print();
+            reports[0].errors.push(format!("control plane: {e:#}"));
+            reports[0].print();
             return ExitCode::FAILURE;
         }
     };
-    report.cluster = if owned {
+    let where_ = if owned {
         format!(
             "started by the bench in {} (logs there)",
             cluster.dir.display()
@@ -57,10 +67,10 @@ fn main() -> ExitCode {
     } else {
         format!("attached to {} (CITYCLOUD_CLUSTER)", cluster.dir.display())
     };
-    eprintln!(
-        "control plane ready at {} ({})",
-        cluster.server, report.cluster
-    );
+    for r in &mut reports {
+        r.cluster = where_.clone();
+    }
+    eprintln!("control plane ready at {} ({where_})", cluster.server);
 
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -68,33 +78,89 @@ fn main() -> ExitCode {
     {
         Ok(rt) => {
             let outcome = rt.block_on(async {
-                tokio::time::timeout(args.max_runtime(), run(&args, &cluster, owned, &mut report))
-                    .await
+                tokio::time::timeout(
+                    args.max_runtime(),
+                    run(&args, &sizes, &cluster, owned, &mut reports),
+                )
+                .await
             });
+            let last = reports.len() - 1;
             match outcome {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => report.errors.push(format!("{e:#}")),
-                Err(_) => report.errors.push(format!(
+                Ok(Err(e)) => reports[last].errors.push(format!("{e:#}")),
+                Err(_) => reports[last].errors.push(format!(
                     "stopped after --max-runtime {} s",
                     args.max_runtime
                 )),
             }
             rt.shutdown_timeout(Duration::from_secs(5));
         }
-        Err(e) => report.errors.push(format!("tokio runtime: {e}")),
+        Err(e) => reports[0].errors.push(format!("tokio runtime: {e}")),
     }
-    report.total_secs = started.elapsed().as_secs_f64();
-    report.print();
+    let total = started.elapsed().as_secs_f64();
+    for r in &mut reports {
+        r.total_secs = total;
+    }
+    for r in &reports {
+        r.print();
+    }
+    if reports.len() > 1 {
+        Report::summary(&reports);
+    }
+    let out_dir = cluster.dir.join("report");
+    match write_files(&out_dir, &reports) {
+        Ok(files) => println!("\nreport and charts: {}", files.join(", ")),
+        Err(e) => eprintln!(
+            "could not write the report files in {}: {e}",
+            out_dir.display()
+        ),
+    }
     if owned {
         cluster.stop();
         // Keep the logs, drop the data (600 namespaces' worth of etcd).
         let _ = std::fs::remove_dir_all(cluster.dir.join("etcd"));
     }
-    if report.failed() {
+    if reports.iter().any(Report::failed) {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The sizes measured: the one of --tenants, or in scale mode 1,000 tenants and then as many
+/// more as make 10,000 namespaces in all.
+fn sizes(args: &Args) -> Vec<Args> {
+    if !args.scale {
+        return vec![args.clone()];
+    }
+    let all = 10_000_u32.div_ceil(args.environments);
+    [(0, 1000), (1000, all.max(1001))]
+        .into_iter()
+        .map(|(first, tenants)| Args {
+            first,
+            tenants,
+            ..args.clone()
+        })
+        .collect()
+}
+
+/// The text report and one SVG chart per size, in `dir`.
+fn write_files(dir: &std::path::Path, reports: &[Report]) -> anyhow::Result<Vec<String>> {
+    std::fs::create_dir_all(dir)?;
+    let text = dir.join("report.txt");
+    std::fs::write(&text, bench::report::printed())?;
+    let mut files = vec![text.display().to_string()];
+    for r in reports {
+        let Some(svg) = r.chart() else { continue };
+        let path = dir.join(format!(
+            "chart-{}x{}.svg",
+            r.before + r.tenants,
+            r.environments
+        ));
+        std::fs::write(&path, svg)?;
+        files.push(path.display().to_string());
+    }
+    Ok(files)
 }
 
 /// Attaches to CITYCLOUD_CLUSTER, or starts a control plane under target/bench/.
@@ -112,9 +178,10 @@ fn control_plane(args: &Args) -> anyhow::Result<(ControlPlane, bool)> {
 
 async fn run(
     args: &Args,
+    sizes: &[Args],
     cluster: &ControlPlane,
     owned: bool,
-    report: &mut Report,
+    reports: &mut [Report],
 ) -> anyhow::Result<()> {
     let kubeconfig = cluster.admin_kubeconfig();
     let logs = cluster.dir.join("logs");
@@ -123,7 +190,10 @@ async fn run(
             .with_context(|| format!("reading {}", kubeconfig.display()))?,
     )
     .await?;
-    report.facts.kube_version = admin.apiserver_version().await?.git_version;
+    let version = admin.apiserver_version().await?.git_version;
+    for r in reports.iter_mut() {
+        r.facts.kube_version = version.clone();
+    }
     testbed::operator::install_crds(&admin).await?;
 
     // Unique per run, so that runs against one attached cluster never collide.
@@ -144,76 +214,121 @@ async fn run(
         )
         .await?;
 
+    // A cluster whose kube-controller-manager knows the CRDs, as any cluster in use does.
+    let waited = bench::warmup::crds_discovered(&admin, &names).await?;
+    reports[0].notes.push(format!(
+        "before measuring, waited {waited:.1} s for kube-controller-manager to discover the CRDs (it counts count/sharedserviceclaims.citycloud.io in quotas only then; a cluster in use has long done so)"
+    ));
+
+    for (i, (size, report)) in sizes.iter().zip(reports.iter_mut()).enumerate() {
+        if sizes.len() > 1 {
+            eprintln!(
+                "== size {}: tenants {}..{} ({} in all)",
+                i + 1,
+                size.first(),
+                size.tenants(),
+                size.tenants()
+            );
+        }
+        // The budget flow once, at the first size (1,000 tenants in scale mode).
+        let flow = i == 0 && args.flow_runs > 0;
+        measure(
+            size,
+            &admin,
+            &names,
+            &profile,
+            &kubeconfig,
+            &logs,
+            flow,
+            report,
+        )
+        .await?;
+    }
+    let last = reports.len() - 1;
+    match bench::throttling::read(&admin).await {
+        Ok(t) => reports[last].throttling = Some(t),
+        Err(e) => reports[last]
+            .errors
+            .push(format!("API server metrics: {e:#}")),
+    }
+
+    if !owned {
+        eprintln!("cleaning up the bench's objects on the attached control plane");
+        let operator = OperatorProcess::start(
+            &args.operator_bin(),
+            &kubeconfig,
+            &logs,
+            "cleanup",
+            args.operator_concurrency,
+        )
+        .await?;
+        if let Err(e) = bench::cleanup::tenants(&admin, &names).await {
+            reports[last].errors.push(format!("cleanup: {e:#}"));
+        }
+        operator.stop().await?;
+        match bench::cleanup::leftovers(&admin, &names).await {
+            Ok(n) => reports[last].notes.push(format!(
+                "removed the run's {n} namespaces, cluster roles and profiles (namespaces finish terminating in the background)"
+            )),
+            Err(e) => reports[last].errors.push(format!("cleanup: {e:#}")),
+        }
+    }
+    Ok(())
+}
+
+/// One size: provisioning, the idle resync, the direct client, and the budget flow if `flow`.
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    args: &Args,
+    admin: &kube::Client,
+    names: &Names,
+    profile: &QuotaProfile,
+    kubeconfig: &std::path::Path,
+    logs: &std::path::Path,
+    flow: bool,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let label = |what: &str| format!("{what}-{}", args.tenants());
     // 1. Provisioning through the operator.
     let operator = OperatorProcess::start(
         &args.operator_bin(),
-        &kubeconfig,
-        &logs,
-        "provision",
+        kubeconfig,
+        logs,
+        &label("provision"),
         args.operator_concurrency,
     )
     .await?;
-    report.provision =
-        Some(bench::provision::run(&admin, &names, args, &operator, &profile).await?);
+    report.provision = Some(bench::provision::run(admin, names, args, &operator, profile).await?);
 
     // 3. The idle resync (stops the provisioning operator, runs and stops a fresh one).
-    match bench::resync::run(&admin, &names, args, operator, &kubeconfig, &logs).await {
+    match bench::resync::run(admin, names, args, operator, kubeconfig, logs).await {
         Ok(r) => report.resync = Some(r),
         Err(e) => report.errors.push(format!("idle resync: {e:#}")),
     }
 
     // 2. The API server alone, with no operator running.
     if !args.skip_direct {
-        match bench::direct::run(&admin, &names, args, &profile).await {
+        match bench::direct::run(admin, names, args, profile).await {
             Ok(d) => report.direct = Some(d),
             Err(e) => report.errors.push(format!("direct apply: {e:#}")),
         }
     }
 
     // 5. The budget flow, with an operator again.
-    let needs_operator = args.flow_runs > 0 || !owned;
-    let operator = if needs_operator {
-        Some(
-            OperatorProcess::start(
-                &args.operator_bin(),
-                &kubeconfig,
-                &logs,
-                "flow",
-                args.operator_concurrency,
-            )
-            .await?,
+    if flow {
+        let operator = OperatorProcess::start(
+            &args.operator_bin(),
+            kubeconfig,
+            logs,
+            &label("flow"),
+            args.operator_concurrency,
         )
-    } else {
-        None
-    };
-    if args.flow_runs > 0 {
-        match bench::flow::run(&admin, &names, args).await {
+        .await?;
+        match bench::flow::run(admin, names, args).await {
             Ok(f) => report.flow = Some(f),
             Err(e) => report.errors.push(format!("budget flow: {e:#}")),
         }
-    }
-
-    match bench::throttling::read(&admin).await {
-        Ok(t) => report.throttling = Some(t),
-        Err(e) => report.errors.push(format!("API server metrics: {e:#}")),
-    }
-
-    if !owned {
-        eprintln!("cleaning up the bench's objects on the attached control plane");
-        if let Err(e) = bench::cleanup::tenants(&admin, &names).await {
-            report.errors.push(format!("cleanup: {e:#}"));
-        }
-    }
-    if let Some(op) = operator {
-        op.stop().await?;
-    }
-    if !owned {
-        match bench::cleanup::leftovers(&admin, &names).await {
-            Ok(n) => report.notes.push(format!(
-                "removed the run's {n} namespaces, cluster roles and profiles (namespaces finish terminating in the background)"
-            )),
-            Err(e) => report.errors.push(format!("cleanup: {e:#}")),
-        }
+        operator.stop().await?;
     }
     Ok(())
 }
