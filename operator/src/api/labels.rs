@@ -41,12 +41,12 @@ pub const ADOPT_RETAINED: &str = "citycloud.io/adopt-retained";
 /// spec.requestedBy.username).
 pub const REQUESTED_BY: &str = "citycloud.io/requested-by";
 /// On a Tenant created or changed from a TenantRequest: who approved it (a username, or
-/// TenantRequestPolicy/<name>).
+/// `TenantRequestPolicy/<name>`).
 pub const APPROVED_BY: &str = "citycloud.io/approved-by";
-/// On a Tenant created or changed from a TenantRequest: the request, as <namespace>/<name>.
+/// On a Tenant created or changed from a TenantRequest: the request, as `<namespace>/<name>`.
 pub const REQUEST: &str = "citycloud.io/request";
 /// On a parent Tenant: the budgets carved out of it for its children, as JSON
-/// {"<child>": {"<resource>": "<quantity>"}}. Written by the operator with a resourceVersion
+/// `{"<child>": {"<resource>": "<quantity>"}}`. Written by the operator with a resourceVersion
 /// precondition, so two approvals can never both take the same budget; the parent's own
 /// namespaces get what its budget leaves after these.
 pub const BUDGET_RESERVATIONS: &str = "citycloud.io/budget-reservations";
