@@ -190,7 +190,7 @@ pub struct TenantRequestStatus {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 
-    /// Who approved or denied: a username, or TenantRequestPolicy/<name>, or the operator.
+    /// Who approved or denied: a username, or `TenantRequestPolicy/<name>`, or the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 320))]
     pub decided_by: Option<String>,

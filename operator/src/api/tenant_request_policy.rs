@@ -1,6 +1,6 @@
 //! TenantRequestPolicy: automatic approval rules platform engineers keep in Git. A pending
 //! TenantRequest under a parent a policy selects is approved by the operator (reason
-//! ApprovedByPolicy, decidedBy TenantRequestPolicy/<name>) when one of its rules allows it;
+//! ApprovedByPolicy, decidedBy `TenantRequestPolicy/<name>`) when one of its rules allows it;
 //! otherwise it waits for a person. The budget is checked first: a request that does not fit
 //! is denied whatever the policy says.
 
