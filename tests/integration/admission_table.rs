@@ -1,4 +1,4 @@
-//! Every validation rule (CEL, `x-kubernetes-validations`) of the four CRDs, against the real
+//! Every validation rule (CEL, `x-kubernetes-validations`) of the CRDs, against the real
 //! API server: for each rule one object that breaks it — refused, with the rule's own message —
 //! and one near miss that keeps it — accepted. One table per kind, printed; schema defaults that
 //! change what the operator does are checked alongside. `every_rule_of_the_crds_has_a_row`
@@ -8,9 +8,11 @@
 //! and no client-side type can tidy a bad value away. Run with `-- --nocapture` to see the tables.
 use std::collections::BTreeSet;
 
-use citycloud::api::{QuotaProfile, SharedService, SharedServiceClaim, Tenant};
+use citycloud::api::{
+    QuotaProfile, SharedService, SharedServiceClaim, Tenant, TenantRequest, TenantRequestPolicy,
+};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use testbed::TestEnv;
 
@@ -53,9 +55,9 @@ fn tenant_base() -> Value {
             "quotaProfile": "admit-profile"}})
 }
 
-/// The three subject lists share their item rules.
-fn subject_rows(list: &'static str, item: &'static str, ns: &'static str) -> Vec<Row> {
-    let spec = |v: Value| json!({"spec": {list: v}});
+/// The three subject lists (of a Tenant, and of a TenantRequest's template) share their item
+/// rules; `spec` puts a list where it belongs.
+fn subject_rows(spec: impl Fn(Value) -> Value, item: &'static str, ns: &'static str) -> Vec<Row> {
     vec![
         row(
             item,
@@ -164,17 +166,17 @@ fn tenant_rows() -> Vec<Row> {
         ),
     ];
     rows.extend(subject_rows(
-        "owners",
+        |v| json!({"spec": {"owners": v}}),
         ".spec.owners[i]",
         ".spec.owners[i].namespace",
     ));
     rows.extend(subject_rows(
-        "members",
+        |v| json!({"spec": {"members": v}}),
         ".spec.members[i]",
         ".spec.members[i].namespace",
     ));
     rows.extend(subject_rows(
-        "viewers",
+        |v| json!({"spec": {"viewers": v}}),
         ".spec.viewers[i]",
         ".spec.viewers[i].namespace",
     ));
@@ -280,6 +282,98 @@ fn claim_rows() -> Vec<Row> {
     ]
 }
 
+/// The namespace where top-level agencies are requested (the chart's tenantRequests.namespace,
+/// created by the chart). Its admission policy lets anyone RBAC allows create a request there,
+/// as themselves; the admin is allowed, so only the CRD's rules decide.
+const REQUESTS_NAMESPACE: &str = "citycloud-requests";
+
+const JUSTIFICATION: &str = "Phường mới thành lập theo Nghị quyết";
+
+/// `name` must be unique per run: the transition rule stores the base in a shared namespace.
+fn request_base(name: &str) -> Value {
+    json!({"apiVersion": API_VERSION, "kind": "TenantRequest", "metadata": {"name": name},
+        "spec": {"tenant": "admit-ward", "justification": JUSTIFICATION,
+            "template": {"displayName": "Phường Admission", "owners": [{"kind": "Group", "name": "admit-admins"}],
+                "quotaProfile": "admit-profile"}}})
+}
+
+/// The template repeats the Tenant's rules (under `.spec.template`, with their own messages
+/// where they name the field), and adds what a request may not ask for.
+fn request_rows() -> Vec<Row> {
+    let template = |v: Value| json!({"spec": {"template": v}});
+    let mut rows = vec![
+        Row {
+            update: true,
+            ..row(
+                ".",
+                "the spec of a TenantRequest is immutable: create a new request instead",
+                json!({"spec": {"justification": "Lý do khác"}}),
+                // The same spec sent again, with a label: not a change of the spec.
+                json!({"metadata": {"labels": {"citycloud.io/admit": "again"}},
+                    "spec": {"justification": JUSTIFICATION}}),
+            )
+        },
+        row(
+            ".spec.template.displayName",
+            "spec.template.displayName must not be blank",
+            template(json!({"displayName": " \t"})),
+            template(json!({"displayName": "Sở Y tế"})),
+        ),
+        row(
+            ".spec.template.environments",
+            "spec.template.environments must have unique names",
+            template(json!({"environments": [{"name": "prod"}, {"name": "prod"}]})),
+            template(json!({"environments": [{"name": "prod"}, {"name": "dev"}]})),
+        ),
+        row(
+            ".spec.template.environments[i].name",
+            "environment name must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit",
+            template(json!({"environments": [{"name": "Prod"}]})),
+            template(json!({"environments": [{"name": "prod-2"}]})),
+        ),
+        row(
+            ".spec.template.environments[i].quotaProfile",
+            "quotaProfile must be a valid object name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
+            template(json!({"environments": [{"name": "prod", "quotaProfile": "Large_1"}]})),
+            template(json!({"environments": [{"name": "prod", "quotaProfile": "large.v1"}]})),
+        ),
+        row(
+            ".spec.template.podSecurity",
+            "spec.template.podSecurity privileged cannot be requested: ask the platform team",
+            template(json!({"podSecurity": "privileged"})),
+            template(json!({"podSecurity": "baseline"})),
+        ),
+        row(
+            ".spec.template.quotaProfile",
+            "spec.template.quotaProfile must be a valid object name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
+            template(json!({"quotaProfile": "Large_1"})),
+            template(json!({"quotaProfile": "large.v1"})),
+        ),
+        row(
+            ".spec.tenant",
+            "spec.tenant must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit",
+            json!({"spec": {"tenant": "Admit.Ward"}}),
+            json!({"spec": {"tenant": "admit-ward-2"}}),
+        ),
+    ];
+    rows.extend(subject_rows(
+        |v| json!({"spec": {"template": {"owners": v}}}),
+        ".spec.template.owners[i]",
+        ".spec.template.owners[i].namespace",
+    ));
+    rows.extend(subject_rows(
+        |v| json!({"spec": {"template": {"members": v}}}),
+        ".spec.template.members[i]",
+        ".spec.template.members[i].namespace",
+    ));
+    rows.extend(subject_rows(
+        |v| json!({"spec": {"template": {"viewers": v}}}),
+        ".spec.template.viewers[i]",
+        ".spec.template.viewers[i].namespace",
+    ));
+    rows
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running a table
 // ---------------------------------------------------------------------------------------------
@@ -362,7 +456,7 @@ async fn check_table(kind: &str, api: Api<DynamicObject>, base: Value, rows: Vec
     let mut failures = Vec::new();
     println!("\n{kind}: {} rules", rows.len());
     println!(
-        "  {:<36} {:<10} {:<10} message",
+        "  {:<44} {:<10} {:<10} message",
         "rule at", "breaks", "keeps"
     );
     for r in &rows {
@@ -373,7 +467,7 @@ async fn check_table(kind: &str, api: Api<DynamicObject>, base: Value, rows: Vec
             Ok(()) => false,
         };
         println!(
-            "  {:<36} {:<10} {:<10} {}",
+            "  {:<44} {:<10} {:<10} {}",
             r.path,
             if refused_with_message {
                 "refused"
@@ -442,6 +536,24 @@ async fn every_claim_rule_refuses_what_breaks_it_and_accepts_a_near_miss() {
     check_table("SharedServiceClaim", api, claim_base(), claim_rows()).await;
 }
 
+/// As the admin, in the requests namespace: the admission policies on TenantRequests (who asked,
+/// where, never for oneself) let the near misses through, so each verdict is the CRD's rule's.
+#[tokio::test]
+async fn every_tenant_request_rule_refuses_what_breaks_it_and_accepts_a_near_miss() {
+    let env = TestEnv::with_operator().await;
+    let api = Api::namespaced_with(
+        env.admin.clone(),
+        REQUESTS_NAMESPACE,
+        &ApiResource::erase::<TenantRequest>(&()),
+    );
+    let base = request_base(&env.name("admit-request"));
+    check_table("TenantRequest", api.clone(), base.clone(), request_rows()).await;
+    // The base stored for the transition rule sits among real top-level requests: take it away.
+    api.delete(&stored_name(&base), &DeleteParams::default())
+        .await
+        .expect("delete the stored request");
+}
+
 /// The defaults the operator relies on, filled in by the API server from the schema.
 #[tokio::test]
 async fn schema_defaults_fill_what_the_operator_relies_on() {
@@ -497,14 +609,37 @@ async fn schema_defaults_fill_what_the_operator_relies_on() {
     );
 }
 
+/// For a kind without CEL rules: each schema bound (the field, a value past it, the limit)
+/// refuses what breaks it, naming the field, and accepts the limit. Printed.
+async fn check_bounds(kind: &str, api: Api<DynamicObject>, base: Value, cases: Vec<Bound>) {
+    println!("\n{kind}: no CEL rule; schema bounds");
+    for (field, breaks, keeps) in cases {
+        let r = row(".", "", breaks, keeps);
+        let broken = send(&api, &base, &r, &r.breaks).await;
+        let kept = send(&api, &base, &r, &r.keeps).await;
+        println!("  {field:<32} {} / {}", r.breaks, r.keeps);
+        let s = broken.expect_err("out of bounds must be refused");
+        assert!(
+            s.code == 422 && s.message.contains(field),
+            "{kind} {field}: {}",
+            s.message
+        );
+        kept.unwrap_or_else(|s| {
+            panic!("{kind} {field}: the limit must be accepted: {}", s.message)
+        });
+    }
+}
+
+/// A schema bound: the field, a value past it, the limit.
+type Bound = (&'static str, Value, Value);
+
 /// QuotaProfile has no CEL rule: its bounds are plain schema (minimum/maximum).
 #[tokio::test]
 async fn quota_profile_bounds_refuse_what_breaks_them_and_accept_the_limits() {
     let env = TestEnv::with_operator().await;
-    let api = cluster_api::<QuotaProfile>(&env);
     let base = json!({"apiVersion": API_VERSION, "kind": "QuotaProfile",
         "metadata": {"name": "admit-profile-bounds"}, "spec": {"description": "admission"}});
-    let cases = [
+    let cases = vec![
         (
             "spec.maxClaims",
             json!({"spec": {"maxClaims": 1001}}),
@@ -526,20 +661,64 @@ async fn quota_profile_bounds_refuse_what_breaks_them_and_accept_the_limits() {
             json!({"spec": {"namespace": {"requests.cpu": "2"}}}),
         ),
     ];
-    println!("\nQuotaProfile: no CEL rule; schema bounds");
-    for (field, breaks, keeps) in cases {
-        let r = row(".", "", breaks, keeps);
-        let broken = send(&api, &base, &r, &r.breaks).await;
-        let kept = send(&api, &base, &r, &r.keeps).await;
-        println!("  {field:<24} {} / {}", r.breaks, r.keeps);
-        let s = broken.expect_err("out of bounds must be refused");
-        assert!(
-            s.code == 422 && s.message.contains(field),
-            "{field}: {}",
-            s.message
-        );
-        kept.unwrap_or_else(|s| panic!("{field}: the limit must be accepted: {}", s.message));
-    }
+    check_bounds(
+        "QuotaProfile",
+        cluster_api::<QuotaProfile>(&env),
+        base,
+        cases,
+    )
+    .await;
+}
+
+/// TenantRequestPolicy has no CEL rule either: what bounds an automatic approval is schema.
+#[tokio::test]
+async fn tenant_request_policy_bounds_refuse_what_breaks_them_and_accept_the_limits() {
+    let env = TestEnv::with_operator().await;
+    let base = json!({"apiVersion": API_VERSION, "kind": "TenantRequestPolicy",
+        "metadata": {"name": "admit-policy-bounds"},
+        "spec": {"newChildren": {"maxChildren": 5, "profiles": ["admit-profile"]}}});
+    let children = |max: i64, profiles: Value| json!({"spec": {"newChildren": {"maxChildren": max, "profiles": profiles}}});
+    let ladder = |n: usize| json!({"spec": {"ladder": (0..n).map(|i| format!("admit-{i}")).collect::<Vec<_>>()}});
+    let cases = vec![
+        (
+            "spec.newChildren.maxChildren",
+            children(1001, json!(["admit-profile"])),
+            children(1000, json!(["admit-profile"])),
+        ),
+        (
+            "spec.newChildren.maxChildren",
+            children(-1, json!(["admit-profile"])),
+            children(0, json!(["admit-profile"])),
+        ),
+        (
+            "spec.newChildren.profiles",
+            children(5, json!([])),
+            children(5, json!(["admit-profile"])),
+        ),
+        (
+            "spec.newChildren.profiles[0]",
+            children(5, json!([""])),
+            children(5, json!(["a"])),
+        ),
+        ("spec.ladder", ladder(21), ladder(20)),
+        (
+            "spec.raiseAbovePercent",
+            json!({"spec": {"raiseAbovePercent": 101}}),
+            json!({"spec": {"raiseAbovePercent": 100}}),
+        ),
+        (
+            "spec.raiseAbovePercent",
+            json!({"spec": {"raiseAbovePercent": -1}}),
+            json!({"spec": {"raiseAbovePercent": 0}}),
+        ),
+    ];
+    check_bounds(
+        "TenantRequestPolicy",
+        cluster_api::<TenantRequestPolicy>(&env),
+        base,
+        cases,
+    )
+    .await;
 }
 
 /// Every rule in crds/*.yaml, as (kind, schema path, message).
@@ -589,6 +768,7 @@ fn every_rule_of_the_crds_has_a_row() {
         ("Tenant", tenant_rows()),
         ("SharedService", service_rows()),
         ("SharedServiceClaim", claim_rows()),
+        ("TenantRequest", request_rows()),
     ]
     .into_iter()
     .flat_map(|(kind, rows)| {
@@ -605,7 +785,7 @@ fn every_rule_of_the_crds_has_a_row() {
     );
     assert!(stale.is_empty(), "rows naming no rule of crds/: {stale:#?}");
     assert!(
-        rules.len() >= 34,
+        rules.len() >= 51,
         "the walk found the rules: {}",
         rules.len()
     );
