@@ -187,13 +187,18 @@ async fn a_token_alice_plants_as_the_operators_field_manager_is_replaced_and_nev
         .then_some(token)
     })
     .await;
-    let claim = Api::<SharedServiceClaim>::namespaced(env.admin.clone(), &ns_a)
-        .get("lgsp")
-        .await
-        .unwrap();
+    // The status is written after the Secrets it describes: wait for it, then it must name the
+    // token issued (never alice's).
+    let claims_admin = Api::<SharedServiceClaim>::namespaced(env.admin.clone(), &ns_a);
+    let recorded = eventually("the status records a token digest", CONVERGE, || async {
+        let claim = claims_admin.get("lgsp").await.ok()?;
+        let digest = claim.status.and_then(|s| s.token_digest)?;
+        (digest != citycloud::claim::token::digest(&issued)).then_some(digest)
+    })
+    .await;
     assert_eq!(
-        claim.status.and_then(|s| s.token_digest),
-        Some(citycloud::claim::token::digest(&fresh)),
+        recorded,
+        citycloud::claim::token::digest(&fresh),
         "the status records the digest of the token issued"
     );
 
