@@ -71,9 +71,15 @@ pub async fn run(
                 .into_iter()
                 .map(|n| Unit::Namespace(Box::new(n))),
         );
+        // Per tenant, as the operator writes them: read access for its people, approve for its
+        // owners.
         units.push(Unit::Cluster(Box::new((
             desired.reader_role,
             desired.reader_binding,
+        ))));
+        units.push(Unit::Cluster(Box::new((
+            desired.approver_role,
+            desired.approver_binding,
         ))));
     }
     let concurrency = args.direct_concurrency as usize;

@@ -160,9 +160,9 @@ pub fn desired(tenant: &Tenant, profile: &QuotaProfile) -> TenantResources {
 }
 
 /// Objects in `res`: per namespace the Namespace, RoleBindings, ResourceQuota, LimitRange and
-/// NetworkPolicies; per tenant its reader ClusterRole and ClusterRoleBinding.
+/// NetworkPolicies; per tenant its reader and approver ClusterRoles and ClusterRoleBindings.
 pub fn count(res: &TenantResources) -> usize {
-    2 + res
+    4 + res
         .namespaces
         .iter()
         .map(|n| {
@@ -204,7 +204,7 @@ mod tests {
                 // 8 CPUs of budget over 3 namespaces capped at 4 each.
                 assert!(hard["requests.cpu"].0.ends_with('m') || hard["requests.cpu"].0 == "4");
             }
-            assert!(count(&res) >= 2 + 3 * 5);
+            assert!(count(&res) >= 4 + 3 * 5);
         }
         assert_eq!(bindings.into_iter().collect::<Vec<_>>(), vec![1, 2, 3]);
         assert_eq!(policies.into_iter().collect::<Vec<_>>(), vec![1, 2]);
