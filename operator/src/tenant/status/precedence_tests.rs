@@ -31,6 +31,7 @@ fn fine<'a>(namespaces: &'a [String]) -> Findings<'a> {
         namespaces,
         awaiting_quota: &[],
         exhausted: Vec::new(),
+        overcommitted: &[],
         placement: None,
     }
 }
