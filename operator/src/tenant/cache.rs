@@ -691,4 +691,60 @@ mod tests {
         pending.done(&q, "h", false, None);
         assert!(!pending.holds(&q, "h"));
     }
+
+    fn tenant(name: &str, parent: Option<&str>, profile: &str) -> crate::api::Tenant {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"displayName": name, "owners": [{"kind": "Group", "name": "g"}],
+                     "parent": parent, "quotaProfile": profile},
+        }))
+        .expect("a tenant")
+    }
+
+    #[test]
+    fn a_childs_creation_change_move_and_deletion_name_the_parents_to_reconcile() {
+        let children = Children::default();
+        let a = tenant("a", Some("quan"), "small");
+        assert_eq!(children.follow(&watcher::Event::Apply(a.clone())), ["quan"]);
+        assert_eq!(children.of("quan"), ["a"]);
+        // Nothing of its budget changed (a label, a status): no parent reconcile.
+        assert!(children.follow(&watcher::Event::Apply(a.clone())).is_empty());
+        // Another profile: the parent's carve changes.
+        let bigger = tenant("a", Some("quan"), "medium");
+        assert_eq!(children.follow(&watcher::Event::Apply(bigger)), ["quan"]);
+        // Moved to another parent: both.
+        let moved = tenant("a", Some("huyen"), "medium");
+        assert_eq!(
+            children.follow(&watcher::Event::Apply(moved.clone())),
+            ["quan", "huyen"]
+        );
+        assert!(children.of("quan").is_empty());
+        assert_eq!(children.of("huyen"), ["a"]);
+        // A top-level tenant is nobody's child.
+        let top = tenant("top", None, "large");
+        assert!(children.follow(&watcher::Event::Apply(top)).is_empty());
+        assert_eq!(children.follow(&watcher::Event::Delete(moved)), ["huyen"]);
+        assert!(children.of("huyen").is_empty());
+    }
+
+    #[test]
+    fn a_relist_replaces_the_index_and_names_the_parents_whose_children_changed() {
+        let children = Children::default();
+        children.follow(&watcher::Event::Apply(tenant("a", Some("quan"), "small")));
+        children.follow(&watcher::Event::Apply(tenant("b", Some("huyen"), "small")));
+        assert!(children.follow(&watcher::Event::Init).is_empty());
+        // b deleted and c created while the watch was lost; a unchanged.
+        for t in [
+            tenant("a", Some("quan"), "small"),
+            tenant("c", Some("xa"), "small"),
+        ] {
+            assert!(children.follow(&watcher::Event::InitApply(t)).is_empty());
+        }
+        // Until the relist is done, the old index answers.
+        assert_eq!(children.of("huyen"), ["b"]);
+        assert_eq!(children.follow(&watcher::Event::InitDone), ["huyen", "xa"]);
+        assert_eq!(children.of("quan"), ["a"]);
+        assert!(children.of("huyen").is_empty());
+        assert_eq!(children.of("xa"), ["c"]);
+    }
 }
