@@ -13,8 +13,8 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use testbed::fixtures::{CONVERGE, apply, apply_in, code, wait_ready};
 use testbed::builders::TenantBuilder;
+use testbed::fixtures::{CONVERGE, apply, apply_in, code, wait_ready};
 use testbed::{TestEnv, eventually};
 
 fn profile(name: &str, tenant_cpu: &str) -> String {
@@ -883,11 +883,9 @@ async fn own_cpu(client: &kube::Client, ns: &str) -> Option<i128> {
 
 /// Waits until `ns`'s quota gives `milli` of requests.cpu.
 async fn wait_own_cpu(client: &kube::Client, ns: &str, milli: i128) {
-    eventually(
-        &format!("{ns} quota at {milli}m CPU"),
-        CONVERGE,
-        || async { (own_cpu(client, ns).await == Some(milli)).then_some(()) },
-    )
+    eventually(&format!("{ns} quota at {milli}m CPU"), CONVERGE, || async {
+        (own_cpu(client, ns).await == Some(milli)).then_some(())
+    })
     .await;
 }
 

@@ -124,7 +124,11 @@ impl Children {
             if before == after {
                 return Vec::new();
             }
-            let mut parents: Vec<String> = before.into_iter().chain(after).map(|e| e.0.clone()).collect();
+            let mut parents: Vec<String> = before
+                .into_iter()
+                .chain(after)
+                .map(|e| e.0.clone())
+                .collect();
             parents.dedup();
             parents
         };
@@ -708,7 +712,11 @@ mod tests {
         assert_eq!(children.follow(&watcher::Event::Apply(a.clone())), ["quan"]);
         assert_eq!(children.of("quan"), ["a"]);
         // Nothing of its budget changed (a label, a status): no parent reconcile.
-        assert!(children.follow(&watcher::Event::Apply(a.clone())).is_empty());
+        assert!(
+            children
+                .follow(&watcher::Event::Apply(a.clone()))
+                .is_empty()
+        );
         // Another profile: the parent's carve changes.
         let bigger = tenant("a", Some("quan"), "medium");
         assert_eq!(children.follow(&watcher::Event::Apply(bigger)), ["quan"]);

@@ -337,10 +337,7 @@ mod tests {
             &b(&[("requests.cpu", "16"), ("requests.memory", "8Gi")]),
             &held,
         );
-        assert_eq!(
-            own,
-            b(&[("requests.cpu", "5"), ("requests.memory", "4Gi")])
-        );
+        assert_eq!(own, b(&[("requests.cpu", "5"), ("requests.memory", "4Gi")]));
         assert!(overcommitted(&b(&[("requests.cpu", "11")]), &held).is_empty());
     }
 
@@ -372,9 +369,18 @@ mod tests {
             "requests.cpu: the children's budgets add up to 5, over this tenant's budget of 4"
         ));
         // A request that fits the budget alone does not fit beside a direct child.
-        let short = fits(&budget, &held, &[], "c", &b(&[("requests.cpu", "1"), ("requests.memory", "1Gi")]))
-            .expect_err("5 of 4 CPUs are held already");
-        assert_eq!((short.resource.as_str(), short.left.0.as_str()), ("requests.cpu", "0"));
+        let short = fits(
+            &budget,
+            &held,
+            &[],
+            "c",
+            &b(&[("requests.cpu", "1"), ("requests.memory", "1Gi")]),
+        )
+        .expect_err("5 of 4 CPUs are held already");
+        assert_eq!(
+            (short.resource.as_str(), short.left.0.as_str()),
+            ("requests.cpu", "0")
+        );
     }
 
     #[test]

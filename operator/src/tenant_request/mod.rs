@@ -369,8 +369,7 @@ async fn provision(
         };
         let reservations = budget::reservations(&pb.tenant);
         if let Some(wanted) = budget::reserve(&reservations, name, &child) {
-            if let Err(short) = budget::fits(&pb.budget, &pb.committed, &pb.quotas, name, &child)
-            {
+            if let Err(short) = budget::fits(&pb.budget, &pb.committed, &pb.quotas, name, &child) {
                 let cond = Cond::fail(
                     PROVISIONED,
                     BUDGET_EXCEEDED,
