@@ -546,6 +546,22 @@ async fn a_hostile_requester_cannot_forge_who_asked_nor_the_parent_nor_ask_outsi
         .create(&PostParams::default(), &grant)
         .await
         .unwrap();
+    // The API server's RBAC cache follows the binding a moment later: until then RBAC, not
+    // the admission policy under test, would refuse her.
+    let review: SelfSubjectAccessReview = serde_json::from_value(json!({"spec": {
+        "resourceAttributes": {"group": "citycloud.io", "resource": "tenantrequests",
+            "verb": "create", "namespace": scratch}}}))
+    .unwrap();
+    let reviews = Api::<SelfSubjectAccessReview>::all(mallory.clone());
+    eventually(
+        "mallory admin in the scratch namespace",
+        CONVERGE,
+        || async {
+            let r = reviews.create(&PostParams::default(), &review).await.ok()?;
+            r.status.is_some_and(|s| s.allowed).then_some(())
+        },
+    )
+    .await;
     let msg = refused(
         apply_in::<TenantRequest>(
             &mallory,
