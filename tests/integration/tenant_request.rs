@@ -13,6 +13,7 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
+use testbed::builders::TenantBuilder;
 use testbed::fixtures::{CONVERGE, apply, apply_in, code, wait_ready};
 use testbed::{TestEnv, eventually};
 
@@ -545,6 +546,22 @@ async fn a_hostile_requester_cannot_forge_who_asked_nor_the_parent_nor_ask_outsi
         .create(&PostParams::default(), &grant)
         .await
         .unwrap();
+    // The API server's RBAC cache follows the binding a moment later: until then RBAC, not
+    // the admission policy under test, would refuse her.
+    let review: SelfSubjectAccessReview = serde_json::from_value(json!({"spec": {
+        "resourceAttributes": {"group": "citycloud.io", "resource": "tenantrequests",
+            "verb": "create", "namespace": scratch}}}))
+    .unwrap();
+    let reviews = Api::<SelfSubjectAccessReview>::all(mallory.clone());
+    eventually(
+        "mallory admin in the scratch namespace",
+        CONVERGE,
+        || async {
+            let r = reviews.create(&PostParams::default(), &review).await.ok()?;
+            r.status.is_some_and(|s| s.allowed).then_some(())
+        },
+    )
+    .await;
     let msg = refused(
         apply_in::<TenantRequest>(
             &mallory,
@@ -867,5 +884,134 @@ async fn a_reservation_written_from_a_stale_read_of_the_parent_is_refused() {
     assert_eq!(
         citycloud::tenant_request::budget::reservations(&now),
         budget("3")
+    );
+}
+
+/// The `requests.cpu` the operator gives `ns`'s tenant quota (spec.hard), in millicores.
+async fn own_cpu(client: &kube::Client, ns: &str) -> Option<i128> {
+    let q = Api::<ResourceQuota>::namespaced(client.clone(), ns)
+        .get_opt("citycloud-quota")
+        .await
+        .ok()??;
+    let hard = q.spec?.hard?.get("requests.cpu").cloned()?;
+    Milli::of(&hard).ok().map(|m| m.0)
+}
+
+/// Waits until `ns`'s quota gives `milli` of requests.cpu.
+async fn wait_own_cpu(client: &kube::Client, ns: &str, milli: i128) {
+    eventually(&format!("{ns} quota at {milli}m CPU"), CONVERGE, || async {
+        (own_cpu(client, ns).await == Some(milli)).then_some(())
+    })
+    .await;
+}
+
+/// Waits until the Tenant's QuotaReady has `reason`; returns its message.
+async fn wait_quota_reason(client: &kube::Client, tenant: &str, reason: &str) -> String {
+    let api = Api::<Tenant>::all(client.clone());
+    eventually(
+        &format!("Tenant {tenant} QuotaReady {reason}"),
+        CONVERGE,
+        || async {
+            let t = api.get(tenant).await.ok()?;
+            let c = citycloud::api::conditions::find(&t.status?.conditions, "QuotaReady")?.clone();
+            (c.reason == reason).then_some(c.message)
+        },
+    )
+    .await
+}
+
+/// Deletes Tenant `name` as the admin and waits until it is gone (its cleanup done).
+async fn delete_tenant(client: &kube::Client, name: &str) {
+    let api = Api::<Tenant>::all(client.clone());
+    api.delete(name, &DeleteParams::default()).await.unwrap();
+    eventually(&format!("Tenant {name} gone"), CONVERGE, || async {
+        matches!(api.get_opt(name).await, Ok(None)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_child_created_directly_is_carved_from_its_parent_and_deleting_it_gives_the_budget_back()
+{
+    let env = TestEnv::with_operator().await;
+    // 3 CPUs; a ward on the ward profile has 2.
+    let d = district(&env, "quan-truc-tiep", "3", "2").await;
+    wait_own_cpu(&env.admin, &d.ns, 3000).await;
+    // A platform engineer creates a ward directly (no TenantRequest, no reservation).
+    let ward = |base: &str| {
+        TenantBuilder::new(&env.name(base), &d.ward_profile).set("parent", json!(d.name))
+    };
+    let a = ward("phuong-a");
+    env.tenant_ready(&a).await;
+    wait_own_cpu(&env.admin, &d.ns, 1000).await;
+    wait_quota_reason(&env.admin, &d.name, "Applied").await;
+
+    // A second one over-commits the district: its own namespaces get none, and it says so.
+    let b = ward("phuong-b");
+    env.tenant_ready(&b).await;
+    wait_own_cpu(&env.admin, &d.ns, 0).await;
+    let message = wait_quota_reason(&env.admin, &d.name, "BudgetOvercommitted").await;
+    assert!(
+        message.contains(
+            "requests.cpu: the children's budgets add up to 4, over this tenant's budget of 3"
+        ),
+        "{message}"
+    );
+    let events = Api::<k8s_openapi::api::core::v1::Event>::all(env.admin.clone());
+    eventually("a BudgetOvercommitted warning", CONVERGE, || async {
+        events
+            .list(&ListParams::default().fields(&format!("involvedObject.name={}", d.name)))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("BudgetOvercommitted")
+                    && e.type_.as_deref() == Some("Warning")
+            })
+    })
+    .await;
+
+    // Deleting the children gives their budgets back.
+    delete_tenant(&env.admin, b.name()).await;
+    wait_own_cpu(&env.admin, &d.ns, 1000).await;
+    wait_quota_reason(&env.admin, &d.name, "Applied").await;
+    delete_tenant(&env.admin, a.name()).await;
+    wait_own_cpu(&env.admin, &d.ns, 3000).await;
+}
+
+#[tokio::test]
+async fn a_request_that_fits_only_without_a_child_created_directly_is_denied_for_budget() {
+    let env = TestEnv::with_operator().await;
+    // 3 CPUs: a 2-CPU ward fits alone, not beside the 2-CPU ward created directly.
+    let d = district(&env, "quan-day-du", "3", "2").await;
+    let direct = TenantBuilder::new(&env.name("phuong-co-san"), &d.ward_profile)
+        .set("parent", json!(d.name));
+    env.tenant_ready(&direct).await;
+    let ward_admin = env.user(&env.name("ward-admin"), &[&d.owners]).await;
+    let ward = env.name("phuong-moi");
+    apply_in::<TenantRequest>(
+        &ward_admin,
+        &d.ns,
+        &request_yaml("phuong-moi", &ward, &d.ward_profile, ""),
+    )
+    .await
+    .unwrap();
+    let denied = wait_state(&env.admin, &d.ns, "phuong-moi", "Denied").await;
+    let c = condition(&denied, "Denied");
+    assert_eq!(c.reason, "BudgetExceeded");
+    assert!(
+        c.message
+            .contains("requests.cpu: asks for 2 but 1 of the parent's budget is left"),
+        "{}",
+        c.message
+    );
+    assert!(
+        Api::<Tenant>::all(env.admin.clone())
+            .get_opt(&ward)
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing created"
     );
 }

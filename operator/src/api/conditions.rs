@@ -59,6 +59,9 @@ pub mod tenant_request {
 pub mod reason {
     /// A TenantRequest does not fit what is left of its parent's budget.
     pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
+    /// A Tenant's children together hold more of a resource than its own budget (children
+    /// created directly, which nothing refuses): QuotaReady=False, and a Warning event.
+    pub const BUDGET_OVERCOMMITTED: &str = "BudgetOvercommitted";
     /// A TenantRequest names an existing Tenant that is not a child of its parent.
     pub const NOT_A_CHILD: &str = "NotAChild";
     /// A TenantRequestPolicy approved the request.

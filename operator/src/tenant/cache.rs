@@ -16,7 +16,7 @@
 //!   the one it wrote (see [`Pending::quota`]);
 //! - what must be exact is still read fresh: a namespace named like an environment but not
 //!   (yet) labelled as the tenant's (never take over someone else's).
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,141 @@ pub struct Caches {
     pub profiles: Store<QuotaProfile>,
     /// The Tenants themselves (the controller's own store): ancestors are read from it.
     pub tenants: Store<crate::api::Tenant>,
+    /// Each parent's children, from the same watch (see [`Children`]).
+    pub children: Children,
     pub pending: Pending,
+}
+
+/// Each Tenant's parent, and each parent's children, kept from the Tenant watch: a parent's
+/// reconcile finds its children (whose budgets are carved from its own) by key, without a
+/// scan of every tenant.
+#[derive(Clone, Default)]
+pub struct Children {
+    inner: Arc<RwLock<ChildIndex>>,
+}
+
+#[derive(Default)]
+struct ChildIndex {
+    /// child → (parent, what of the child sets its budget: profile and overrides).
+    parent_of: BTreeMap<String, (String, String)>,
+    children: BTreeMap<String, BTreeSet<String>>,
+    /// A relist under way: what it has shown so far.
+    relist: Option<BTreeMap<String, (String, String)>>,
+}
+
+impl ChildIndex {
+    fn set(&mut self, parent_of: BTreeMap<String, (String, String)>) {
+        self.children.clear();
+        for (child, (parent, _)) in &parent_of {
+            self.children
+                .entry(parent.clone())
+                .or_default()
+                .insert(child.clone());
+        }
+        self.parent_of = parent_of;
+    }
+
+    fn insert(&mut self, child: String, entry: Option<(String, String)>) {
+        if let Some((old, _)) = self.parent_of.remove(&child)
+            && let Some(set) = self.children.get_mut(&old)
+        {
+            set.remove(&child);
+            if set.is_empty() {
+                self.children.remove(&old);
+            }
+        }
+        if let Some(entry) = entry {
+            self.children
+                .entry(entry.0.clone())
+                .or_default()
+                .insert(child.clone());
+            self.parent_of.insert(child, entry);
+        }
+    }
+}
+
+/// A child's parent and what sets its budget; None for a top-level tenant.
+fn child_entry(t: &crate::api::Tenant) -> Option<(String, String)> {
+    let parent = t.spec.parent.clone()?;
+    let shape = format!(
+        "{}|{}",
+        t.spec.quota_profile,
+        serde_json::to_string(&t.spec.quota_overrides).unwrap_or_default()
+    );
+    Some((parent, shape))
+}
+
+impl Children {
+    /// Follows one event of the Tenant watch; returns the parents whose carve it changes (a
+    /// child created, deleted, moved, or its profile or overrides changed).
+    pub fn follow(&self, event: &watcher::Event<crate::api::Tenant>) -> Vec<String> {
+        let Ok(mut index) = self.inner.write() else {
+            return Vec::new();
+        };
+        let changed = |before: Option<&(String, String)>, after: Option<&(String, String)>| {
+            if before == after {
+                return Vec::new();
+            }
+            let mut parents: Vec<String> = before
+                .into_iter()
+                .chain(after)
+                .map(|e| e.0.clone())
+                .collect();
+            parents.dedup();
+            parents
+        };
+        match event {
+            watcher::Event::Apply(t) => {
+                let entry = child_entry(t);
+                let out = changed(index.parent_of.get(&t.name_any()), entry.as_ref());
+                index.insert(t.name_any(), entry);
+                out
+            }
+            watcher::Event::Delete(t) => {
+                let out = changed(index.parent_of.get(&t.name_any()), None);
+                index.insert(t.name_any(), None);
+                out
+            }
+            watcher::Event::Init => {
+                index.relist = Some(BTreeMap::new());
+                Vec::new()
+            }
+            watcher::Event::InitApply(t) => {
+                if let Some(entry) = child_entry(t)
+                    && let Some(relist) = index.relist.as_mut()
+                {
+                    relist.insert(t.name_any(), entry);
+                }
+                Vec::new()
+            }
+            // The relist replaces what was known; every parent whose children differ is news.
+            watcher::Event::InitDone => {
+                let relisted = index.relist.take().unwrap_or_default();
+                let mut parents: BTreeSet<String> = BTreeSet::new();
+                for (child, entry) in &index.parent_of {
+                    if relisted.get(child) != Some(entry) {
+                        parents.insert(entry.0.clone());
+                    }
+                }
+                for (child, entry) in &relisted {
+                    if index.parent_of.get(child) != Some(entry) {
+                        parents.insert(entry.0.clone());
+                    }
+                }
+                index.set(relisted);
+                parents.into_iter().collect()
+            }
+        }
+    }
+
+    /// The names of `parent`'s children, as the watch last showed them.
+    pub fn of(&self, parent: &str) -> Vec<String> {
+        self.inner
+            .read()
+            .ok()
+            .and_then(|i| i.children.get(parent).map(|c| c.iter().cloned().collect()))
+            .unwrap_or_default()
+    }
 }
 
 impl Caches {
@@ -560,5 +694,65 @@ mod tests {
         pending.begin(&q, "h");
         pending.done(&q, "h", false, None);
         assert!(!pending.holds(&q, "h"));
+    }
+
+    fn tenant(name: &str, parent: Option<&str>, profile: &str) -> crate::api::Tenant {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"displayName": name, "owners": [{"kind": "Group", "name": "g"}],
+                     "parent": parent, "quotaProfile": profile},
+        }))
+        .expect("a tenant")
+    }
+
+    #[test]
+    fn a_childs_creation_change_move_and_deletion_name_the_parents_to_reconcile() {
+        let children = Children::default();
+        let a = tenant("a", Some("quan"), "small");
+        assert_eq!(children.follow(&watcher::Event::Apply(a.clone())), ["quan"]);
+        assert_eq!(children.of("quan"), ["a"]);
+        // Nothing of its budget changed (a label, a status): no parent reconcile.
+        assert!(
+            children
+                .follow(&watcher::Event::Apply(a.clone()))
+                .is_empty()
+        );
+        // Another profile: the parent's carve changes.
+        let bigger = tenant("a", Some("quan"), "medium");
+        assert_eq!(children.follow(&watcher::Event::Apply(bigger)), ["quan"]);
+        // Moved to another parent: both.
+        let moved = tenant("a", Some("huyen"), "medium");
+        assert_eq!(
+            children.follow(&watcher::Event::Apply(moved.clone())),
+            ["quan", "huyen"]
+        );
+        assert!(children.of("quan").is_empty());
+        assert_eq!(children.of("huyen"), ["a"]);
+        // A top-level tenant is nobody's child.
+        let top = tenant("top", None, "large");
+        assert!(children.follow(&watcher::Event::Apply(top)).is_empty());
+        assert_eq!(children.follow(&watcher::Event::Delete(moved)), ["huyen"]);
+        assert!(children.of("huyen").is_empty());
+    }
+
+    #[test]
+    fn a_relist_replaces_the_index_and_names_the_parents_whose_children_changed() {
+        let children = Children::default();
+        children.follow(&watcher::Event::Apply(tenant("a", Some("quan"), "small")));
+        children.follow(&watcher::Event::Apply(tenant("b", Some("huyen"), "small")));
+        assert!(children.follow(&watcher::Event::Init).is_empty());
+        // b deleted and c created while the watch was lost; a unchanged.
+        for t in [
+            tenant("a", Some("quan"), "small"),
+            tenant("c", Some("xa"), "small"),
+        ] {
+            assert!(children.follow(&watcher::Event::InitApply(t)).is_empty());
+        }
+        // Until the relist is done, the old index answers.
+        assert_eq!(children.of("huyen"), ["b"]);
+        assert_eq!(children.follow(&watcher::Event::InitDone), ["huyen", "xa"]);
+        assert_eq!(children.of("quan"), ["a"]);
+        assert!(children.of("huyen").is_empty());
+        assert_eq!(children.of("xa"), ["c"]);
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::quota;
+use crate::tenant_request::budget as carve;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -163,13 +164,25 @@ pub async fn run(
     // A Tenant is reconciled when its spec, finalizers or deletion change, or when someone
     // else changed its status; not on the echo of the status this controller wrote.
     let shared_status = ctx.shared.clone();
+    // A child created, deleted or given another budget changes what its parent's own
+    // namespaces may share: its events reconcile the parent too (through this channel).
+    let children = cache::Children::default();
+    let (parent_pokes, parents_poked) = futures::channel::mpsc::unbounded();
+    let follower = children.clone();
     let tenant_changes = reflector(
         tenant_writer,
         watcher(
             Api::<Tenant>::all(client.clone()),
             watcher::Config::default(),
         )
-        .modify(|t| t.managed_fields_mut().clear()),
+        .modify(|t| t.managed_fields_mut().clear())
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                for parent in follower.follow(event) {
+                    let _ = parent_pokes.unbounded_send(ObjectRef::<Tenant>::new(&parent));
+                }
+            }
+        }),
     )
     .default_backoff()
     .touched_objects()
@@ -233,6 +246,7 @@ pub async fn run(
             claims,
             profiles,
             tenants: tenants.clone(),
+            children,
             pending,
         },
         backoff: failure::Backoff::default(),
@@ -266,11 +280,15 @@ pub async fn run(
                 }
             }
             // Rare (a platform engineer edits a profile): a scan of the tenants is fine.
+            // Their parents too: a child's budget is carved from its parent's.
             by_profile
                 .state()
                 .into_iter()
                 .filter(|t| t.quota_profiles().contains(&name.as_str()))
-                .map(|t| ObjectRef::from_obj(&*t))
+                .flat_map(|t| {
+                    let parent = t.spec.parent.as_deref().map(ObjectRef::<Tenant>::new);
+                    std::iter::once(ObjectRef::from_obj(&*t)).chain(parent)
+                })
                 .collect::<Vec<_>>()
         })
         // A claim bound or revoked changes the tenant's boundServices.
@@ -288,6 +306,7 @@ pub async fn run(
             },
         )
         .reconcile_on(poked)
+        .reconcile_on(parents_poked)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|_| async {})
@@ -399,8 +418,17 @@ async fn provision(
         .filter(|(ns, _)| !caps.contains_key(*ns))
         .map(|(_, q)| q);
     let left = quota::remaining(&budget, kept);
-    // Budgets reserved for children created from TenantRequests are not the parent's to use.
-    let left = crate::tenant_request::budget::carve(&left, tenant);
+    // What the children hold (reserved from requests, or their own budget for children
+    // created directly) is not the parent's to use.
+    let committed = carve::committed(
+        &carve::reservations(tenant),
+        &children_budgets(caches, &name),
+    );
+    let overcommitted: Vec<String> = carve::overcommitted(&budget, &committed)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let left = carve::carve(&left, &committed);
     let demand = &ctx.shared.demand;
     demand.expire();
     let levels = demand.levels(caps.keys());
@@ -450,6 +478,7 @@ async fn provision(
         namespaces: &applied.namespaces,
         awaiting_quota: &applied.awaiting_quota,
         exhausted: status::exhausted(&usage, &budget),
+        overcommitted: &overcommitted,
         placement: placement.as_ref().map(|p| &p.condition),
     };
     let conds = status::conditions(tenant, &findings);
@@ -508,6 +537,28 @@ async fn provision(
     } else {
         Action::requeue(RESYNC)
     })
+}
+
+/// The carvable tenant budget of each of `parent`'s children, from the caches (the index of
+/// children, the Tenant store, the QuotaProfiles): by key, no scan of every tenant.
+fn children_budgets(caches: &cache::Caches, parent: &str) -> carve::Children {
+    caches
+        .children
+        .of(parent)
+        .into_iter()
+        .filter_map(|child| {
+            let t = caches.tenants.get(&ObjectRef::new(&child))?;
+            // The index may be a moment ahead of the store: trust the store.
+            if t.spec.parent.as_deref() != Some(parent) {
+                return None;
+            }
+            let budget = caches
+                .profiles
+                .get(&ObjectRef::new(&t.spec.quota_profile))
+                .map(|p| carve::carvable(p.tenant_budget(t.spec.quota_overrides.as_ref())));
+            Some((child, budget))
+        })
+        .collect()
 }
 
 /// What of a Tenant is worth a reconcile when it changes (see `run`).

@@ -23,6 +23,8 @@ pub struct Findings<'a> {
     pub awaiting_quota: &'a [String],
     /// Budgeted resources the tenant uses all of, with a message each.
     pub exhausted: Vec<String>,
+    /// Budgeted resources the children hold more of than this tenant's budget, a message each.
+    pub overcommitted: &'a [String],
     /// NodePlacementReady, for a tenant with a nodePlacement (see `placement::check`).
     pub placement: Option<&'a Cond>,
 }
@@ -99,6 +101,12 @@ pub fn conditions(tenant: &Tenant, f: &Findings) -> Vec<Cond> {
                 "QuotaProfile {} does not exist: create it or point spec.quotaProfile (or the environment's quotaProfile) at an existing one; until then no pods can be created in the affected namespaces",
                 f.missing_profiles.join(", ")
             ),
+        )
+    } else if !f.overcommitted.is_empty() {
+        Cond::fail(
+            cond::QUOTA_READY,
+            reason::BUDGET_OVERCOMMITTED,
+            f.overcommitted.join("; "),
         )
     } else if !f.exhausted.is_empty() {
         Cond::fail(cond::QUOTA_READY, "BudgetExhausted", f.exhausted.join("; "))

@@ -1,8 +1,10 @@
 //! Budgets carved from a parent Tenant for its children. Pure functions, no API server.
 //!
 //! The parent keeps, in its annotation `citycloud.io/budget-reservations`, the tenant budget
-//! reserved for each child created from a request. Its own namespaces get what its budget
-//! leaves after those ([`carve`], used by the Tenant controller), so
+//! reserved for each child created from a request. Every child, requested or created directly
+//! by a platform engineer (`spec.parent`), holds the larger of its reservation and its own
+//! tenant budget ([`committed`]); the parent's own namespaces get what its budget leaves after
+//! those ([`carve`], used by the Tenant controller), so
 //! `parent's own namespaces + Σ children's budgets <= parent's budget`. A child's reservation
 //! is written first (with the parent's resourceVersion as precondition: two approvals cannot
 //! both take the same budget), the parent's quotas then shrink, and only once they are
@@ -90,17 +92,72 @@ fn reserved(reservations: &Reservations, resource: &str, skip: Option<&str>) -> 
         .sum()
 }
 
-/// What the parent's own namespaces may share: `left` (its budget after what its retained
-/// namespaces use) minus every child's reservation. Never below zero.
-pub fn carve(left: &Budget, parent: &Tenant) -> Budget {
-    let reservations = reservations(parent);
-    if reservations.is_empty() {
-        return left.clone();
+/// The actual (carvable) tenant budget of each child Tenant, by name; `None` for a child
+/// whose QuotaProfile does not exist (it counts its reservation only).
+pub type Children = BTreeMap<String, Option<Budget>>;
+
+/// What each child holds of the parent's budget: per resource the larger of its reservation
+/// and its actual budget. Children from requests not created yet hold their reservation;
+/// children created directly (no reservation) their budget. A reservation above the actual
+/// budget is kept: the child's quotas may not have shrunk to its new budget yet.
+pub fn committed(reservations: &Reservations, children: &Children) -> Reservations {
+    let mut out = reservations.clone();
+    for (child, actual) in children {
+        let Some(actual) = actual else { continue };
+        if actual.is_empty() {
+            continue;
+        }
+        let held = out.entry(child.clone()).or_default();
+        for (r, q) in actual {
+            if held.get(r).is_none_or(|h| milli(q) > milli(h)) {
+                held.insert(r.clone(), q.clone());
+            }
+        }
     }
+    out
+}
+
+/// What the parent's own namespaces may share: `left` (its budget after what its retained
+/// namespaces use) minus what every child holds (see [`committed`]). Never below zero.
+pub fn carve(left: &Budget, committed: &Reservations) -> Budget {
     left.iter()
         .map(|(r, q)| {
-            let rest = milli(q) - reserved(&reservations, r, None);
+            let rest = milli(q) - reserved(committed, r, None);
             (r.clone(), quantity(r, rest))
+        })
+        .collect()
+}
+
+/// A resource whose children hold more than the parent's whole budget (children created
+/// directly can do that: nothing stops a platform engineer's apply).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Overcommit {
+    pub resource: String,
+    pub budget: Quantity,
+    pub children: Quantity,
+}
+
+impl std::fmt::Display for Overcommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: the children's budgets add up to {}, over this tenant's budget of {}; its own namespaces get none of it: lower a child's budget or raise this tenant's",
+            self.resource, self.children.0, self.budget.0
+        )
+    }
+}
+
+/// The resources of `budget` that the children (see [`committed`]) over-commit.
+pub fn overcommitted(budget: &Budget, committed: &Reservations) -> Vec<Overcommit> {
+    budget
+        .iter()
+        .filter_map(|(r, q)| {
+            let children = reserved(committed, r, None);
+            (children > milli(q)).then(|| Overcommit {
+                resource: r.clone(),
+                budget: q.clone(),
+                children: quantity(r, children),
+            })
         })
         .collect()
 }
@@ -114,8 +171,8 @@ fn used(quotas: &[ResourceQuota], resource: &str) -> i128 {
         .sum()
 }
 
-/// Whether `child` (a budget) fits in `parent_budget` beside the other children's reservations
-/// and what the parent's namespaces use now. A resource the parent budgets must be budgeted
+/// Whether `child` (a budget) fits in `parent_budget` beside what the other children hold
+/// ([`committed`]: their reservations and actual budgets) and what the parent's namespaces use now. A resource the parent budgets must be budgeted
 /// by the child too (else the child would be unbounded inside a bounded parent).
 pub fn fits(
     parent_budget: &Budget,
@@ -170,7 +227,8 @@ pub fn reserve(reservations: &Reservations, child: &str, budget: &Budget) -> Opt
     changed.then_some(out)
 }
 
-/// Whether the parent's quotas are held to its budget minus every reservation: for each
+/// Whether the parent's quotas are held to its budget minus what every child holds
+/// ([`committed`]): for each
 /// budgeted resource, Σ over its namespaces of the most each may admit (usage, the hard
 /// enforced, the hard asked for) is within it. Until then a new child could overshoot.
 pub fn parent_enforced(
@@ -229,6 +287,100 @@ mod tests {
         t.annotations_mut()
             .insert(BUDGET_RESERVATIONS.into(), to_annotation(reservations));
         t
+    }
+
+    #[test]
+    fn the_annotation_reads_back_and_garbage_counts_as_none() {
+        let held = Reservations::from([("a".into(), b(&[("requests.cpu", "3")]))]);
+        assert_eq!(reservations(&parent_with(&held)), held);
+        let mut t = parent_with(&held);
+        t.annotations_mut()
+            .insert(BUDGET_RESERVATIONS.into(), "not json".into());
+        assert_eq!(reservations(&t), Reservations::new());
+    }
+
+    #[test]
+    fn each_child_holds_the_larger_of_its_reservation_and_its_budget() {
+        let reservations = Reservations::from([
+            // Requested, not created yet: its reservation.
+            ("requested".into(), b(&[("requests.cpu", "2")])),
+            // Created from a request, then its budget raised directly: the larger wins.
+            (
+                "raised".into(),
+                b(&[("requests.cpu", "2"), ("requests.memory", "4Gi")]),
+            ),
+            // A profile that vanished: its reservation still counts.
+            ("lost".into(), b(&[("requests.cpu", "1")])),
+        ]);
+        let children = Children::from([
+            (
+                "raised".into(),
+                Some(b(&[("requests.cpu", "5"), ("requests.memory", "2Gi")])),
+            ),
+            ("lost".into(), None),
+            // Created directly by a platform engineer: its budget.
+            ("direct".into(), Some(b(&[("requests.cpu", "3")]))),
+            // Directly created, profile missing: nothing to count.
+            ("unknown".into(), None),
+        ]);
+        let held = committed(&reservations, &children);
+        assert_eq!(held["requested"], b(&[("requests.cpu", "2")]));
+        assert_eq!(
+            held["raised"],
+            b(&[("requests.cpu", "5"), ("requests.memory", "4Gi")])
+        );
+        assert_eq!(held["lost"], b(&[("requests.cpu", "1")]));
+        assert_eq!(held["direct"], b(&[("requests.cpu", "3")]));
+        assert!(!held.contains_key("unknown"));
+        // The parent's own namespaces: 16 - (2 + 5 + 1 + 3) CPUs, 8Gi - 4Gi.
+        let own = carve(
+            &b(&[("requests.cpu", "16"), ("requests.memory", "8Gi")]),
+            &held,
+        );
+        assert_eq!(own, b(&[("requests.cpu", "5"), ("requests.memory", "4Gi")]));
+        assert!(overcommitted(&b(&[("requests.cpu", "11")]), &held).is_empty());
+    }
+
+    #[test]
+    fn children_over_the_budget_leave_the_parent_none_and_are_named() {
+        let children = Children::from([
+            ("a".into(), Some(b(&[("requests.cpu", "3")]))),
+            (
+                "b".into(),
+                Some(b(&[("requests.cpu", "2"), ("requests.memory", "1Gi")])),
+            ),
+        ]);
+        let held = committed(&Reservations::new(), &children);
+        let budget = b(&[("requests.cpu", "4"), ("requests.memory", "2Gi")]);
+        assert_eq!(
+            carve(&budget, &held),
+            b(&[("requests.cpu", "0"), ("requests.memory", "1Gi")])
+        );
+        let over = overcommitted(&budget, &held);
+        assert_eq!(
+            over,
+            vec![Overcommit {
+                resource: "requests.cpu".into(),
+                budget: Quantity("4".into()),
+                children: Quantity("5".into()),
+            }]
+        );
+        assert!(over[0].to_string().starts_with(
+            "requests.cpu: the children's budgets add up to 5, over this tenant's budget of 4"
+        ));
+        // A request that fits the budget alone does not fit beside a direct child.
+        let short = fits(
+            &budget,
+            &held,
+            &[],
+            "c",
+            &b(&[("requests.cpu", "1"), ("requests.memory", "1Gi")]),
+        )
+        .expect_err("5 of 4 CPUs are held already");
+        assert_eq!(
+            (short.resource.as_str(), short.left.0.as_str()),
+            ("requests.cpu", "0")
+        );
     }
 
     #[test]
@@ -295,7 +447,7 @@ mod tests {
                 ("requests.memory", "2Gi"),
                 ("pods", "10"),
             ]),
-            &parent_with(&reservations),
+            &reservations,
         );
         assert_eq!(
             left,
@@ -305,7 +457,7 @@ mod tests {
                 ("pods", "10")
             ])
         );
-        let over = carve(&b(&[("requests.cpu", "1")]), &parent_with(&reservations));
+        let over = carve(&b(&[("requests.cpu", "1")]), &reservations);
         assert_eq!(over["requests.cpu"].0, "0", "never below zero");
     }
 

@@ -168,6 +168,9 @@ struct ParentBudget {
     tenant: Tenant,
     budget: Budget,
     quotas: Vec<ResourceQuota>,
+    /// What every child holds: reservations, and the budgets of the children that exist,
+    /// created from requests or directly by platform engineers.
+    committed: budget::Reservations,
 }
 
 async fn parent_budget(client: &Client, parent: &str) -> Result<Option<ParentBudget>> {
@@ -195,10 +198,38 @@ async fn parent_budget(client: &Client, parent: &str) -> Result<Option<ParentBud
         .into_iter()
         .filter(|q| q.name_any() == QUOTA)
         .collect();
+    // Children created directly carry no reservation: their own budgets count. One list of
+    // the Tenants per decision (requests are rare; read fresh like the rest).
+    let mut profiles: BTreeMap<String, Option<QuotaProfile>> = BTreeMap::new();
+    let mut children = budget::Children::new();
+    for child in Api::<Tenant>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .at("reading", format!("the children of Tenant {parent}"))?
+        .items
+        .into_iter()
+        .filter(|t| t.spec.parent.as_deref() == Some(parent))
+    {
+        let profile = &child.spec.quota_profile;
+        if !profiles.contains_key(profile) {
+            let found = Api::<QuotaProfile>::all(client.clone())
+                .get_opt(profile)
+                .await
+                .at("reading", format!("QuotaProfile {profile}"))?;
+            profiles.insert(profile.clone(), found);
+        }
+        let actual = profiles
+            .get(profile)
+            .and_then(Option::as_ref)
+            .map(|p| budget::carvable(p.tenant_budget(child.spec.quota_overrides.as_ref())));
+        children.insert(child.name_any(), actual);
+    }
+    let committed = budget::committed(&budget::reservations(&tenant), &children);
     Ok(Some(ParentBudget {
         tenant,
         budget,
         quotas,
+        committed,
     }))
 }
 
@@ -230,7 +261,7 @@ async fn pending(
         (Some(p), Some(child)) => match parent_budget(client, p).await? {
             Some(pb) => budget::fits(
                 &pb.budget,
-                &budget::reservations(&pb.tenant),
+                &pb.committed,
                 &pb.quotas,
                 &request.spec.tenant,
                 child,
@@ -338,7 +369,7 @@ async fn provision(
         };
         let reservations = budget::reservations(&pb.tenant);
         if let Some(wanted) = budget::reserve(&reservations, name, &child) {
-            if let Err(short) = budget::fits(&pb.budget, &reservations, &pb.quotas, name, &child) {
+            if let Err(short) = budget::fits(&pb.budget, &pb.committed, &pb.quotas, name, &child) {
                 let cond = Cond::fail(
                     PROVISIONED,
                     BUDGET_EXCEEDED,
@@ -361,7 +392,7 @@ async fn provision(
                 )),
             };
         }
-        if !budget::parent_enforced(&pb.budget, &reservations, &pb.quotas) {
+        if !budget::parent_enforced(&pb.budget, &pb.committed, &pb.quotas) {
             let cond = Cond::fail(
                 PROVISIONED,
                 "WaitingForParentQuota",

@@ -31,6 +31,7 @@ fn fine<'a>(namespaces: &'a [String]) -> Findings<'a> {
         namespaces,
         awaiting_quota: &[],
         exhausted: Vec::new(),
+        overcommitted: &[],
         placement: None,
     }
 }
@@ -296,4 +297,26 @@ fn only_unenforced_node_placement_makes_the_tenant_unready() {
         },
     );
     assert_eq!(ready(&conds), (false, reason::NAMESPACE_CONFLICT));
+}
+
+#[test]
+fn children_over_the_budget_fail_quota_and_ready_before_a_used_up_budget() {
+    let ns = two();
+    let over = vec![
+        "requests.cpu: the children's budgets add up to 5, over this tenant's budget of 4".into(),
+    ];
+    let overcommitted = Findings {
+        overcommitted: &over,
+        exhausted: vec!["requests.cpu: all 0 of the tenant budget is in use".into()],
+        ..fine(&ns)
+    };
+    let conds = conditions(&tenant(false), &overcommitted);
+    let quota = get(&conds, cond::QUOTA_READY);
+    assert_eq!(
+        (quota.ok, quota.reason.as_str()),
+        (false, reason::BUDGET_OVERCOMMITTED)
+    );
+    assert!(quota.message.contains("add up to 5"), "{}", quota.message);
+    // A platform engineer's mistake to fix, unlike a used-up budget: the tenant is not Ready.
+    assert_eq!(ready(&conds), (false, reason::BUDGET_OVERCOMMITTED));
 }
