@@ -11,11 +11,12 @@
 //!   exists changes nothing), a delete of something already gone is fine, and the watch event
 //!   of any change re-triggers the reconcile;
 //! - what the operator itself wrote but the watch has not shown yet is remembered in
-//!   [`Pending`] (the applied hash, and a ResourceQuota's whole written object), so a
-//!   reconcile in between neither writes it again nor splits the budget on a `hard` older than
-//!   the one it wrote (see [`Pending::quota`]);
-//! - what must be exact is still read fresh: a namespace named like an environment but not
-//!   (yet) labelled as the tenant's (never take over someone else's).
+//!   [`Pending`] (the applied hash, and a ResourceQuota's answer to compare its echo with), so
+//!   a reconcile in between does not write it again;
+//! - what must be exact is read fresh: a namespace named like an environment but not (yet)
+//!   labelled as the tenant's (never take over someone else's), and the ResourceQuotas the
+//!   budget split reads (a cached one a version behind on `status.used` could let two
+//!   namespaces together admit more than the budget).
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -424,7 +425,8 @@ type PendingKey = (&'static str, String, String);
 struct Written {
     hash: String,
     at: Instant,
-    /// The API server's answer to the write, for ResourceQuotas.
+    /// The API server's answer to the write, for ResourceQuotas: its echo is compared with it
+    /// (a status kube-controller-manager changed since is worth a reconcile).
     quota: Option<ResourceQuota>,
 }
 
@@ -508,17 +510,6 @@ impl Pending {
         w.by_key
             .get(&key_of(desired))
             .is_some_and(|p| p.hash == hash && p.at.elapsed() < PENDING_FOR)
-    }
-
-    /// The ResourceQuota we wrote in `namespace` named `name`, when the cache has not shown
-    /// it yet. Used instead of the cache, whose `spec.hard` may be older than ours: splitting
-    /// the budget on an older, lower `hard` would hand the difference to another namespace.
-    pub fn quota(&self, namespace: &str, name: &str) -> Option<ResourceQuota> {
-        let w = self.writes.lock().ok()?;
-        w.by_key
-            .get(&("ResourceQuota", namespace.to_string(), name.to_string()))
-            .filter(|p| p.at.elapsed() < PENDING_FOR)
-            .and_then(|p| p.quota.clone())
     }
 
     /// Follows a watch event of `obj`: the echo of our write (it carries our hash) or its
@@ -654,7 +645,7 @@ mod tests {
     }
 
     #[test]
-    fn a_quota_we_wrote_is_used_until_the_cache_shows_it() {
+    fn the_echo_of_a_quota_we_wrote_carries_the_answer_and_ends_the_write() {
         let pending = Pending::default();
         let q: ResourceQuota = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "citycloud-quota", "namespace": "a-prod",
@@ -663,15 +654,13 @@ mod tests {
         }))
         .expect("a quota");
         pending.begin(&q, "h");
-        assert!(
-            pending.quota("a-prod", "citycloud-quota").is_none(),
-            "no answer yet"
-        );
         pending.done(&q, "h", true, Some(q.clone()));
-        assert_eq!(pending.quota("a-prod", "citycloud-quota"), Some(q.clone()));
-        assert!(pending.quota("a-dev", "citycloud-quota").is_none());
-        assert!(matches!(pending.seen(&q, false), Seen::Echo(Some(_))));
-        assert!(pending.quota("a-prod", "citycloud-quota").is_none());
+        assert!(pending.holds(&q, "h"), "pending until its echo");
+        match pending.seen(&q, false) {
+            Seen::Echo(Some(answer)) => assert_eq!(*answer, q),
+            _ => panic!("the echo carries the answer"),
+        }
+        assert!(!pending.holds(&q, "h"), "the echo ends the write");
     }
 
     #[test]
@@ -686,10 +675,9 @@ mod tests {
         assert!(matches!(pending.seen(&q, false), Seen::Echo(None)));
         pending.done(&q, "h", true, Some(q.clone()));
         assert!(
-            pending.quota("a-prod", "citycloud-quota").is_none(),
+            !pending.holds(&q, "h"),
             "the cache is newer than the answer"
         );
-        assert!(!pending.holds(&q, "h"));
         // A write that changed nothing brings no echo: nothing stays pending.
         pending.begin(&q, "h");
         pending.done(&q, "h", false, None);
