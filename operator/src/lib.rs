@@ -5,7 +5,9 @@
 //! with pure functions (`build`), apply them with one field manager, then write status.
 #![forbid(unsafe_code)]
 
-pub mod api;
+/// The API types live in their own crate, `citycloud-api` (no runtime dependencies, so clients
+/// can use them); `crate::api::…` names them here as before.
+pub use citycloud_api as api;
 pub mod apply;
 pub mod claim;
 pub mod cli;

@@ -213,7 +213,7 @@ fn merged(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::QuotaOverrides;
+    use crate::QuotaOverrides;
 
     const MEDIUM: &str = r#"
 apiVersion: citycloud.io/v1alpha1

@@ -161,8 +161,10 @@ impl TenantTemplate {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestedBy {
+    /// The username, as in the API server's audit log.
     #[schemars(length(max = 256))]
     pub username: String,
+    /// The user's groups at the time of the request.
     #[serde(default)]
     #[schemars(length(max = 256), inner(length(max = 256)))]
     pub groups: Vec<String>,
@@ -208,9 +210,13 @@ pub struct TenantRequestStatus {
 
 /// The values of `status.state`.
 pub mod state {
+    /// Neither approved nor denied yet.
     pub const PENDING: &str = "Pending";
+    /// Approved; the Tenant is not Provisioned yet.
     pub const APPROVED: &str = "Approved";
+    /// Denied: final.
     pub const DENIED: &str = "Denied";
+    /// The Tenant exists as asked and is Ready.
     pub const PROVISIONED: &str = "Provisioned";
 }
 

@@ -243,6 +243,10 @@ pub struct Network {
 #[derive(
     Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
 )]
+#[allow(
+    missing_docs,
+    reason = "schemars would turn documented variants into a oneOf in the CRD; the fields of this type say what each value means"
+)]
 pub enum Ingress {
     #[default]
     Strict,
@@ -252,6 +256,10 @@ pub enum Ingress {
 /// Where a tenant's pods may connect to.
 #[derive(
     Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
+#[allow(
+    missing_docs,
+    reason = "schemars would turn documented variants into a oneOf in the CRD; the fields of this type say what each value means"
 )]
 pub enum Egress {
     #[default]
@@ -284,6 +292,10 @@ impl Egress {
     Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
+#[allow(
+    missing_docs,
+    reason = "schemars would turn documented variants into a oneOf in the CRD; the fields of this type say what each value means"
+)]
 pub enum PodSecurity {
     #[default]
     Restricted,
@@ -437,7 +449,7 @@ impl Tenant {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::SubjectKind;
+    use crate::SubjectKind;
 
     const MINIMAL: &str = r#"
 apiVersion: citycloud.io/v1alpha1

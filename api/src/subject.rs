@@ -27,12 +27,16 @@ pub struct Subject {
     /// The service account's namespace; required for, and only for, a ServiceAccount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
-    #[x_kube(validation = crate::api::validation::dns_label("namespace"))]
+    #[x_kube(validation = crate::validation::dns_label("namespace"))]
     pub namespace: Option<String>,
 }
 
 /// The kind of a [`Subject`].
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[allow(
+    missing_docs,
+    reason = "schemars would turn documented variants into a oneOf in the CRD; the fields of this type say what each value means"
+)]
 pub enum SubjectKind {
     User,
     Group,

@@ -12,6 +12,16 @@
 //! Each type carries its CRD schema: defaults, and the CEL rules
 //! (`x-kubernetes-validations`) for what one object can check alone. Cross-object problems
 //! (a missing profile, a cycle of parents) are for the controllers to report in conditions.
+//!
+//! The labels, annotations and condition reasons the operator writes are here too
+//! ([`labels`], [`conditions`]): whoever reads them (a client, a policy, the operator itself)
+//! uses these constants, never a copy of the string.
+//!
+//! This crate holds types and constants only: no async runtime, no HTTP client. It enables no
+//! version feature of `k8s-openapi` (that crate's rule for libraries): the binary using it picks
+//! the Kubernetes version, e.g. `k8s-openapi = { version = "0.29", features = ["v1_37"] }`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod claim;
 pub mod conditions;

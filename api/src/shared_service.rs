@@ -102,6 +102,10 @@ pub struct SharedServiceSpec {
 
 /// The kind of a shared service, for the catalogue.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[allow(
+    missing_docs,
+    reason = "schemars would turn documented variants into a oneOf in the CRD; the fields of this type say what each value means"
+)]
 pub enum Category {
     Integration,
     Identity,
