@@ -29,6 +29,12 @@ pub mod tenant {
     ];
 }
 
+/// Condition types of a QuotaProfile's status.
+pub mod quota_profile {
+    /// The profile is valid and in use by the tenants its status counts.
+    pub const READY: &str = "Ready";
+}
+
 /// Condition types of a SharedService's status.
 pub mod shared_service {
     /// The Service that `spec.endpoint` names exists.
@@ -90,7 +96,8 @@ pub mod reason {
     pub const ENDPOINT_NOT_READY: &str = "EndpointNotReady";
     /// The service's `bindingData` has a key a Secret cannot hold.
     pub const INVALID_BINDING_DATA: &str = "InvalidBindingData";
-    /// The claim is bound: binding Secret and network access provisioned.
+    /// The claim is bound: binding Secret and network access provisioned. On a Tenant's
+    /// RBACReady: the owners', members' and viewers' RoleBindings are in place.
     pub const BOUND: &str = "Bound";
     /// The Service a SharedService's endpoint names exists.
     pub const SERVICE_FOUND: &str = "ServiceFound";
@@ -104,6 +111,53 @@ pub mod reason {
     /// The check could not tell (its dry-run pod was refused before the admission plugins
     /// ran, e.g. no `default` ServiceAccount yet); retried shortly.
     pub const NODE_PLACEMENT_UNVERIFIED: &str = "NodePlacementUnverified";
+    /// A Tenant is Ready, or its namespaces are: everything the spec asks for is in place.
+    pub const PROVISIONED: &str = "Provisioned";
+    /// New namespaces whose users get access once their quota is enforced (RBACReady=False).
+    pub const AWAITING_QUOTA: &str = "AwaitingQuota";
+    /// A QuotaProfile the tenant (or one of its environments) names does not exist.
+    pub const QUOTA_PROFILE_NOT_FOUND: &str = "QuotaProfileNotFound";
+    /// The tenant uses all of a budgeted resource (QuotaReady=False): working as intended, so
+    /// it does not make the tenant un-Ready.
+    pub const BUDGET_EXHAUSTED: &str = "BudgetExhausted";
+    /// The tenant is suspended: quota allows no pods, shared-service bindings are revoked.
+    pub const SUSPENDED: &str = "Suspended";
+    /// The objects this condition covers (quota, NetworkPolicies) follow the spec.
+    pub const APPLIED: &str = "Applied";
+    /// `spec.parent` names a Tenant that does not exist.
+    pub const PARENT_NOT_FOUND: &str = "ParentNotFound";
+    /// `spec.parent` makes a cycle: a tenant would be its own ancestor.
+    pub const PARENT_CYCLE: &str = "ParentCycle";
+    /// A QuotaProfile is valid and counted (its Ready condition).
+    pub const ACCEPTED: &str = "Accepted";
+    /// A TenantRequest was denied: it will not be provisioned.
+    pub const DENIED: &str = "Denied";
+    /// An approved TenantRequest's Tenant is being created or changed.
+    pub const PROVISIONING: &str = "Provisioning";
+    /// The QuotaProfile a TenantRequest's template names does not exist.
+    pub const PROFILE_NOT_FOUND: &str = "ProfileNotFound";
+    /// The budget of an approved TenantRequest is being reserved on its parent.
+    pub const RESERVING: &str = "Reserving";
+    /// A TenantRequest's parent has no quota (budget) yet to carve from.
+    pub const WAITING_FOR_PARENT_QUOTA: &str = "WaitingForParentQuota";
+    /// The Tenant a TenantRequest asked for exists as asked and is Ready.
+    pub const TENANT_READY: &str = "TenantReady";
+    /// The Tenant a TenantRequest asked for is not Ready yet.
+    pub const TENANT_NOT_READY: &str = "TenantNotReady";
+    /// The Tenant a TenantRequest asked for has since been changed by another request.
+    pub const SUPERSEDED: &str = "Superseded";
+    /// A TenantRequest waits for someone allowed to approve it.
+    pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
+    /// Reading what a reconcile needs failed (Ready=False; the message names the object).
+    pub const READ_FAILED: &str = "ReadFailed";
+    /// Applying an object failed, e.g. refused by RBAC, an admission policy or a quota.
+    pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// Deleting an object failed.
+    pub const DELETE_FAILED: &str = "DeleteFailed";
+    /// Retaining a namespace (`deletionPolicy: Retain`) failed.
+    pub const RETAIN_FAILED: &str = "RetainFailed";
+    /// A reconcile failed at a step not named above.
+    pub const RECONCILE_FAILED: &str = "ReconcileFailed";
     /// The consumers Secrets hold exactly the bound claims' tokens.
     pub const PUBLISHED: &str = "Published";
     /// Some tenant's consumers Secret could not be written (or stale ones removed).

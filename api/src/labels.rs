@@ -1,5 +1,5 @@
 //! Label keys and values the operator puts on what it manages, which users, policies and
-//! auditors rely on.
+//! auditors rely on. Annotation keys are in [`crate::annotations`].
 
 /// On a namespace: the Tenant it belongs to.
 pub const TENANT: &str = "citycloud.io/tenant";
@@ -33,20 +33,6 @@ pub const POD_SECURITY_WARN: &str = "pod-security.kubernetes.io/warn";
 /// deletes only namespaces carrying its own Tenant's uid, never one retained from an earlier
 /// Tenant of the same name.
 pub const TENANT_UID: &str = "citycloud.io/tenant-uid";
-/// On a Tenant: "true" adopts namespaces retained (citycloud.io/orphaned) from an earlier Tenant
-/// of the same name, with their data, for this Tenant's owners. Without it such a namespace is
-/// a NamespaceConflict: nobody inherits another agency's data by reusing its name.
-pub const ADOPT_RETAINED: &str = "citycloud.io/adopt-retained";
-/// On a Tenant created or changed from a TenantRequest: who asked (the request's
-/// spec.requestedBy.username).
-pub const REQUESTED_BY: &str = "citycloud.io/requested-by";
-/// On a Tenant created or changed from a TenantRequest: who approved it (a username, or
-/// `TenantRequestPolicy/<name>`).
-pub const APPROVED_BY: &str = "citycloud.io/approved-by";
-/// On a Tenant created or changed from a TenantRequest: the request, as `<namespace>/<name>`.
-pub const REQUEST: &str = "citycloud.io/request";
-/// On a parent Tenant: the budgets carved out of it for its children, as JSON
-/// `{"<child>": {"<resource>": "<quantity>"}}`. Written by the operator with a resourceVersion
-/// precondition, so two approvals can never both take the same budget; the parent's own
-/// namespaces get what its budget leaves after these.
-pub const BUDGET_RESERVATIONS: &str = "citycloud.io/budget-reservations";
+/// On what the operator makes for a SharedServiceClaim (its binding Secret): the claim's id.
+/// A tenant's pruning leaves objects carrying it alone.
+pub const CLAIM: &str = "citycloud.io/claim";

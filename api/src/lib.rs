@@ -13,8 +13,8 @@
 //! (`x-kubernetes-validations`) for what one object can check alone. Cross-object problems
 //! (a missing profile, a cycle of parents) are for the controllers to report in conditions.
 //!
-//! The labels, annotations and condition reasons the operator writes are here too
-//! ([`labels`], [`conditions`]): whoever reads them (a client, a policy, the operator itself)
+//! The labels, annotations, finalizers and condition reasons the operator writes are here too
+//! ([`labels`], [`annotations`], [`finalizers`], [`conditions`]): whoever reads them (a client, a policy, the operator itself)
 //! uses these constants, never a copy of the string.
 //!
 //! This crate holds types and constants only: no async runtime, no HTTP client. It enables no
@@ -23,8 +23,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod annotations;
 pub mod claim;
 pub mod conditions;
+pub mod finalizers;
 pub mod labels;
 pub mod quota_profile;
 pub mod shared_service;

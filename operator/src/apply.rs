@@ -12,8 +12,9 @@ use serde_json::Value;
 
 use crate::{Error, FIELD_MANAGER, Result};
 
-/// Annotation holding a hash of the last applied desired object.
-pub const APPLIED_HASH: &str = "citycloud.io/applied-hash";
+/// The annotation holding a hash of the last applied desired object (API crate; named here too
+/// for the callers of this module).
+pub use crate::api::annotations::APPLIED_HASH;
 
 /// What applying one object did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

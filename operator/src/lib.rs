@@ -88,15 +88,16 @@ impl Error {
 
     /// A condition reason for the failed step (CamelCase, as the API conventions want).
     pub fn reason(&self) -> &'static str {
+        use api::conditions::reason;
         match self {
             Error::Step { step, .. } => match *step {
-                "reading" => "ReadFailed",
-                "applying" => "ApplyFailed",
-                "deleting" => "DeleteFailed",
-                "retaining" => "RetainFailed",
-                _ => "ReconcileFailed",
+                "reading" => reason::READ_FAILED,
+                "applying" => reason::APPLY_FAILED,
+                "deleting" => reason::DELETE_FAILED,
+                "retaining" => reason::RETAIN_FAILED,
+                _ => reason::RECONCILE_FAILED,
             },
-            _ => "ReconcileFailed",
+            _ => reason::RECONCILE_FAILED,
         }
     }
 }

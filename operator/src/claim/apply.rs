@@ -12,10 +12,10 @@ use kube::{Resource, ResourceExt};
 use super::build::{ClaimResources, claim_id, legacy_claim_id};
 use crate::Result;
 use crate::api::SharedServiceClaim;
+use crate::api::labels::CLAIM as CLAIM_LABEL;
 use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE};
 use crate::apply::{Outcome, apply, get_and_apply};
 use crate::context::Context;
-use crate::tenant::apply::CLAIM_LABEL;
 
 /// What binding did.
 #[derive(Debug, Default, Clone, Copy)]

@@ -14,9 +14,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
+use crate::api::labels::CLAIM as CLAIM_LABEL;
 use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE, TENANT};
 use crate::api::{Egress, SharedService, SharedServiceClaim, Tenant};
-use crate::tenant::apply::CLAIM_LABEL;
 
 /// Prefix of the NetworkPolicies made for a claim, on both sides.
 pub const POLICY_PREFIX: &str = "citycloud-claim-";

@@ -37,14 +37,14 @@ use tracing::{Instrument, info_span, warn};
 use self::build::claim_id;
 use self::validate::Refusal;
 use crate::api::conditions::{claim as cond, find, is_true};
+use crate::api::labels::CLAIM as CLAIM_LABEL;
 use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE, TENANT};
 use crate::api::{Credentials, SharedService, SharedServiceClaim, Tenant};
 use crate::context::Context;
 use crate::metrics::{ClaimLabels, Metrics};
-use crate::tenant::apply::CLAIM_LABEL;
 use crate::{Error, FIELD_MANAGER, Result};
 
-pub const FINALIZER: &str = "citycloud.io/claim-cleanup";
+pub use crate::api::finalizers::CLAIM as FINALIZER;
 pub(crate) const CONTROLLER: &str = "claim";
 /// A full resync repairs anything a missed watch event left behind.
 const RESYNC: Duration = Duration::from_secs(300);

@@ -11,9 +11,9 @@ use rand::TryRngCore;
 use rand::rngs::OsRng;
 
 use super::build::TOKEN_KEY;
+use crate::api::labels::CLAIM as CLAIM_LABEL;
 use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE};
 use crate::digest::sha256_hex;
-use crate::tenant::apply::CLAIM_LABEL;
 use crate::{Error, Result};
 
 /// Bytes of randomness in a token.

@@ -4,9 +4,9 @@ use kube::ResourceExt;
 use super::build::{Permit, claim_id, legacy_claim_id};
 use super::dereference::{Found, tenant_of};
 use crate::api::conditions::reason;
+use crate::api::labels::CLAIM as CLAIM_LABEL;
 use crate::api::labels::{ENVIRONMENT, MANAGED_BY, MANAGED_BY_VALUE};
 use crate::api::{SharedService, SharedServiceClaim, Tenant};
-use crate::tenant::apply::CLAIM_LABEL;
 
 /// Why a claim is not bound. A refused claim provisions nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -20,9 +20,9 @@ use kube::{Client, ResourceExt};
 use tokio::task::AbortHandle;
 
 use super::build::claim_id;
+use crate::api::labels::CLAIM as CLAIM_LABEL;
 use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE};
 use crate::api::{SharedService, SharedServiceClaim};
-use crate::tenant::apply::CLAIM_LABEL;
 
 pub struct BindingWatches {
     client: Client,

@@ -12,7 +12,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
-use crate::api::{QuotaProfile, QuotaProfileStatus, Tenant};
+use crate::api::{QuotaProfile, QuotaProfileStatus, Tenant, conditions};
 use crate::conditions::{Cond, stamp};
 use crate::context::Context;
 use crate::{Error, FIELD_MANAGER, Result};
@@ -92,8 +92,8 @@ async fn count(profile: &QuotaProfile, ctx: &Context, tenants: &Store<Tenant>) -
         .count() as i32;
     let previous = profile.status.clone().unwrap_or_default();
     let conds = [Cond::ok(
-        "Ready",
-        "Accepted",
+        conditions::quota_profile::READY,
+        conditions::reason::ACCEPTED,
         format!("used by {users} tenant(s)"),
     )];
     let now = Time(k8s_openapi::jiff::Timestamp::now());

@@ -19,9 +19,6 @@ use crate::apply::{Outcome, apply, holds, prepare, send};
 use crate::context::Context;
 use crate::{Error, Result, StepExt};
 
-/// Label marking objects made for a SharedServiceClaim: the tenant's pruning leaves them alone.
-pub const CLAIM_LABEL: &str = "citycloud.io/claim";
-
 /// What applying did, for status and events.
 #[derive(Debug, Default)]
 pub struct Applied {

@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
+use crate::api::annotations;
 use crate::api::labels::{
     EGRESS, ENVIRONMENT, INGRESS, MANAGED_BY, MANAGED_BY_VALUE, ORPHANED, PLATFORM_INGRESS,
     POD_SECURITY_AUDIT, POD_SECURITY_ENFORCE, POD_SECURITY_WARN, TENANT, TENANT_UID,
@@ -39,7 +40,6 @@ pub const TOLERATIONS_ANNOTATION: &str = "scheduler.alpha.kubernetes.io/defaultT
 /// The only tolerations a pod in the namespace may carry (see `placement::whitelist`).
 pub const TOLERATIONS_WHITELIST_ANNOTATION: &str =
     "scheduler.alpha.kubernetes.io/tolerationsWhitelist";
-pub const DISPLAY_NAME_ANNOTATION: &str = "citycloud.io/display-name";
 
 /// What the tenant's spec points to, read from the API server by `dereference`.
 #[derive(Clone, Debug, Default)]
@@ -177,7 +177,7 @@ pub fn namespace(tenant: &Tenant, env: &Environment) -> Namespace {
     }
     let mut annotations = BTreeMap::from([
         (
-            DISPLAY_NAME_ANNOTATION.to_string(),
+            annotations::DISPLAY_NAME.to_string(),
             tenant.spec.display_name.clone(),
         ),
         // On every namespace, not only those with dedicated nodes: it is what keeps the

@@ -30,7 +30,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-use super::apply::CLAIM_LABEL;
+use crate::api::labels::CLAIM as CLAIM_LABEL;
 use crate::api::labels::TENANT;
 use crate::api::{QuotaProfile, SharedServiceClaim};
 use crate::apply::APPLIED_HASH;

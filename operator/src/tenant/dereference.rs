@@ -7,11 +7,11 @@ use kube::api::{Api, ListParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
-use super::apply::CLAIM_LABEL;
 use super::build::{Inputs, QUOTA};
 use super::cache::Caches;
 use crate::Result;
 use crate::api::Tenant;
+use crate::api::labels::CLAIM as CLAIM_LABEL;
 use crate::api::labels::TENANT;
 
 /// How deep a hierarchy may go before it is reported as a cycle.

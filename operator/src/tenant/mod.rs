@@ -37,7 +37,7 @@ use crate::conditions::stamp;
 use crate::context::Context;
 use crate::{Error, FIELD_MANAGER, Result, StepExt};
 
-pub const FINALIZER: &str = "citycloud.io/tenant-cleanup";
+pub use crate::api::finalizers::TENANT as FINALIZER;
 const CONTROLLER: &str = "tenant";
 /// A full resync repairs anything a missed watch event left behind.
 const RESYNC: Duration = Duration::from_secs(300);

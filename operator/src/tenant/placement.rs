@@ -23,6 +23,7 @@ use serde_json::json;
 use super::build::{NODE_SELECTOR_ANNOTATION, TOLERATIONS_WHITELIST_ANNOTATION};
 use crate::FIELD_MANAGER;
 use crate::api::conditions::{reason, tenant as cond};
+use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE};
 use crate::api::{NodePlacement, Tenant};
 use crate::conditions::Cond;
 
@@ -224,7 +225,7 @@ fn probe_pod(spec: serde_json::Value) -> Option<Pod> {
     let mut pod = json!({
         "metadata": {
             "generateName": "citycloud-placement-probe-",
-            "labels": {"app.kubernetes.io/managed-by": "citycloud-operator"}
+            "labels": {MANAGED_BY: MANAGED_BY_VALUE}
         },
         "spec": {
             "automountServiceAccountToken": false,

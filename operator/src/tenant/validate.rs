@@ -7,7 +7,8 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 
 use crate::api::Tenant;
-use crate::api::labels::{ADOPT_RETAINED, ORPHANED, TENANT, TENANT_UID};
+use crate::api::annotations::ADOPT_RETAINED;
+use crate::api::labels::{ORPHANED, TENANT, TENANT_UID};
 
 /// Why a namespace is refused.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 
 use crate::api::Tenant;
-use crate::api::labels::BUDGET_RESERVATIONS;
+use crate::api::annotations::BUDGET_RESERVATIONS;
 use crate::quantity::{Milli, is_bytes};
 
 /// A budget: resource name → quantity.

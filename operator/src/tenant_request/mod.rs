@@ -23,14 +23,15 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::api::annotations::BUDGET_RESERVATIONS;
 use crate::api::conditions::reason::BUDGET_EXCEEDED;
 use crate::api::conditions::tenant_request::{APPROVED, DENIED, PROVISIONED};
-use crate::api::labels::{BUDGET_RESERVATIONS, TENANT};
+use crate::api::labels::CLAIM as CLAIM_LABEL;
+use crate::api::labels::TENANT;
 use crate::api::tenant_request::TOP_LEVEL_APPROVAL;
 use crate::api::{QuotaProfile, Tenant, TenantRequest, TenantRequestStatus};
 use crate::conditions::{Cond, stamp};
 use crate::context::Context;
-use crate::tenant::apply::CLAIM_LABEL;
 use crate::tenant::build::QUOTA;
 use crate::{Error, FIELD_MANAGER, Result, StepExt};
 use budget::Budget;

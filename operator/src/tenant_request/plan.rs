@@ -2,10 +2,10 @@
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
-use crate::api::conditions::reason::{APPROVED_BY_POLICY, BUDGET_EXCEEDED, NOT_A_CHILD};
+use crate::api::annotations::{APPROVED_BY, REQUEST, REQUESTED_BY};
+use crate::api::conditions::reason::{self, APPROVED_BY_POLICY, BUDGET_EXCEEDED, NOT_A_CHILD};
 use crate::api::conditions::tenant::READY;
 use crate::api::conditions::tenant_request::{APPROVED, DENIED, PROVISIONED};
-use crate::api::labels::{APPROVED_BY, REQUEST, REQUESTED_BY};
 use crate::api::tenant_request::state;
 use crate::api::{Tenant, TenantRequest};
 use crate::conditions::Cond;
@@ -131,29 +131,29 @@ pub fn provisioned(request: &TenantRequest, live: Option<&Tenant>) -> Cond {
             match ready {
                 Some((true, _, _)) if current => Cond::ok(
                     PROVISIONED,
-                    "TenantReady",
+                    reason::TENANT_READY,
                     format!("Tenant {name} is Ready"),
                 ),
                 Some((_, reason, message)) => Cond::fail(
                     PROVISIONED,
-                    "TenantNotReady",
+                    reason::TENANT_NOT_READY,
                     format!("Tenant {name} is not Ready yet ({reason}: {message})"),
                 ),
                 None => Cond::fail(
                     PROVISIONED,
-                    "TenantNotReady",
+                    reason::TENANT_NOT_READY,
                     format!("Tenant {name} is being provisioned"),
                 ),
             }
         }
         Some(_) => Cond::ok(
             PROVISIONED,
-            "Superseded",
+            reason::SUPERSEDED,
             format!("Tenant {name} has since been changed by another request"),
         ),
         None => Cond::fail(
             PROVISIONED,
-            "Provisioning",
+            reason::PROVISIONING,
             format!("Tenant {name} is being created"),
         ),
     }
@@ -164,7 +164,7 @@ pub fn awaiting_approval(parent: Option<&str>, top_level: &str) -> Cond {
     let on = parent.unwrap_or(top_level);
     Cond::fail(
         PROVISIONED,
-        "AwaitingApproval",
+        reason::AWAITING_APPROVAL,
         format!(
             "waiting for someone holding approve on tenants/{on} (kubectl auth can-i approve tenants/{on})"
         ),

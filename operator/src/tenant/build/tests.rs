@@ -92,7 +92,7 @@ fn one_namespace_per_environment_labelled_for_its_tenant_and_pod_security() {
         .clone()
         .unwrap_or_default();
     assert_eq!(
-        annotations[DISPLAY_NAME_ANNOTATION],
+        annotations[crate::api::annotations::DISPLAY_NAME],
         "Sở Thông tin và Truyền thông"
     );
 }
