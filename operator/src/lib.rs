@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod metrics_auth;
 pub mod quantity;
 pub mod quota;
+pub mod quota_profile;
 pub mod run;
 pub mod server;
 pub mod shared_service;

@@ -107,7 +107,7 @@ pub async fn run(
         options.concurrency,
         stopped(),
     ));
-    let profiles = tokio::spawn(crate::quota::profile::run(ctx.clone(), stopped()));
+    let profiles = tokio::spawn(crate::quota_profile::run(ctx.clone(), stopped()));
     let requests = tokio::spawn(crate::tenant_request::run(ctx.clone(), stopped()));
     // The claim controller re-reconciles a SharedService when a claim's token changes.
     let (service_pokes, pokes) = crate::shared_service::pokes();

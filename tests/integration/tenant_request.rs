@@ -865,7 +865,7 @@ async fn a_reservation_written_from_a_stale_read_of_the_parent_is_refused() {
     let operator = env.operator_client().await;
     let tenants = Api::<Tenant>::all(operator.clone());
     let read = tenants.get(&d.name).await.unwrap();
-    let budget = |cpu: &str| -> citycloud::tenant_request::budget::Reservations {
+    let budget = |cpu: &str| -> citycloud::quota::carve::Reservations {
         serde_json::from_value(json!({"phuong": {"requests.cpu": cpu}})).unwrap()
     };
     // Two approvals read the same parent; the first to write wins, the second must re-read.
@@ -881,10 +881,7 @@ async fn a_reservation_written_from_a_stale_read_of_the_parent_is_refused() {
         "a write from a stale read went through"
     );
     let now = tenants.get(&d.name).await.unwrap();
-    assert_eq!(
-        citycloud::tenant_request::budget::reservations(&now),
-        budget("3")
-    );
+    assert_eq!(citycloud::quota::carve::reservations(&now), budget("3"));
 }
 
 /// The `requests.cpu` the operator gives `ns`'s tenant quota (spec.hard), in millicores.

@@ -1,14 +1,16 @@
-//! Tenant-wide budgets that never overshoot, and the QuotaProfile controller.
+//! Tenant-wide budgets that never overshoot: pure functions (no API server, no other module
+//! of the operator but the API types and quantities), used by the Tenant and TenantRequest
+//! controllers. The QuotaProfile controller is `crate::quota_profile`.
 //!
 //! Kubernetes only enforces quota per namespace. We keep, for every budgeted resource, the
 //! namespaces' ResourceQuota `hard` values summing to at most the tenant's budget, so the API
 //! server's own quota admission can never admit more than the budget in total, whatever the
 //! concurrency, and whether or not the operator is running. Unused budget is moved to the
-//! namespaces that show demand (see [`budget`]).
+//! namespaces that show demand (see [`budget`]); a parent's budget is shared with its
+//! children (see [`carve`]).
 pub mod budget;
+pub mod carve;
 pub mod demand;
-pub mod profile;
-pub mod workloads;
 
 use std::collections::BTreeMap;
 

@@ -7,13 +7,14 @@ pub mod failure;
 pub mod placement;
 pub mod status;
 pub mod validate;
+pub mod workloads;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::quota;
-use crate::tenant_request::budget as carve;
+use crate::quota::carve;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -224,7 +225,7 @@ pub async fn run(
 
     // ReplicaSets waiting for quota: demand for budget, re-reconciling their tenant.
     let (pokes, poked) = futures::channel::mpsc::unbounded();
-    let workloads = quota::workloads::watch(
+    let workloads = workloads::watch(
         client.clone(),
         ctx.shared.clone(),
         namespaces.clone(),

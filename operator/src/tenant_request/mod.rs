@@ -3,7 +3,6 @@
 //! reserves its budget on the parent (optimistic lock), waits for the parent's quotas to make
 //! room, then creates or changes the Tenant, and reports Provisioned when it is Ready.
 //! Decisions themselves are people's (admission policies in the API server check who).
-pub mod budget;
 pub mod plan;
 pub mod policy;
 
@@ -32,9 +31,9 @@ use crate::api::tenant_request::TOP_LEVEL_APPROVAL;
 use crate::api::{QuotaProfile, Tenant, TenantRequest, TenantRequestStatus};
 use crate::conditions::{Cond, stamp};
 use crate::context::Context;
+use crate::quota::carve::{self as budget, Budget};
 use crate::tenant::build::QUOTA;
 use crate::{Error, FIELD_MANAGER, Result, StepExt};
-use budget::Budget;
 use plan::Decision;
 
 const CONTROLLER: &str = "tenantrequest";

@@ -10,7 +10,7 @@ use crate::api::tenant_request::state;
 use crate::api::{Tenant, TenantRequest};
 use crate::conditions::Cond;
 
-use super::budget::Shortfall;
+use crate::quota::carve::Shortfall;
 
 /// Where the request stands, as its conditions say.
 #[derive(Clone, Debug, PartialEq, Eq)]

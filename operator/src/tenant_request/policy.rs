@@ -3,8 +3,8 @@
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 
-use super::budget::Budget;
 use crate::api::{Tenant, TenantRequest, TenantRequestPolicy};
+use crate::quota::carve::Budget;
 use crate::{Result, StepExt};
 
 /// What a policy decision depends on besides the request.

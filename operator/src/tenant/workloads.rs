@@ -1,4 +1,4 @@
-//! The watch that tells [`Demand`](super::demand::Demand) which ReplicaSets wait for quota.
+//! The watch that tells [`Demand`](crate::quota::demand::Demand) which ReplicaSets wait for quota.
 //!
 //! Only the edges matter: a ReplicaSet starting or ceasing to wait re-reconciles its tenant.
 //! Nothing of the ReplicaSets is kept but the names of those waiting, so the watch costs no
@@ -15,20 +15,20 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::task::JoinHandle;
 
-use super::demand::waits_for_quota;
 use crate::api::Tenant;
 use crate::context::Shared;
+use crate::quota::demand::waits_for_quota;
 
 /// Watches every ReplicaSet until aborted; sends the tenant owning a namespace whose waiting
 /// changed.
 pub fn watch(
     client: Client,
     shared: Arc<Shared>,
-    namespaces: crate::tenant::cache::Indexed<Namespace>,
+    namespaces: super::cache::Indexed<Namespace>,
     pokes: UnboundedSender<ObjectRef<Tenant>>,
 ) -> JoinHandle<()> {
     let poke = move |namespace: &str| {
-        if let Some(tenant) = crate::tenant::owner_of(&namespaces, namespace) {
+        if let Some(tenant) = super::owner_of(&namespaces, namespace) {
             let _ = pokes.unbounded_send(tenant);
         }
     };
