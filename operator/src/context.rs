@@ -1,11 +1,11 @@
 //! What every reconcile shares: the client, metrics, the event recorder and readiness.
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use kube::Client;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 
+use crate::gauges::TenantGauges;
 use crate::metrics::Metrics;
 
 /// Process-wide state, also read by the HTTP endpoints.
@@ -16,11 +16,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Namespaces that recently wanted more quota.
     pub demand: crate::quota::demand::Demand,
-    /// Each tenant's last readiness, by name.
-    readiness: std::sync::Mutex<std::collections::BTreeMap<String, bool>>,
-    /// The resources of each tenant's published quota series, by tenant, so the series of a
-    /// resource dropped from the budget, or of a deleted tenant, are removed.
-    usage_series: std::sync::Mutex<BTreeMap<String, BTreeSet<String>>>,
+    /// The per-tenant gauges of /metrics (readiness, quota use).
+    pub gauges: TenantGauges,
     /// A hash of the status the operator last wrote for each tenant: the echo of its own
     /// status write is no reason to reconcile the tenant again.
     pub tenant_status_written: std::sync::Mutex<std::collections::HashMap<String, u64>>,
@@ -76,204 +73,26 @@ impl Context {
     }
 }
 
-impl Context {
-    /// Publishes a Kubernetes Event on `obj` for its users to read (`kubectl describe`).
-    /// Failing to publish is logged, never an error: events are advisory.
-    pub async fn publish<K: kube::Resource<DynamicType = ()>>(
-        &self,
-        obj: &K,
-        type_: EventType,
-        reason: &str,
-        note: String,
-    ) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(within(note, NOTE_MAX)),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
-            tracing::warn!(error = %e, "could not publish an event");
-        }
-    }
-}
-
-/// The API server refuses an Event whose note is longer than 1 kB.
-const NOTE_MAX: usize = 1024;
-
-/// `text` cut to at most `max` bytes on a character boundary, marked with "…" when cut.
-pub fn within(mut text: String, max: usize) -> String {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max - '…'.len_utf8();
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.truncate(end);
-    text.push('…');
-    text
-}
-
 impl Shared {
     /// Records a tenant's readiness for the `citycloud_tenants` gauge.
     pub fn tenant_readiness(&self, tenant: &str, ready: bool) {
-        if let Ok(mut map) = self.readiness.lock() {
-            map.insert(tenant.to_string(), ready);
-            self.publish_readiness(&map);
-        }
+        self.gauges.readiness(&self.metrics, tenant, ready);
     }
 
-    /// Publishes a tenant's quota use for `citycloud_tenant_quota_used` / `_hard`, and
-    /// removes the series of resources no longer in its budget.
-    pub fn tenant_usage(&self, tenant: &str, usage: &BTreeMap<String, crate::api::ResourceUsage>) {
-        let Ok(mut series) = self.usage_series.lock() else {
-            return;
-        };
-        let value = |q| {
-            crate::quantity::Milli::of(q)
-                .map(|m| m.0 as f64 / 1000.0)
-                .unwrap_or_default()
-        };
-        for (resource, u) in usage {
-            let labels = quota_labels(tenant, resource);
-            self.metrics
-                .quota_used
-                .get_or_create(&labels)
-                .set(value(&u.used));
-            self.metrics
-                .quota_hard
-                .get_or_create(&labels)
-                .set(value(&u.hard));
-        }
-        let now: BTreeSet<String> = usage.keys().cloned().collect();
-        let before = series.insert(tenant.to_string(), now).unwrap_or_default();
-        for resource in before.iter().filter(|r| !usage.contains_key(*r)) {
-            self.remove_usage_series(tenant, resource);
-        }
+    /// Publishes a tenant's quota use for `citycloud_tenant_quota_used` / `_hard`.
+    pub fn tenant_usage(
+        &self,
+        tenant: &str,
+        usage: &std::collections::BTreeMap<String, crate::api::ResourceUsage>,
+    ) {
+        self.gauges.usage(&self.metrics, tenant, usage);
     }
 
-    /// Forgets a deleted tenant: its readiness and its quota series.
+    /// Forgets a deleted tenant: its last status written, its readiness and its quota series.
     pub fn forget_tenant(&self, tenant: &str) {
         if let Ok(mut w) = self.tenant_status_written.lock() {
             w.remove(tenant);
         }
-        if let Ok(mut map) = self.readiness.lock() {
-            map.remove(tenant);
-            self.publish_readiness(&map);
-        }
-        if let Ok(mut series) = self.usage_series.lock() {
-            for resource in series.remove(tenant).unwrap_or_default() {
-                self.remove_usage_series(tenant, &resource);
-            }
-        }
-    }
-
-    fn remove_usage_series(&self, tenant: &str, resource: &str) {
-        let labels = quota_labels(tenant, resource);
-        self.metrics.quota_used.remove(&labels);
-        self.metrics.quota_hard.remove(&labels);
-    }
-
-    fn publish_readiness(&self, map: &std::collections::BTreeMap<String, bool>) {
-        let ready = map.values().filter(|r| **r).count() as i64;
-        let labels = |ready| crate::metrics::ReadyLabel { ready };
-        self.metrics
-            .tenants
-            .get_or_create(&labels("true"))
-            .set(ready);
-        self.metrics
-            .tenants
-            .get_or_create(&labels("false"))
-            .set(map.len() as i64 - ready);
-    }
-}
-
-fn quota_labels(tenant: &str, resource: &str) -> crate::metrics::QuotaLabels {
-    crate::metrics::QuotaLabels {
-        tenant: tenant.to_string(),
-        resource: resource.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::ResourceUsage;
-
-    fn usage(pairs: &[(&str, &str, &str)]) -> BTreeMap<String, ResourceUsage> {
-        pairs
-            .iter()
-            .map(|(r, used, hard)| {
-                let u: ResourceUsage =
-                    serde_json::from_value(serde_json::json!({"used": used, "hard": hard}))
-                        .expect("usage");
-                (r.to_string(), u)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_deleted_tenants_quota_series_disappear_and_others_stay() {
-        let shared = Shared::default();
-        shared.tenant_readiness("a", true);
-        shared.tenant_readiness("b", true);
-        shared.tenant_usage(
-            "a",
-            &usage(&[("pods", "2", "8"), ("requests.cpu", "500m", "4")]),
-        );
-        shared.tenant_usage("b", &usage(&[("pods", "1", "5")]));
-        let text = shared.metrics.encode();
-        assert!(
-            text.contains(r#"citycloud_tenant_quota_hard{tenant="a",resource="pods"} 8"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"citycloud_tenant_quota_used{tenant="a",resource="requests.cpu"} 0.5"#),
-            "{text}"
-        );
-
-        shared.forget_tenant("a");
-        let text = shared.metrics.encode();
-        assert!(!text.contains(r#"tenant="a""#), "{text}");
-        assert!(
-            text.contains(r#"citycloud_tenant_quota_hard{tenant="b",resource="pods"} 5"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"citycloud_tenants{ready="true"} 1"#),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn a_resource_dropped_from_the_budget_loses_its_series() {
-        let shared = Shared::default();
-        shared.tenant_usage(
-            "a",
-            &usage(&[("pods", "2", "8"), ("requests.cpu", "1", "4")]),
-        );
-        shared.tenant_usage("a", &usage(&[("pods", "3", "8")]));
-        let text = shared.metrics.encode();
-        assert!(!text.contains("requests.cpu"), "{text}");
-        assert!(
-            text.contains(r#"citycloud_tenant_quota_used{tenant="a",resource="pods"} 3"#),
-            "{text}"
-        );
-    }
-}
-
-#[cfg(test)]
-mod note_tests {
-    use super::within;
-
-    #[test]
-    fn a_long_note_is_cut_on_a_character_boundary_within_the_limit() {
-        let long = "Ủy ban nhân dân ".repeat(200);
-        let cut = within(long.clone(), 1024);
-        assert!(cut.len() <= 1024 && cut.ends_with('…'), "{}", cut.len());
-        assert!(long.starts_with(cut.trim_end_matches('…')));
-        assert_eq!(within("short".into(), 1024), "short");
+        self.gauges.forget(&self.metrics, tenant);
     }
 }

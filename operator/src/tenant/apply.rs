@@ -17,6 +17,7 @@ use crate::api::labels::{ENVIRONMENT, ORPHANED, TENANT_UID};
 use crate::api::{DeletionPolicy, Environment, Tenant};
 use crate::apply::{Outcome, apply, holds, prepare, send};
 use crate::context::Context;
+use crate::events::{Journal, describe, publish};
 use crate::{Error, Result, StepExt};
 
 /// What applying did, for status and events.
@@ -26,97 +27,6 @@ pub struct Applied {
     pub journal: Journal,
     /// New namespaces whose users get access once their quota is enforced.
     pub awaiting_quota: Vec<String>,
-}
-
-/// The objects a reconcile created, updated or removed, told to the tenant's users as one
-/// Event per kind of change (not one per object: a new tenant is some twenty objects).
-#[derive(Debug, Default)]
-pub struct Journal {
-    created: Vec<String>,
-    updated: Vec<String>,
-    removed: Vec<String>,
-}
-
-/// An Event's note may hold 1 kB; longer lists end with "and N more".
-const NOTE_BUDGET: usize = 900;
-
-impl Journal {
-    /// Adds what another part of the reconcile did.
-    fn absorb(&mut self, other: Journal) {
-        self.created.extend(other.created);
-        self.updated.extend(other.updated);
-        self.removed.extend(other.removed);
-    }
-
-    pub fn writes(&self) -> usize {
-        self.created.len() + self.updated.len() + self.removed.len()
-    }
-
-    /// Notes one object's outcome (and counts a write).
-    fn record<K: Resource<DynamicType = ()>>(&mut self, ctx: &Context, obj: &K, outcome: Outcome) {
-        let list = match outcome {
-            Outcome::Unchanged => return,
-            Outcome::Created => &mut self.created,
-            Outcome::Updated => &mut self.updated,
-        };
-        list.push(describe(obj));
-        count_write(ctx);
-    }
-
-    fn removed<K: Resource<DynamicType = ()>>(&mut self, ctx: &Context, obj: &K) {
-        self.removed.push(describe(obj));
-        count_write(ctx);
-    }
-
-    /// One Event per kind of change, naming the objects.
-    pub async fn publish(&self, ctx: &Context, tenant: &Tenant) {
-        for (reason, heading, list) in [
-            ("Created", "Created", &self.created),
-            (
-                "Updated",
-                "Updated to match the spec (changed spec or repaired drift)",
-                &self.updated,
-            ),
-            ("Removed", "Removed, no longer in the spec", &self.removed),
-        ] {
-            if !list.is_empty() {
-                publish(ctx, tenant, EventType::Normal, reason, note(heading, list)).await;
-            }
-        }
-    }
-}
-
-fn count_write(ctx: &Context) {
-    ctx.shared
-        .metrics
-        .writes
-        .get_or_create(&crate::metrics::ControllerLabel {
-            controller: "tenant",
-        })
-        .inc();
-}
-
-/// "Created 3: Namespace a-prod, RoleBinding a-prod/citycloud-owners, …" within [`NOTE_BUDGET`].
-fn note(heading: &str, items: &[String]) -> String {
-    let mut out = format!("{heading} {}:", items.len());
-    for (i, item) in items.iter().enumerate() {
-        if out.len() + item.len() + 2 > NOTE_BUDGET {
-            out.push_str(&format!(" and {} more", items.len() - i));
-            break;
-        }
-        out.push_str(if i == 0 { " " } else { ", " });
-        out.push_str(item);
-    }
-    out
-}
-
-/// "Kind namespace/name", as events and errors name an object.
-pub fn describe<K: Resource<DynamicType = ()>>(obj: &K) -> String {
-    let name = obj.meta().name.as_deref().unwrap_or_default();
-    match obj.meta().namespace.as_deref() {
-        Some(ns) => format!("{} {ns}/{name}", K::kind(&())),
-        None => format!("{} {name}", K::kind(&())),
-    }
 }
 
 /// Applies everything the tenant wants but the `skipped` namespaces (conflicts, environments
@@ -350,10 +260,6 @@ where
     }
 }
 
-pub async fn publish(ctx: &Context, tenant: &Tenant, type_: EventType, reason: &str, note: String) {
-    ctx.publish(tenant, type_, reason, note).await;
-}
-
 /// Namespaces labelled as the tenant's whose environment is gone from the spec (or all of
 /// them, when the tenant itself is deleted): deleted under `Delete` when this very Tenant
 /// created them (its uid) and they are not retained from earlier; under `Retain` (and for
@@ -452,28 +358,4 @@ async fn retain(ctx: &Context, tenant: &Tenant, ns: &str) -> Result<usize> {
         }
     }
     Ok(writes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::note;
-
-    #[test]
-    fn an_event_note_names_the_objects_and_stays_within_an_events_limit() {
-        let few = [
-            "Namespace a-prod".to_string(),
-            "RoleBinding a-prod/citycloud-owners".into(),
-        ];
-        assert_eq!(
-            note("Created", &few),
-            "Created 2: Namespace a-prod, RoleBinding a-prod/citycloud-owners"
-        );
-        let many: Vec<String> = (0..100)
-            .map(|i| format!("NetworkPolicy ward-{i}-prod/citycloud-ingress"))
-            .collect();
-        let long = note("Created", &many);
-        assert!(long.len() <= 1024, "{} bytes", long.len());
-        assert!(long.starts_with("Created 100: NetworkPolicy ward-0-prod/"));
-        assert!(long.ends_with(" more"), "{long}");
-    }
 }

@@ -503,7 +503,7 @@ async fn provision(
     {
         let was = crate::api::conditions::find(&previous.conditions, c.type_);
         if was.is_none_or(|w| w.reason != c.reason || w.message != c.message) {
-            apply::publish(
+            crate::events::publish(
                 ctx,
                 tenant,
                 EventType::Warning,
