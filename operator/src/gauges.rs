@@ -112,15 +112,16 @@ mod tests {
 
     #[test]
     fn a_deleted_tenants_quota_series_disappear_and_others_stay() {
-        let shared = crate::context::Shared::default();
-        shared.tenant_readiness("a", true);
-        shared.tenant_readiness("b", true);
-        shared.tenant_usage(
+        let (metrics, gauges) = (Metrics::default(), TenantGauges::default());
+        gauges.readiness(&metrics, "a", true);
+        gauges.readiness(&metrics, "b", true);
+        gauges.usage(
+            &metrics,
             "a",
             &usage(&[("pods", "2", "8"), ("requests.cpu", "500m", "4")]),
         );
-        shared.tenant_usage("b", &usage(&[("pods", "1", "5")]));
-        let text = shared.metrics.encode();
+        gauges.usage(&metrics, "b", &usage(&[("pods", "1", "5")]));
+        let text = metrics.encode();
         assert!(
             text.contains(r#"citycloud_tenant_quota_hard{tenant="a",resource="pods"} 8"#),
             "{text}"
@@ -130,8 +131,8 @@ mod tests {
             "{text}"
         );
 
-        shared.forget_tenant("a");
-        let text = shared.metrics.encode();
+        gauges.forget(&metrics, "a");
+        let text = metrics.encode();
         assert!(!text.contains(r#"tenant="a""#), "{text}");
         assert!(
             text.contains(r#"citycloud_tenant_quota_hard{tenant="b",resource="pods"} 5"#),
@@ -145,13 +146,14 @@ mod tests {
 
     #[test]
     fn a_resource_dropped_from_the_budget_loses_its_series() {
-        let shared = crate::context::Shared::default();
-        shared.tenant_usage(
+        let (metrics, gauges) = (Metrics::default(), TenantGauges::default());
+        gauges.usage(
+            &metrics,
             "a",
             &usage(&[("pods", "2", "8"), ("requests.cpu", "1", "4")]),
         );
-        shared.tenant_usage("a", &usage(&[("pods", "3", "8")]));
-        let text = shared.metrics.encode();
+        gauges.usage(&metrics, "a", &usage(&[("pods", "3", "8")]));
+        let text = metrics.encode();
         assert!(!text.contains("requests.cpu"), "{text}");
         assert!(
             text.contains(r#"citycloud_tenant_quota_used{tenant="a",resource="pods"} 3"#),
