@@ -19,7 +19,9 @@ pub struct Shared {
     /// The per-tenant gauges of /metrics (readiness, quota use).
     pub gauges: TenantGauges,
     /// A hash of the status the operator last wrote for each tenant: the echo of its own
-    /// status write is no reason to reconcile the tenant again.
+    /// status write is no reason to reconcile the tenant again. In memory only, never
+    /// persisted: `DefaultHasher` (whose values may change with the toolchain) is fine here;
+    /// what is persisted (the applied-hash annotation, claim ids) uses SHA-256 (`digest`).
     pub tenant_status_written: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
