@@ -84,17 +84,17 @@ DEMO_DIR ?= .demo
 demo: $(if $(NODE),node image-tools) ## Hải Phòng's agencies on a local control plane with the operator running; prints what to explore (NODE=1: on a real node, the operator's image installed by the chart)
 	@bash tests/cluster/build.sh > /dev/null
 	$(if $(NODE),bash tests/image/build.sh operator debug,$(CARGO) build --release -p citycloud-operator)
-	$(CARGO) build -p citycloud-tests --bin demo
-	@$(CARGO) run -q -p citycloud-tests --bin demo -- up --dir $(DEMO_DIR) $(if $(NODE),--node --image target/image/citycloud-operator-debug.tar,--operator target/release/citycloud-operator)
+	$(CARGO) build -p citycloud-demo --bin demo
+	@$(CARGO) run -q -p citycloud-demo --bin demo -- up --dir $(DEMO_DIR) $(if $(NODE),--node --image target/image/citycloud-operator-debug.tar,--operator target/release/citycloud-operator)
 
 demo-down: ## stop the demo's operator and control plane (and node: processes, namespaces, cgroups), remove .demo/
-	@$(CARGO) run -q -p citycloud-tests --bin demo -- down --dir $(DEMO_DIR)
+	@$(CARGO) run -q -p citycloud-demo --bin demo -- down --dir $(DEMO_DIR)
 
 BENCH_ARGS ?=
 
 bench: control-plane ## provisioning throughput vs the API server's own limit, idle-resync writes, operator CPU/RSS, budget flow; quick run: make bench BENCH_ARGS="--tenants 50"
 	$(CARGO) build --release -p citycloud-operator
-	$(CARGO) build --release -p citycloud-tests --bin bench
+	$(CARGO) build --release -p citycloud-bench --bin bench
 	target/release/bench $(BENCH_ARGS)
 
 # The operator's image without a Docker daemon (buildah; the Dockerfile's final stage, fed the

@@ -8,7 +8,6 @@
 pub mod binaries;
 pub mod builders;
 pub mod controlplane;
-pub mod demo;
 pub mod env;
 pub mod fixtures;
 pub mod identity;

@@ -19,9 +19,9 @@ use citycloud::api::{SharedServiceClaim, Tenant};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams};
 
-use crate::binaries::{ensure_built, repo_root};
-use crate::controlplane::{ControlPlane, Lifetime};
-use crate::identity::client_from_kubeconfig;
+use testbed::binaries::{ensure_built, repo_root};
+use testbed::controlplane::{ControlPlane, Lifetime};
+use testbed::identity::client_from_kubeconfig;
 
 /// The field manager of everything the demo applies.
 pub const FIELD_MANAGER: &str = "citycloud-demo";
@@ -140,7 +140,7 @@ pub async fn apply_sample(client: &kube::Client, file: &str) -> anyhow::Result<V
     let path = repo_root().join("deploy/samples").join(file);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-    crate::operator::apply_yaml_documents(client, &text, FIELD_MANAGER).await
+    testbed::operator::apply_yaml_documents(client, &text, FIELD_MANAGER).await
 }
 
 /// The namespaces the objects of a sample file live in.

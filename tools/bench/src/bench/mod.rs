@@ -1,4 +1,4 @@
-//! The parts of `bench` (tests/src/bin/bench.rs): its options, the operator as a child
+//! The parts of `bench` (tools/bench/src/main.rs): its options, the operator as a child
 //! process, the objects it creates, the five measurements and the report.
 pub mod chart;
 pub mod cleanup;

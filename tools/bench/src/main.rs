@@ -11,7 +11,6 @@
 //!
 //! It starts its own control plane in `target/bench/run-<pid>` (or attaches to
 //! CITYCLOUD_CLUSTER), and stops by itself after --max-runtime whatever happens.
-#[path = "../bench/mod.rs"]
 #[allow(unsafe_code)] // libc: pre_exec death signal, SIGTERM, sysconf for the operator it measures
 mod bench;
 

@@ -189,8 +189,8 @@ pub fn render(snap: &Snapshot, ex: &Explore) -> String {
                 pod.node,
                 pod.image,
                 ex.metrics_token,
-                ns = crate::operator::RELEASE_NAMESPACE,
-                release = crate::operator::RELEASE,
+                ns = testbed::operator::RELEASE_NAMESPACE,
+                release = testbed::operator::RELEASE,
             );
         }
         (None, Some((pid, addr))) => {

@@ -4,14 +4,17 @@
 //!   demo up --node --image ARCHIVE...   a real node; the operator from its image, by the chart
 //!   demo status [--dir .demo]     print the summary again
 //!   demo down   [--dir .demo]     stop the operator and the control plane, remove the folder
+
+mod demo;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use demo::summary::{Explore, Snapshot, render};
+use demo::{CONVERGE, Layout, process, step};
 use testbed::binaries::repo_root;
 use testbed::controlplane::ControlPlane;
-use testbed::demo::summary::{Explore, Snapshot, render};
-use testbed::demo::{self, CONVERGE, Layout, process, step};
 use testbed::identity::client_from_kubeconfig;
 
 #[derive(Parser)]

@@ -1,4 +1,4 @@
-//! `make demo NODE=1`: the same demo on a cluster with a real node (see [`crate::node`]), the
+//! `make demo NODE=1`: the same demo on a cluster with a real node (see [`testbed::node`]), the
 //! operator running in it as a pod from its image, installed by the chart (`helm upgrade
 //! --install`), as a city would run it.
 use std::path::{Path, PathBuf};
@@ -8,17 +8,17 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
 use super::{Layout, api_answers, step};
-use crate::binaries::{ensure_built, repo_root};
-use crate::controlplane::{ControlPlane, Lifetime};
-use crate::node::{NODE_NAME, Node};
-use crate::operator::{RELEASE, RELEASE_NAMESPACE};
+use testbed::binaries::{ensure_built, repo_root};
+use testbed::controlplane::{ControlPlane, Lifetime};
+use testbed::node::{NODE_NAME, Node};
+use testbed::operator::{RELEASE, RELEASE_NAMESPACE};
 
 /// How long `helm upgrade --install --wait` may take to see the operator's pod Ready.
 const HELM_TIMEOUT: &str = "180s";
 
 /// The control plane with its node in `<dir>/cluster` (started detached, or reused when one
 /// runs there), and the Go-built binaries. `relay_exe` runs the host's relay to the API server
-/// (see [`crate::controlplane::NodeNetwork`]).
+/// (see [`testbed::controlplane::NodeNetwork`]).
 pub fn cluster(
     layout: &Layout,
     relay_exe: PathBuf,
@@ -39,11 +39,11 @@ pub fn cluster(
             "a cluster was left in {} but does not answer: restarting it",
             dir.display()
         ));
-        crate::node::stop_detached(&dir)?;
+        testbed::node::stop_detached(&dir)?;
     }
     let _ = std::fs::remove_dir_all(dir.join("etcd"));
     std::fs::create_dir_all(&dir)?;
-    let (cp, node) = crate::node::start(&dir, Lifetime::Detached, Some(relay_exe))?;
+    let (cp, node) = testbed::node::start(&dir, Lifetime::Detached, Some(relay_exe))?;
     Ok((cp, node, bin, false))
 }
 
@@ -54,7 +54,7 @@ pub fn cluster(
 pub fn install_chart(helm: &Path, kubeconfig: &Path, images: &[PathBuf]) -> anyhow::Result<()> {
     let readers = format!(
         r#"metrics.readers=[{{"kind":"ServiceAccount","name":"{}","namespace":"{RELEASE_NAMESPACE}"}}]"#,
-        crate::metrics_reader::READER
+        testbed::metrics_reader::READER
     );
     let sums = Command::new("sha256sum").args(images).output()?;
     anyhow::ensure!(sums.status.success(), "sha256sum {images:?} failed");
@@ -87,13 +87,13 @@ pub fn install_chart(helm: &Path, kubeconfig: &Path, images: &[PathBuf]) -> anyh
 pub async fn reader_token(client: &kube::Client, seconds: i64) -> anyhow::Result<String> {
     let account = format!(
         "{{apiVersion: v1, kind: ServiceAccount, metadata: {{name: {}, namespace: {RELEASE_NAMESPACE}}}}}\n",
-        crate::metrics_reader::READER
+        testbed::metrics_reader::READER
     );
-    crate::operator::apply_yaml_documents(client, &account, super::FIELD_MANAGER).await?;
-    crate::metrics_reader::service_account_token(
+    testbed::operator::apply_yaml_documents(client, &account, super::FIELD_MANAGER).await?;
+    testbed::metrics_reader::service_account_token(
         client,
         RELEASE_NAMESPACE,
-        crate::metrics_reader::READER,
+        testbed::metrics_reader::READER,
         seconds,
     )
     .await
