@@ -22,27 +22,10 @@ async fn get(port: u16, path: &str) -> Option<(u16, String)> {
     get_as(port, path, None).await
 }
 
-/// GET with `Authorization: Bearer <token>` when a token is given.
+/// GET with `Authorization: Bearer <token>` when a token is given (the test bed's client).
 async fn get_as(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let authorization = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    s.write_all(
-        format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n{authorization}\r\n").as_bytes(),
-    )
-    .await
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.ok()?;
-    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    Some((
-        code,
-        buf.split("\r\n\r\n").nth(1).unwrap_or_default().to_string(),
-    ))
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    testbed::http::get_as(addr, path, token).await.ok()
 }
 
 /// The status code of `GET /metrics` with `token`.
@@ -62,11 +45,7 @@ async fn metrics_answer(port: u16, token: &str, code: u16, who: &str) {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    testbed::http::free_addr().expect("a free port").port()
 }
 
 /// `citycloud-operator run` as the chart's Deployment runs it: acting with `kubeconfig` (the

@@ -191,23 +191,21 @@ impl Drop for TestEnv {
     }
 }
 
-/// Polls `probe` every 200 ms until it returns `Some`, or panics after `timeout` naming `what`.
-/// Integration tests wait for convergence this way; no test asserts on elapsed time.
+/// Polls `probe` every 200 ms until it returns `Some`, or panics after `timeout` naming `what`
+/// (see [`crate::poll::until`]). Integration tests wait for convergence this way; no test
+/// asserts on elapsed time.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: std::time::Duration, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let every = std::time::Duration::from_millis(200);
+    let found = crate::poll::until(timeout, every, || {
+        let answer = probe();
+        async move { answer.await.ok_or(()) }
+    })
+    .await;
+    found.unwrap_or_else(|()| panic!("timed out after {timeout:?} waiting for {what}"))
 }
 
 fn operator_kubeconfig() -> String {

@@ -10,10 +10,12 @@ pub mod builders;
 pub mod controlplane;
 pub mod env;
 pub mod fixtures;
+pub mod http;
 pub mod identity;
 pub mod metrics_reader;
 pub mod node;
 pub mod operator;
+pub mod poll;
 pub mod relay;
 
 pub use controlplane::ControlPlane;

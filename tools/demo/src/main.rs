@@ -155,8 +155,7 @@ fn up(layout: &Layout, operator: &Path, node: Option<Vec<PathBuf>>) -> anyhow::R
         if process::stop(layout) {
             step("stopped the operator of an earlier `make demo`");
         }
-        let (l, bin) = (layout.clone(), operator.clone());
-        let addr = tokio::task::spawn_blocking(move || process::start(&l, &bin)).await??;
+        let addr = process::start(layout, &operator).await?;
         step(format!(
             "operator running: {} run --listen {addr} (log {})",
             layout.show(&operator),

@@ -158,22 +158,12 @@ pub fn namespaces_of(file: &str) -> anyhow::Result<BTreeSet<String>> {
 
 /// Polls `probe` every half second until it returns `Ok`, or gives up after `timeout` with
 /// the last `Err` it returned (what is still missing, in words).
-pub async fn wait_until<F, Fut>(timeout: Duration, mut probe: F) -> Result<(), String>
+pub async fn wait_until<F, Fut>(timeout: Duration, probe: F) -> Result<(), String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let last = match probe().await {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        if tokio::time::Instant::now() > deadline {
-            return Err(last);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    testbed::poll::until(timeout, Duration::from_millis(500), probe).await
 }
 
 /// Until every namespace in `wanted` exists and is not being deleted.

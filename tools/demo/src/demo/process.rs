@@ -1,18 +1,20 @@
 //! The operator as a process of its own: `citycloud-operator run`, detached (a session of its
 //! own, so it outlives `make demo`), found again through its pid file.
 use std::fs;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use testbed::http::{free_addr, get};
 
 use super::Layout;
 
 /// Starts `binary run --listen 127.0.0.1:<free port>` with the demo's admin kubeconfig,
 /// logging to `operator.log`, and waits until it answers `/readyz`.
 #[allow(unsafe_code)] // libc: the child leaves our session (setsid in pre_exec)
-pub fn start(layout: &Layout, binary: &Path) -> anyhow::Result<SocketAddr> {
+pub async fn start(layout: &Layout, binary: &Path) -> anyhow::Result<SocketAddr> {
     let addr = free_addr()?;
     let log_path = layout.operator_log();
     let log = fs::File::create(&log_path)?;
@@ -46,7 +48,10 @@ pub fn start(layout: &Layout, binary: &Path) -> anyhow::Result<SocketAddr> {
                 tail(&log_path, 20)
             );
         }
-        if http_get(addr, "/readyz").is_some_and(|(code, _)| code == 200) {
+        if get(addr, "/readyz")
+            .await
+            .is_ok_and(|(code, _)| code == 200)
+        {
             // Not waited for: it runs on after this process exits.
             drop(child);
             return Ok(addr);
@@ -58,7 +63,7 @@ pub fn start(layout: &Layout, binary: &Path) -> anyhow::Result<SocketAddr> {
                 log_path.display()
             );
         }
-        std::thread::sleep(Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -108,27 +113,6 @@ fn is_zombie(pid: i32) -> bool {
                 .map(|r| r.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
-}
-
-/// A plain HTTP/1.1 GET on loopback: the status code and the body.
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((code, body))
-}
-
-fn free_addr() -> std::io::Result<SocketAddr> {
-    TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
 /// The last `lines` lines of a file.
