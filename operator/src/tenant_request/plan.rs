@@ -1,5 +1,5 @@
 //! What to do with a TenantRequest, from what was read: pure functions, unit-tested.
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::api::annotations::{APPROVED_BY, REQUEST, REQUESTED_BY};
@@ -96,8 +96,8 @@ pub fn desired_tenant(request: &TenantRequest, parent: Option<&str>, approved_by
         .map(|r| r.username.clone())
         .unwrap_or_default();
     json!({
-        "apiVersion": "citycloud.io/v1alpha1",
-        "kind": "Tenant",
+        "apiVersion": Tenant::api_version(&()),
+        "kind": Tenant::kind(&()),
         "metadata": {
             "name": request.spec.tenant,
             "annotations": {
