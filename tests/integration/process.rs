@@ -52,10 +52,10 @@ fn free_port() -> u16 {
 /// chart's ServiceAccount), knowing its identity, JSON logs on a pipe.
 fn spawn_operator(kubeconfig: &Path, port: u16, extra: &[&str]) -> Child {
     let identity = testbed::operator::chart_identity();
-    Command::new(env!("CARGO_BIN_EXE_operator-under-test"))
-        .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+    let binary = Path::new(env!("CARGO_BIN_EXE_operator-under-test"));
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    testbed::launch::operator_command(binary, kubeconfig, listen)
         .args(extra)
-        .env("KUBECONFIG", kubeconfig)
         .env("CITYCLOUD_LOG_FORMAT", "json")
         .env("RUST_LOG", "citycloud=debug")
         .env("CITYCLOUD_OPERATOR_NAMESPACE", &identity.namespace)

@@ -12,6 +12,7 @@ pub mod env;
 pub mod fixtures;
 pub mod http;
 pub mod identity;
+pub mod launch;
 pub mod metrics_reader;
 pub mod node;
 pub mod operator;

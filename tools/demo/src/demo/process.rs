@@ -4,10 +4,10 @@ use std::fs;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use testbed::http::{free_addr, get};
+use testbed::http::free_addr;
+use testbed::launch::{operator_command, wait_ready};
 
 use super::Layout;
 
@@ -18,13 +18,8 @@ pub async fn start(layout: &Layout, binary: &Path) -> anyhow::Result<SocketAddr>
     let addr = free_addr()?;
     let log_path = layout.operator_log();
     let log = fs::File::create(&log_path)?;
-    let mut cmd = Command::new(binary);
-    cmd.args(["run", "--listen", &addr.to_string()])
-        .env("KUBECONFIG", layout.kubeconfig())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
+    let mut cmd = operator_command(binary, &layout.kubeconfig(), addr);
+    cmd.stdout(log.try_clone()?).stderr(log);
     // SAFETY: setsid(2) is async-signal-safe; it is the only call between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -37,34 +32,13 @@ pub async fn start(layout: &Layout, binary: &Path) -> anyhow::Result<SocketAddr>
         .map_err(|e| anyhow::anyhow!("starting {}: {e}", binary.display()))?;
     fs::write(layout.operator_pid(), format!("{}\n", child.id()))?;
     fs::write(layout.operator_addr(), format!("{addr}\n"))?;
-
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            let _ = fs::remove_file(layout.operator_pid());
-            anyhow::bail!(
-                "the operator exited at start-up ({status}); the end of {}:\n{}",
-                log_path.display(),
-                tail(&log_path, 20)
-            );
-        }
-        if get(addr, "/readyz")
-            .await
-            .is_ok_and(|(code, _)| code == 200)
-        {
-            // Not waited for: it runs on after this process exits.
-            drop(child);
-            return Ok(addr);
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!(
-                "the operator (pid {}) did not answer http://{addr}/readyz within 30s; see {}",
-                child.id(),
-                log_path.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready = wait_ready(&mut child, addr, Some(&log_path), Duration::from_secs(30)).await;
+    if ready.is_err() && child.try_wait().is_ok_and(|s| s.is_some()) {
+        let _ = fs::remove_file(layout.operator_pid());
     }
+    // Not waited for: it runs on after this process exits.
+    drop(child);
+    ready.map(|()| addr)
 }
 
 /// The pid in `operator.pid`, when that process still runs and is an operator.
@@ -113,11 +87,4 @@ fn is_zombie(pid: i32) -> bool {
                 .map(|r| r.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
-}
-
-/// The last `lines` lines of a file.
-pub fn tail(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
