@@ -17,7 +17,9 @@ use crate::api::labels::{ENVIRONMENT, ORPHANED, TENANT_UID};
 use crate::api::{DeletionPolicy, Environment, Tenant};
 use crate::apply::{Outcome, apply, holds, prepare, send};
 use crate::context::Context;
-use crate::events::{Journal, describe, publish};
+/// Named here too (`apply::publish`) for the code written before it moved to `events`.
+pub use crate::events::publish;
+use crate::events::{Journal, describe};
 use crate::{Error, Result, StepExt};
 
 /// What applying did, for status and events.

@@ -115,7 +115,6 @@ fn as_cond(c: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::conditions::reason;
 
     #[test]
     fn retries_back_off_exponentially_up_to_five_minutes() {
@@ -134,15 +133,15 @@ mod tests {
     #[test]
     fn a_failed_step_makes_ready_false_naming_the_step_and_object() {
         let previous = [
-            Cond::ok(cond::READY, reason::PROVISIONED, "2 namespace(s) ready"),
-            Cond::ok(cond::RBAC_READY, reason::BOUND, "..."),
+            Cond::ok(cond::READY, "Provisioned", "2 namespace(s) ready"),
+            Cond::ok(cond::RBAC_READY, "Bound", "..."),
         ];
         let error = Error::Invalid("cannot change roleRef".into())
             .at("applying", "RoleBinding a-prod/citycloud-viewers");
         let conds = conditions(&previous, &error);
         assert_eq!(conds[0].type_, cond::READY);
         assert!(!conds[0].ok);
-        assert_eq!(conds[0].reason, reason::APPLY_FAILED);
+        assert_eq!(conds[0].reason, "ApplyFailed");
         assert!(
             conds[0].message.starts_with(
                 "applying RoleBinding a-prod/citycloud-viewers: cannot change roleRef"

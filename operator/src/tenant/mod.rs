@@ -503,7 +503,7 @@ async fn provision(
     {
         let was = crate::api::conditions::find(&previous.conditions, c.type_);
         if was.is_none_or(|w| w.reason != c.reason || w.message != c.message) {
-            crate::events::publish(
+            apply::publish(
                 ctx,
                 tenant,
                 EventType::Warning,
