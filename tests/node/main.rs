@@ -93,24 +93,31 @@ async fn a_deny_all_network_policy_blocks_other_namespaces_until_an_allow_policy
     let cluster = NodeCluster::shared().await;
     let _report = cluster.report();
     let admin = cluster.admin().await;
-    let (a, b, c) = (
-        namespace(&admin, "np-a").await,
-        namespace(&admin, "np-b").await,
-        namespace(&admin, "np-c").await,
+    let (a, b, c) = tokio::join!(
+        namespace(&admin, "np-a"),
+        namespace(&admin, "np-b"),
+        namespace(&admin, "np-c"),
     );
-    let ip = server(&admin, &a).await;
+    // The checks run in long-lived probe pods of b and c (`ctr task exec`): a pod started for
+    // each check would cost seconds, and kube-router may let a new pod through until it has
+    // synced it (see traffic.rs).
+    let (ip, (_, from_b), (_, from_c)) = tokio::join!(
+        server(&admin, &a),
+        traffic::server(&admin, &b),
+        traffic::server(&admin, &c),
+    );
+    let node = &cluster.node;
     // Each check tries for 3 s (see probe.c): "blocked" means no answer in that whole time.
     let get = ["get", ip.as_str(), "8080", "3000"];
+    let answered = |from: &str| {
+        let from = from.to_string();
+        async move { traffic::probe(node, &from, &get).await.is_ok() }
+    };
 
     // Without a policy everything answers: the blocks below are the policies' doing.
-    assert!(
-        run_probe(&admin, &b, &get).await,
-        "b -> a before any policy"
-    );
-    assert!(
-        run_probe(&admin, &c, &get).await,
-        "c -> a before any policy"
-    );
+    let (b_to_a, c_to_a) = tokio::join!(answered(&from_b), answered(&from_c));
+    assert!(b_to_a, "b -> a before any policy");
+    assert!(c_to_a, "c -> a before any policy");
 
     let policies = Api::<NetworkPolicy>::namespaced(admin.clone(), &a);
     let deny: NetworkPolicy = serde_json::from_value(json!({
@@ -122,14 +129,14 @@ async fn a_deny_all_network_policy_blocks_other_namespaces_until_an_allow_policy
         .create(&PostParams::default(), &deny)
         .await
         .expect("deny-all");
-    eventually("b -> a blocked by deny-all", WAIT, || async {
-        (!run_probe(&admin, &b, &get).await).then_some(())
-    })
-    .await;
-    eventually("c -> a blocked by deny-all", WAIT, || async {
-        (!run_probe(&admin, &c, &get).await).then_some(())
-    })
-    .await;
+    tokio::join!(
+        eventually("b -> a blocked by deny-all", WAIT, || async {
+            (!answered(&from_b).await).then_some(())
+        }),
+        eventually("c -> a blocked by deny-all", WAIT, || async {
+            (!answered(&from_c).await).then_some(())
+        }),
+    );
 
     let allow: NetworkPolicy = serde_json::from_value(json!({
         "metadata": {"name": "allow-from-b"},
@@ -147,11 +154,11 @@ async fn a_deny_all_network_policy_blocks_other_namespaces_until_an_allow_policy
         .await
         .expect("allow-from-b");
     eventually("b -> a allowed again", WAIT, || async {
-        run_probe(&admin, &b, &get).await.then_some(())
+        answered(&from_b).await.then_some(())
     })
     .await;
     assert!(
-        !run_probe(&admin, &c, &get).await,
+        !answered(&from_c).await,
         "c -> a must stay blocked: the allow names b only"
     );
 
@@ -162,7 +169,7 @@ async fn a_deny_all_network_policy_blocks_other_namespaces_until_an_allow_policy
     eventually(
         "b -> a blocked again once the allow is gone",
         WAIT,
-        || async { (!run_probe(&admin, &b, &get).await).then_some(()) },
+        || async { (!answered(&from_b).await).then_some(()) },
     )
     .await;
 }

@@ -496,7 +496,7 @@ async fn namespace(admin: &Client, name: &str, labels: serde_json::Value) {
 
 /// Starts `web` (probe serve 8080) in `ns` and returns its IP and container id once it runs.
 /// The namespace's default ServiceAccount may lag its creation: creation is retried.
-async fn server(admin: &Client, ns: &str) -> (String, String) {
+pub(super) async fn server(admin: &Client, ns: &str) -> (String, String) {
     let pods = Api::<Pod>::namespaced(admin.clone(), ns);
     let web = pod("web", &["serve", "8080"], "Always");
     eventually(&format!("the server pod created in {ns}"), WAIT, || async {
@@ -538,7 +538,11 @@ async fn get(node: &Arc<Node>, container: &str, ip: &str) -> bool {
 /// Runs `/probe ARGS` in `container` (its pod's namespaces, through containerd): Ok(its output)
 /// if it succeeded, Err(its complaint) if it reported a failure (FAIL ...); any other error
 /// (the probe could not run) fails the test.
-async fn probe(node: &Arc<Node>, container: &str, args: &[&str]) -> Result<String, String> {
+pub(super) async fn probe(
+    node: &Arc<Node>,
+    container: &str,
+    args: &[&str],
+) -> Result<String, String> {
     let exec_id = format!(
         "probe-{}",
         COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)

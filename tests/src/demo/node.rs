@@ -43,7 +43,11 @@ pub fn cluster(
     }
     let _ = std::fs::remove_dir_all(dir.join("etcd"));
     std::fs::create_dir_all(&dir)?;
-    let (cp, node) = crate::node::start(&dir, Lifetime::Detached, Some(relay_exe))?;
+    let options = crate::node::StartOptions {
+        relay_exe: Some(relay_exe),
+        ..Default::default()
+    };
+    let (cp, node) = crate::node::start(&dir, Lifetime::Detached, &options)?;
     Ok((cp, node, bin, false))
 }
 
