@@ -2,6 +2,7 @@
 //! (NetworkPolicy) in namespaces of their own, with the local control plane. Traffic is real:
 //! the probe image (`tests/cluster/node/probe.c`) serves HTTP, and client pods run to completion
 //! (Succeeded = answered, Failed = refused or timed out).
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -103,15 +104,15 @@ async fn a_deny_all_network_policy_blocks_other_namespaces_until_an_allow_policy
     // synced it (see traffic.rs).
     let (ip, (_, from_b), (_, from_c)) = tokio::join!(
         server(&admin, &a),
-        traffic::server(&admin, &b),
-        traffic::server(&admin, &c),
+        probe_pod(&admin, &b),
+        probe_pod(&admin, &c),
     );
     let node = &cluster.node;
     // Each check tries for 3 s (see probe.c): "blocked" means no answer in that whole time.
     let get = ["get", ip.as_str(), "8080", "3000"];
     let answered = |from: &str| {
         let from = from.to_string();
-        async move { traffic::probe(node, &from, &get).await.is_ok() }
+        async move { exec_probe(node, &from, &get).await.is_ok() }
     };
 
     // Without a policy everything answers: the blocks below are the policies' doing.
@@ -277,4 +278,70 @@ async fn run_probe(admin: &Client, ns: &str, args: &[&str]) -> bool {
     .await;
     let _ = pods.delete(&name, &DeleteParams::default()).await;
     phase == "Succeeded"
+}
+
+/// Starts `web` (probe serve 8080) in `ns` and returns its IP and container id once it runs: a
+/// long-lived pod to run probes in with [`exec_probe`]. The namespace's default ServiceAccount
+/// may lag its creation: creation is retried.
+pub(crate) async fn probe_pod(admin: &Client, ns: &str) -> (String, String) {
+    let pods = Api::<Pod>::namespaced(admin.clone(), ns);
+    let web = pod("web", &["serve", "8080"], "Always");
+    eventually(&format!("the server pod created in {ns}"), WAIT, || async {
+        match pods.create(&PostParams::default(), &web).await {
+            Ok(_) => Some(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Some(()),
+            Err(e) => {
+                eprintln!("server in {ns}: {e}");
+                None
+            }
+        }
+    })
+    .await;
+    eventually(&format!("the server pod running in {ns}"), WAIT, || async {
+        let status = pods.get("web").await.ok()?.status?;
+        if status.phase.as_deref() != Some("Running") {
+            return None;
+        }
+        let container = status
+            .container_statuses?
+            .first()?
+            .container_id
+            .clone()?
+            .strip_prefix("containerd://")?
+            .to_string();
+        Some((status.pod_ip?, container))
+    })
+    .await
+}
+
+/// Runs `/probe ARGS` in `container` (its pod's namespaces, through containerd): Ok(its output)
+/// if it succeeded, Err(its complaint) if it reported a failure (FAIL ...); any other error
+/// (the probe could not run) fails the test.
+pub(crate) async fn exec_probe(
+    node: &Arc<testbed::node::Node>,
+    container: &str,
+    args: &[&str],
+) -> Result<String, String> {
+    let exec_id = format!(
+        "probe-{}",
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut command: Vec<String> = ["ctr", "-n", "k8s.io", "task", "exec", "--exec-id"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    command.extend([exec_id, container.to_string(), "/probe".into()]);
+    command.extend(args.iter().map(|s| s.to_string()));
+    let node = node.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let command: Vec<&str> = command.iter().map(String::as_str).collect();
+        node.exec(&command)
+    })
+    .await
+    .expect("probe thread");
+    match result {
+        Ok(out) if out.contains("OK ") => Ok(out),
+        Err(e) if e.to_string().contains("FAIL ") => Err(e.to_string()),
+        other => panic!("the probe {args:?} in {container} did not run: {other:?}"),
+    }
 }
