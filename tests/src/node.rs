@@ -228,6 +228,9 @@ impl Node {
             "node {NODE_NAME} Ready {:.1}s after kubelet started",
             started.elapsed().as_secs_f64()
         );
+        // The cluster DNS pod starts while kube-proxy and kube-router do; CoreDNS retries until
+        // the `kubernetes` Service answers, and is Ready once it has synced.
+        apply_manifest(cp, &dns_manifest()?)?;
         // kube-proxy and kube-router look their Node up at start: after it registered.
         self.spawn(
             "kube-proxy",
@@ -274,7 +277,6 @@ impl Node {
             "node {NODE_NAME}: Services and NetworkPolicies enforced {:.1}s after kubelet started",
             started.elapsed().as_secs_f64()
         );
-        apply_manifest(cp, &dns_manifest()?)?;
         self.wait("coredns", || dns_ready(cp))?;
         eprintln!(
             "node {NODE_NAME}: cluster DNS ({DNS_IP}) Ready {:.1}s after kubelet started",
