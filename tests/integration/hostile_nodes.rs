@@ -5,6 +5,7 @@
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
+use testbed::binaries::repo_root;
 use testbed::builders::{Profile, TenantBuilder, default_limits};
 use testbed::controlplane::Options;
 use testbed::env::PrivateControlPlane;
@@ -269,6 +270,8 @@ async fn a_cluster_without_the_admission_plugins_reports_node_placement_not_enfo
                 "PodNodeSelector".into(),
                 "PodTolerationRestriction".into(),
             ],
+            // Before kube-controller-manager starts: no 30 s wait for its quota discovery.
+            crds: Some(repo_root().join("crds")),
             ..Options::default()
         },
     )

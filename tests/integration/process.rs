@@ -10,8 +10,9 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
-use testbed::binaries::ensure_built;
+use testbed::binaries::{ensure_built, repo_root};
 use testbed::builders::{Profile, TenantBuilder};
+use testbed::controlplane::Options;
 use testbed::env::PrivateControlPlane;
 use testbed::eventually;
 use testbed::fixtures::{apply_in, code};
@@ -104,7 +105,15 @@ async fn create_service_account(client: &kube::Client, namespace: &str, name: &s
 /// claims; a deleted tenant's series go with it. `--metrics-insecure` opens /metrics again.
 #[tokio::test]
 async fn the_operator_process_guards_metrics_serves_probes_logs_json_and_stops_on_sigterm() {
-    let pcp = PrivateControlPlane::start("process").await;
+    // The CRDs before kube-controller-manager starts (no 30 s wait for its quota discovery).
+    let pcp = PrivateControlPlane::start_with(
+        "process",
+        Options {
+            crds: Some(repo_root().join("crds")),
+            ..Options::default()
+        },
+    )
+    .await;
     testbed::operator::install_crds(&pcp.admin).await.unwrap();
     let helm = ensure_built().unwrap().join("helm");
     // The chart's guard rails and agency roles (owners may create claims).

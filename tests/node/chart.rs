@@ -1,7 +1,9 @@
 //! The chart installed for real (issue 11 item 4): the operator's image (the test build's
 //! binary, packed by tests/image/build.sh) imported into the node, `helm install`, and the
 //! operator running as a pod: Ready through its probes, reconciling, surviving the loss of its
-//! pod, and `helm uninstall` leaving what it made.
+//! pod, and `helm uninstall` leaving what it made. The node cluster has the CRDs before its
+//! controllers start (see `testbed::node::NodeCluster`), so helm finds them in place and skips
+//! them: tests/integration/chart.rs proves that the chart installs them.
 use std::process::Command;
 use std::time::Duration;
 
@@ -63,27 +65,30 @@ async fn lease_holder(admin: &Client) -> Option<String> {
 
 #[tokio::test]
 async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_tenants() {
-    let cluster = NodeCluster::start("chart").await;
-    let _report = cluster.report();
-    let admin = cluster.admin().await;
-    let kubeconfig = cluster.cluster.admin_kubeconfig();
-
-    // The image from this test build's operator binary: no second compile.
+    // The image from this test build's operator binary (no second compile), packed while the
+    // cluster starts.
     let root = repo_root();
-    let archive = root.join("target/image/citycloud-operator-debug.tar");
-    let node = cluster.node.clone();
     let build_root = root.clone();
-    tokio::task::spawn_blocking(move || {
+    let image = tokio::task::spawn_blocking(move || {
         run(Command::new("bash")
             .arg(build_root.join("tests/image/build.sh"))
             .args(["operator", "debug"])
             .env("IMAGE_BINARY", env!("CARGO_BIN_EXE_operator-under-test"))
             .current_dir(&build_root));
+    });
+    let cluster = NodeCluster::start("chart").await;
+    let _report = cluster.report();
+    let admin = cluster.admin().await;
+    let kubeconfig = cluster.cluster.admin_kubeconfig();
+    image.await.expect("image thread");
+    let archive = root.join("target/image/citycloud-operator-debug.tar");
+    let node = cluster.node.clone();
+    tokio::task::spawn_blocking(move || {
         node.import_image(&archive)
             .expect("importing the operator image");
     })
     .await
-    .expect("image thread");
+    .expect("import thread");
 
     // Provider namespaces first: the chart binds the operator's Secrets role in them.
     let platform = std::fs::read_to_string(root.join("deploy/samples/platform.yaml"))

@@ -2,6 +2,7 @@
 //! (NetworkPolicy) in namespaces of their own, with the local control plane. Traffic is real:
 //! the probe image (`tests/cluster/node/probe.c`) serves HTTP, and client pods run to completion
 //! (Succeeded = answered, Failed = refused or timed out).
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -93,24 +94,31 @@ async fn a_deny_all_network_policy_blocks_other_namespaces_until_an_allow_policy
     let cluster = NodeCluster::shared().await;
     let _report = cluster.report();
     let admin = cluster.admin().await;
-    let (a, b, c) = (
-        namespace(&admin, "np-a").await,
-        namespace(&admin, "np-b").await,
-        namespace(&admin, "np-c").await,
+    let (a, b, c) = tokio::join!(
+        namespace(&admin, "np-a"),
+        namespace(&admin, "np-b"),
+        namespace(&admin, "np-c"),
     );
-    let ip = server(&admin, &a).await;
+    // The checks run in long-lived probe pods of b and c (`ctr task exec`): a pod started for
+    // each check would cost seconds, and kube-router may let a new pod through until it has
+    // synced it (see traffic.rs).
+    let (ip, (_, from_b), (_, from_c)) = tokio::join!(
+        server(&admin, &a),
+        probe_pod(&admin, &b),
+        probe_pod(&admin, &c),
+    );
+    let node = &cluster.node;
     // Each check tries for 3 s (see probe.c): "blocked" means no answer in that whole time.
     let get = ["get", ip.as_str(), "8080", "3000"];
+    let answered = |from: &str| {
+        let from = from.to_string();
+        async move { exec_probe(node, &from, &get).await.is_ok() }
+    };
 
     // Without a policy everything answers: the blocks below are the policies' doing.
-    assert!(
-        run_probe(&admin, &b, &get).await,
-        "b -> a before any policy"
-    );
-    assert!(
-        run_probe(&admin, &c, &get).await,
-        "c -> a before any policy"
-    );
+    let (b_to_a, c_to_a) = tokio::join!(answered(&from_b), answered(&from_c));
+    assert!(b_to_a, "b -> a before any policy");
+    assert!(c_to_a, "c -> a before any policy");
 
     let policies = Api::<NetworkPolicy>::namespaced(admin.clone(), &a);
     let deny: NetworkPolicy = serde_json::from_value(json!({
@@ -122,14 +130,14 @@ async fn a_deny_all_network_policy_blocks_other_namespaces_until_an_allow_policy
         .create(&PostParams::default(), &deny)
         .await
         .expect("deny-all");
-    eventually("b -> a blocked by deny-all", WAIT, || async {
-        (!run_probe(&admin, &b, &get).await).then_some(())
-    })
-    .await;
-    eventually("c -> a blocked by deny-all", WAIT, || async {
-        (!run_probe(&admin, &c, &get).await).then_some(())
-    })
-    .await;
+    tokio::join!(
+        eventually("b -> a blocked by deny-all", WAIT, || async {
+            (!answered(&from_b).await).then_some(())
+        }),
+        eventually("c -> a blocked by deny-all", WAIT, || async {
+            (!answered(&from_c).await).then_some(())
+        }),
+    );
 
     let allow: NetworkPolicy = serde_json::from_value(json!({
         "metadata": {"name": "allow-from-b"},
@@ -147,11 +155,11 @@ async fn a_deny_all_network_policy_blocks_other_namespaces_until_an_allow_policy
         .await
         .expect("allow-from-b");
     eventually("b -> a allowed again", WAIT, || async {
-        run_probe(&admin, &b, &get).await.then_some(())
+        answered(&from_b).await.then_some(())
     })
     .await;
     assert!(
-        !run_probe(&admin, &c, &get).await,
+        !answered(&from_c).await,
         "c -> a must stay blocked: the allow names b only"
     );
 
@@ -162,7 +170,7 @@ async fn a_deny_all_network_policy_blocks_other_namespaces_until_an_allow_policy
     eventually(
         "b -> a blocked again once the allow is gone",
         WAIT,
-        || async { (!run_probe(&admin, &b, &get).await).then_some(()) },
+        || async { (!answered(&from_b).await).then_some(()) },
     )
     .await;
 }
@@ -270,4 +278,70 @@ async fn run_probe(admin: &Client, ns: &str, args: &[&str]) -> bool {
     .await;
     let _ = pods.delete(&name, &DeleteParams::default()).await;
     phase == "Succeeded"
+}
+
+/// Starts `web` (probe serve 8080) in `ns` and returns its IP and container id once it runs: a
+/// long-lived pod to run probes in with [`exec_probe`]. The namespace's default ServiceAccount
+/// may lag its creation: creation is retried.
+pub(crate) async fn probe_pod(admin: &Client, ns: &str) -> (String, String) {
+    let pods = Api::<Pod>::namespaced(admin.clone(), ns);
+    let web = pod("web", &["serve", "8080"], "Always");
+    eventually(&format!("the server pod created in {ns}"), WAIT, || async {
+        match pods.create(&PostParams::default(), &web).await {
+            Ok(_) => Some(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Some(()),
+            Err(e) => {
+                eprintln!("server in {ns}: {e}");
+                None
+            }
+        }
+    })
+    .await;
+    eventually(&format!("the server pod running in {ns}"), WAIT, || async {
+        let status = pods.get("web").await.ok()?.status?;
+        if status.phase.as_deref() != Some("Running") {
+            return None;
+        }
+        let container = status
+            .container_statuses?
+            .first()?
+            .container_id
+            .clone()?
+            .strip_prefix("containerd://")?
+            .to_string();
+        Some((status.pod_ip?, container))
+    })
+    .await
+}
+
+/// Runs `/probe ARGS` in `container` (its pod's namespaces, through containerd): Ok(its output)
+/// if it succeeded, Err(its complaint) if it reported a failure (FAIL ...); any other error
+/// (the probe could not run) fails the test.
+pub(crate) async fn exec_probe(
+    node: &Arc<testbed::node::Node>,
+    container: &str,
+    args: &[&str],
+) -> Result<String, String> {
+    let exec_id = format!(
+        "probe-{}",
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut command: Vec<String> = ["ctr", "-n", "k8s.io", "task", "exec", "--exec-id"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    command.extend([exec_id, container.to_string(), "/probe".into()]);
+    command.extend(args.iter().map(|s| s.to_string()));
+    let node = node.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let command: Vec<&str> = command.iter().map(String::as_str).collect();
+        node.exec(&command)
+    })
+    .await
+    .expect("probe thread");
+    match result {
+        Ok(out) if out.contains("OK ") => Ok(out),
+        Err(e) if e.to_string().contains("FAIL ") => Err(e.to_string()),
+        other => panic!("the probe {args:?} in {container} did not run: {other:?}"),
+    }
 }

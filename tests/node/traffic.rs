@@ -14,14 +14,13 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 
-use super::pod;
 use serde_json::json;
 use std::sync::Arc;
 use testbed::fixtures::{CONVERGE, apply, apply_in, code, wait_ready};
 use testbed::node::{Node, NodeCluster};
 use testbed::{TestEnv, eventually};
 
-use super::{COUNTER, WAIT};
+use super::{exec_probe, probe_pod};
 
 /// How long one probe tries (it retries every 200 ms within it): kube-router REJECTs, so a
 /// blocked attempt fails at once, and a new client pod's address reaches kube-router's ipsets
@@ -235,7 +234,7 @@ async fn isolation_is_proved_by_traffic_between_tenants_platform_and_provider() 
             container: String::new(),
         },
     ];
-    let ips = futures::future::join_all(places.iter().map(|p| server(&admin, &p.ns))).await;
+    let ips = futures::future::join_all(places.iter().map(|p| probe_pod(&admin, &p.ns))).await;
     for (p, (ip, container)) in places.iter_mut().zip(ips) {
         p.ip = ip;
         p.container = container;
@@ -397,7 +396,7 @@ async fn matrix(
                     (Check::Place(j), _) => get(node, container, &places[j].ip).await,
                     (Check::Resolve, Some(dns)) => resolves(node, container, &dns.names).await,
                     (Check::BeyondDns, Some(dns)) => {
-                        probe(node, container, &["connect", &dns.pod_ip, "8080", PROBE_MS])
+                        exec_probe(node, container, &["connect", &dns.pod_ip, "8080", PROBE_MS])
                             .await
                             .is_ok()
                     }
@@ -471,7 +470,7 @@ fn column(check: Check) -> String {
 /// expected address.
 async fn resolves(node: &Arc<Node>, container: &str, names: &[(String, String)]) -> bool {
     for (name, ip) in names {
-        match probe(node, container, &["resolve", name, PROBE_MS]).await {
+        match exec_probe(node, container, &["resolve", name, PROBE_MS]).await {
             Ok(out) if out.trim_end().ends_with(&format!(" {ip}")) => {}
             Ok(out) => panic!("{name} resolved to something else than {ip}: {out}"),
             Err(_) => return false,
@@ -494,71 +493,10 @@ async fn namespace(admin: &Client, name: &str, labels: serde_json::Value) {
         .expect("create namespace");
 }
 
-/// Starts `web` (probe serve 8080) in `ns` and returns its IP and container id once it runs.
-/// The namespace's default ServiceAccount may lag its creation: creation is retried.
-async fn server(admin: &Client, ns: &str) -> (String, String) {
-    let pods = Api::<Pod>::namespaced(admin.clone(), ns);
-    let web = pod("web", &["serve", "8080"], "Always");
-    eventually(&format!("the server pod created in {ns}"), WAIT, || async {
-        match pods.create(&PostParams::default(), &web).await {
-            Ok(_) => Some(()),
-            Err(kube::Error::Api(e)) if e.code == 409 => Some(()),
-            Err(e) => {
-                eprintln!("server in {ns}: {e}");
-                None
-            }
-        }
-    })
-    .await;
-    eventually(&format!("the server pod running in {ns}"), WAIT, || async {
-        let status = pods.get("web").await.ok()?.status?;
-        if status.phase.as_deref() != Some("Running") {
-            return None;
-        }
-        let container = status
-            .container_statuses?
-            .first()?
-            .container_id
-            .clone()?
-            .strip_prefix("containerd://")?
-            .to_string();
-        Some((status.pod_ip?, container))
-    })
-    .await
-}
-
 /// Runs `probe get ip 8080` in `container`: true if it was answered, false if refused or timed
 /// out.
 async fn get(node: &Arc<Node>, container: &str, ip: &str) -> bool {
-    probe(node, container, &["get", ip, &PORT.to_string(), PROBE_MS])
+    exec_probe(node, container, &["get", ip, &PORT.to_string(), PROBE_MS])
         .await
         .is_ok()
-}
-
-/// Runs `/probe ARGS` in `container` (its pod's namespaces, through containerd): Ok(its output)
-/// if it succeeded, Err(its complaint) if it reported a failure (FAIL ...); any other error
-/// (the probe could not run) fails the test.
-async fn probe(node: &Arc<Node>, container: &str, args: &[&str]) -> Result<String, String> {
-    let exec_id = format!(
-        "probe-{}",
-        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    let mut command: Vec<String> = ["ctr", "-n", "k8s.io", "task", "exec", "--exec-id"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    command.extend([exec_id, container.to_string(), "/probe".into()]);
-    command.extend(args.iter().map(|s| s.to_string()));
-    let node = node.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let command: Vec<&str> = command.iter().map(String::as_str).collect();
-        node.exec(&command)
-    })
-    .await
-    .expect("probe thread");
-    match result {
-        Ok(out) if out.contains("OK ") => Ok(out),
-        Err(e) if e.to_string().contains("FAIL ") => Err(e.to_string()),
-        other => panic!("the probe {args:?} in {container} did not run: {other:?}"),
-    }
 }

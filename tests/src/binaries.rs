@@ -18,10 +18,18 @@ pub fn ensure_built() -> Result<PathBuf> {
 
 /// Installs the node's Debian packages when missing (`tests/cluster/node/deps.sh`, a no-op when
 /// they are there) and runs `tests/cluster/build-node.sh`; returns the folder holding kubelet,
-/// kube-scheduler, kube-proxy, kube-router and the pause and probe image archives.
+/// kube-scheduler, kube-proxy, kube-router and the pause and probe image archives. Once per
+/// process: the node tests start several clusters.
 pub fn ensure_node_built() -> Result<PathBuf> {
-    run_script("tests/cluster/node/deps.sh")?;
-    run_script("tests/cluster/build-node.sh")
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            run_script("tests/cluster/node/deps.sh")
+                .and_then(|_| run_script("tests/cluster/build-node.sh"))
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(Error::Build)
 }
 
 /// Runs a build script of the repository; its standard output is the folder it built into.

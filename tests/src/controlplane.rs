@@ -42,6 +42,12 @@ pub struct Options {
     /// Run inside a test bed node's network namespace (see [`crate::node`]), with the flags a
     /// node needs; `None`: loopback only, no node.
     pub node: Option<NodeNetwork>,
+    /// A folder of CustomResourceDefinition manifests applied, and served by discovery, before
+    /// kube-controller-manager starts. Its resource quota controller discovers resources once at
+    /// start and then only every 30 s (fixed in kube-controller-manager), and until it counts a
+    /// custom resource a quota limits (`count/sharedserviceclaims.citycloud.io`), quota
+    /// admission refuses that resource and the operator does not hand the namespace over.
+    pub crds: Option<PathBuf>,
 }
 
 /// Where the control plane of a cluster with a node runs, and how the host reaches it.
@@ -268,6 +274,9 @@ impl ControlPlane {
             .collect::<Vec<_>>(),
         )?;
         cp.wait_ready("kube-apiserver", || cp.api_ready())?;
+        if let Some(crds) = &options.crds {
+            cp.install_crds(crds)?;
+        }
         cp.spawn(
             "kube-controller-manager",
             lifetime,
@@ -484,6 +493,33 @@ impl ControlPlane {
         .unwrap_or(false)
     }
 
+    /// Applies the CRDs of `dir` (see [`Options::crds`]) and waits until aggregated discovery,
+    /// which kube-controller-manager reads, lists every one of them.
+    fn install_crds(&self, dir: &Path) -> Result<()> {
+        let dir = dir.to_path_buf();
+        let wanted = block_on_admin(self, |client| async move {
+            crate::operator::apply_crds(&client, &dir)
+                .await
+                .map_err(|e| kube::Error::Service(e.into()))
+        })?;
+        let discovered = || {
+            block_on_admin(self, |client| async move {
+                let req = http::Request::get("/apis")
+                    .header(
+                        http::header::ACCEPT,
+                        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+                    )
+                    .body(Vec::new())
+                    .map_err(kube::Error::HttpError)?;
+                client.request_text(req).await
+            })
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .is_some_and(|list| wanted.iter().all(|crd| served(&list, crd)))
+        };
+        self.wait_ready("kube-apiserver", discovered)
+    }
+
     fn default_service_account_exists(&self) -> bool {
         block_on_admin(self, |client| async move {
             let sas: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
@@ -493,6 +529,31 @@ impl ControlPlane {
         .map(|sa| sa.is_some())
         .unwrap_or(false)
     }
+}
+
+/// Whether the aggregated discovery document `list` (APIGroupDiscoveryList) lists every served
+/// version of `crd`.
+fn served(
+    list: &serde_json::Value,
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> bool {
+    let Some(group) = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|g| g["metadata"]["name"] == crd.spec.group.as_str())
+    else {
+        return false;
+    };
+    crd.spec.versions.iter().filter(|v| v.served).all(|v| {
+        group["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|gv| gv["version"] == v.name.as_str())
+            .flat_map(|gv| gv["resources"].as_array().into_iter().flatten())
+            .any(|r| r["resource"] == crd.spec.names.plural.as_str())
+    })
 }
 
 impl Drop for ControlPlane {

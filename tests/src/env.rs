@@ -50,7 +50,12 @@ fn start_for_tests() -> Result<Arc<ControlPlane>, String> {
     let root = repo_root().join("target/testbed");
     crate::controlplane::prune_old_runs(&root);
     let dir = root.join(format!("run-{}", std::process::id()));
-    ControlPlane::start(&dir, &bin, Lifetime::Owned)
+    // The CRDs before kube-controller-manager: see `Options::crds`.
+    let options = Options {
+        crds: Some(repo_root().join("crds")),
+        ..Options::default()
+    };
+    ControlPlane::start_with(&dir, &bin, Lifetime::Owned, &options)
         .map(Arc::new)
         .map_err(|e| e.to_string())
 }

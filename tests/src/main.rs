@@ -79,10 +79,12 @@ fn main() -> anyhow::Result<()> {
             let _ = std::fs::remove_dir_all(cli.dir.join("etcd"));
             let cp = if node {
                 let exe = std::env::current_exe()?;
-                let (cp, node) = testbed::node::start(&cli.dir, Lifetime::Detached, Some(exe))?;
-                for image in &images {
-                    node.import_image(image)?;
-                }
+                let options = testbed::node::StartOptions {
+                    relay_exe: Some(exe),
+                    images,
+                    ..Default::default()
+                };
+                let (cp, _node) = testbed::node::start(&cli.dir, Lifetime::Detached, &options)?;
                 println!(
                     "node {} Ready (IP {} in its own network namespace; pods {})",
                     testbed::node::NODE_NAME,

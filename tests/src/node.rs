@@ -145,9 +145,38 @@ impl Node {
         PathBuf::from(format!("/proc/{}/ns/net", self.holder))
     }
 
-    /// Starts containerd (with the pause image imported), kubelet, kube-scheduler, kube-proxy and
-    /// kube-router against `cp`, waits until the Node is Ready, then deploys the cluster DNS
-    /// and waits until it answers.
+    /// Starts containerd. It needs nothing of the control plane: [`start`] starts it first and
+    /// imports the images ([`Node::import_images`]) while the control plane starts.
+    pub fn start_runtime(&self) -> Result<()> {
+        let cni_dir = self.dir.join("etc/cni");
+        fs::create_dir_all(&cni_dir).map_err(io_err(&cni_dir))?;
+        write(&cni_dir.join("10-citycloud.conflist"), &cni_conflist())?;
+        let containerd_config = self.dir.join("etc/containerd.toml");
+        write(&containerd_config, &containerd_config_text(&cni_dir))?;
+        self.spawn(
+            "containerd",
+            Path::new("containerd"),
+            &[format!("--config={}", containerd_config.display())],
+        )
+    }
+
+    /// Waits until containerd answers, then imports the pause and CoreDNS images and `more`.
+    pub fn import_images(&self, more: &[PathBuf]) -> Result<()> {
+        self.wait("containerd", || {
+            self.exec(&["ctr", "--timeout", "1s", "version"]).is_ok()
+        })?;
+        for archive in [self.bin.join("pause.tar"), self.bin.join("coredns.tar")]
+            .iter()
+            .chain(more)
+        {
+            self.import_image(archive)?;
+        }
+        Ok(())
+    }
+
+    /// Starts kubelet, kube-scheduler, kube-proxy and kube-router against `cp` (containerd runs
+    /// and has the images: see [`Node::start_runtime`]), waits until the Node is Ready, then
+    /// deploys the cluster DNS and waits until it answers.
     pub fn start_components(&self, cp: &ControlPlane) -> Result<()> {
         let etc = self.dir.join("etc");
         let pki = cp.dir.join("pki");
@@ -166,11 +195,6 @@ impl Node {
         let admin_kc = cp.admin_kubeconfig().display().to_string();
         grant_kubelet_api(cp)?;
 
-        let cni_dir = etc.join("cni");
-        fs::create_dir_all(&cni_dir).map_err(io_err(&cni_dir))?;
-        write(&cni_dir.join("10-citycloud.conflist"), &cni_conflist())?;
-        let containerd_config = etc.join("containerd.toml");
-        write(&containerd_config, &containerd_config_text(&cni_dir))?;
         // The API server verifies kubelets' serving certificates (--kubelet-certificate-authority).
         let serving = cp.serving_cert("kubelet-serving", NODE_NAME, &[NODE_IP, "127.0.0.1"])?;
         let kubelet_config = etc.join("kubelet.yaml");
@@ -178,16 +202,6 @@ impl Node {
             &kubelet_config,
             &kubelet_config_text(&self.cgroup, &pki.join("ca.crt"), &serving),
         )?;
-
-        self.spawn(
-            "containerd",
-            Path::new("containerd"),
-            &[format!("--config={}", containerd_config.display())],
-        )?;
-        self.wait("containerd", || {
-            self.exec(&["ctr", "--timeout", "1s", "version"]).is_ok()
-        })?;
-        self.import_image(&self.bin.join("pause.tar"))?;
 
         let started = Instant::now();
         self.spawn(
@@ -214,6 +228,9 @@ impl Node {
             "node {NODE_NAME} Ready {:.1}s after kubelet started",
             started.elapsed().as_secs_f64()
         );
+        // The cluster DNS pod starts while kube-proxy and kube-router do; CoreDNS retries until
+        // the `kubernetes` Service answers, and is Ready once it has synced.
+        apply_manifest(cp, &dns_manifest()?)?;
         // kube-proxy and kube-router look their Node up at start: after it registered.
         self.spawn(
             "kube-proxy",
@@ -260,8 +277,6 @@ impl Node {
             "node {NODE_NAME}: Services and NetworkPolicies enforced {:.1}s after kubelet started",
             started.elapsed().as_secs_f64()
         );
-        self.import_image(&self.bin.join("coredns.tar"))?;
-        apply_manifest(cp, &dns_manifest()?)?;
         self.wait("coredns", || dns_ready(cp))?;
         eprintln!(
             "node {NODE_NAME}: cluster DNS ({DNS_IP}) Ready {:.1}s after kubelet started",
@@ -302,7 +317,8 @@ impl Node {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Stops the components (kubelet first, containerd last), leaving the namespaces.
+    /// Stops the components (kubelet first, containerd last) and kills the pods' containers,
+    /// leaving the namespaces.
     pub fn stop_components(&self) {
         if let Ok(mut children) = self.children.lock() {
             // The holder is the first child: it goes with the namespaces in `teardown`.
@@ -322,6 +338,10 @@ impl Node {
                 crate::controlplane::stop_pid(pid);
             }
             let _ = fs::remove_file(&pids_file);
+        }
+        // Before the control plane stops (see netns.sh); `teardown` retries what is left.
+        if let Err(e) = netns_sh(&["pods-down", &self.cgroup]) {
+            eprintln!("node: stopping the pods: {e}");
         }
     }
 
@@ -418,12 +438,20 @@ impl Drop for Node {
     }
 }
 
-/// Starts a control plane in `dir` with a node in `dir/node`. `relay_exe`: see [`NodeNetwork`].
-pub fn start(
-    dir: &Path,
-    lifetime: Lifetime,
-    relay_exe: Option<PathBuf>,
-) -> Result<(ControlPlane, Node)> {
+/// How [`start`] differs from a plain cluster with a node.
+#[derive(Clone, Debug, Default)]
+pub struct StartOptions {
+    /// See [`NodeNetwork::relay_exe`].
+    pub relay_exe: Option<PathBuf>,
+    /// See [`Options::crds`].
+    pub crds: Option<PathBuf>,
+    /// Image archives imported into the node besides pause and CoreDNS.
+    pub images: Vec<PathBuf>,
+}
+
+/// Starts a control plane in `dir` with a node in `dir/node`. containerd starts first and the
+/// images are imported while the control plane starts: neither needs the other.
+pub fn start(dir: &Path, lifetime: Lifetime, start: &StartOptions) -> Result<(ControlPlane, Node)> {
     let bin = ensure_built()?;
     let node_bin = ensure_node_built()?;
     let node = Node::create(&dir.join("node"), &node_bin, lifetime)?;
@@ -431,15 +459,36 @@ pub fn start(
         node: Some(NodeNetwork {
             netns: node.netns(),
             ip: NODE_IP.into(),
-            relay_exe,
+            relay_exe: start.relay_exe.clone(),
         }),
+        crds: start.crds.clone(),
         ..Options::default()
     };
-    let cp = match ControlPlane::start_with(dir, &bin, lifetime, &options) {
-        Ok(cp) => cp,
-        Err(e) => {
+    // Spawned from this thread: an Owned child dies with the thread that spawned it.
+    if let Err(e) = node.start_runtime() {
+        node.stop();
+        return Err(e);
+    }
+    let (cp, imported) = std::thread::scope(|s| {
+        let imports = s.spawn(|| node.import_images(&start.images));
+        let cp = ControlPlane::start_with(dir, &bin, lifetime, &options);
+        let imported = imports
+            .join()
+            .unwrap_or_else(|_| Err(Error::Build("the image import thread panicked".into())));
+        (cp, imported)
+    });
+    let cp = match (cp, imported) {
+        (Ok(cp), Ok(())) => cp,
+        (cp, imported) => {
+            node.stop_components();
+            if let Ok(cp) = &cp {
+                cp.stop();
+            }
             node.stop();
-            return Err(e);
+            return Err(cp
+                .err()
+                .or(imported.err())
+                .unwrap_or_else(|| Error::Build("the cluster with a node did not start".into())));
         }
     };
     if let Err(e) = node.start_components(&cp) {
@@ -513,8 +562,9 @@ impl NodeCluster {
             .unwrap_or_else(|e| panic!("the cluster with a node could not start: {e}"))
     }
 
-    /// Builds what is missing, starts the control plane and the node, imports the pause and
-    /// probe images, and waits until the node is Ready.
+    /// Builds what is missing, starts the control plane with the repository's CRDs installed
+    /// before kube-controller-manager (see [`Options::crds`]) and the node, imports the pause,
+    /// CoreDNS and probe images, and waits until the node and the cluster DNS are Ready.
     fn start_blocking(label: &str) -> Result<NodeCluster, String> {
         let root = repo_root().join("target/testbed");
         crate::controlplane::prune_old_runs(&root);
@@ -523,11 +573,25 @@ impl NodeCluster {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         // The components die with the thread that spawned them (PR_SET_PDEATHSIG): it lives
         // until the cluster is shut down.
+        let name = label.to_string();
         let thread = std::thread::spawn(move || {
-            let started = start(&dir, Lifetime::Owned, None).and_then(|(cp, node)| {
-                node.import_image(&node.bin.join("probe.tar"))?;
-                Ok((Arc::new(cp), Arc::new(node)))
-            });
+            let begun = Instant::now();
+            let options = StartOptions {
+                crds: Some(repo_root().join("crds")),
+                // If the build fails, `start` says so.
+                images: ensure_node_built()
+                    .map(|bin| vec![bin.join("probe.tar")])
+                    .unwrap_or_default(),
+                ..StartOptions::default()
+            };
+            let started = start(&dir, Lifetime::Owned, &options)
+                .map(|(cp, node)| (Arc::new(cp), Arc::new(node)));
+            if started.is_ok() {
+                eprintln!(
+                    "cluster {name} with a node started in {:.1}s",
+                    begun.elapsed().as_secs_f64()
+                );
+            }
             let keep = started
                 .as_ref()
                 .ok()

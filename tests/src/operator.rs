@@ -137,23 +137,11 @@ fn init_logs() {
 /// Applies the repository's CRDs and waits until the API server serves them.
 pub async fn install_crds(admin: &kube::Client) -> anyhow::Result<()> {
     let api = Api::<CustomResourceDefinition>::all(admin.clone());
-    let dir = repo_root().join("crds");
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(&dir)? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            let crd: CustomResourceDefinition =
-                serde_yaml_ng::from_str(&std::fs::read_to_string(&path)?)?;
-            let name = crd.metadata.name.clone().unwrap_or_default();
-            api.patch(
-                &name,
-                &PatchParams::apply("citycloud-tests").force(),
-                &Patch::Apply(&crd),
-            )
-            .await?;
-            names.push(name);
-        }
-    }
+    let names: Vec<String> = apply_crds(admin, &repo_root().join("crds"))
+        .await?
+        .into_iter()
+        .filter_map(|crd| crd.metadata.name)
+        .collect();
     for name in names {
         crate::eventually(
             &format!("CRD {name} established"),
@@ -170,6 +158,32 @@ pub async fn install_crds(admin: &kube::Client) -> anyhow::Result<()> {
         .await;
     }
     Ok(())
+}
+
+/// Server-side applies every CustomResourceDefinition of `dir` (`*.yaml`, one each) and returns
+/// them as read.
+pub async fn apply_crds(
+    admin: &kube::Client,
+    dir: &std::path::Path,
+) -> anyhow::Result<Vec<CustomResourceDefinition>> {
+    let api = Api::<CustomResourceDefinition>::all(admin.clone());
+    let mut crds = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let crd: CustomResourceDefinition =
+                serde_yaml_ng::from_str(&std::fs::read_to_string(&path)?)?;
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            api.patch(
+                &name,
+                &PatchParams::apply("citycloud-tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await?;
+            crds.push(crd);
+        }
+    }
+    Ok(crds)
 }
 
 /// The release every test installs the chart's parts as.

@@ -3,21 +3,51 @@
 //! the Makefile and people run on the host. A relay listens on the host's 127.0.0.1:PORT and
 //! connects, from a thread that entered the node's namespace, to 127.0.0.1:PORT there: the same
 //! URL (and the same kubeconfig) then works on both sides. Pods do not use it.
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::{Result, io_err};
 
-/// A running relay; stops accepting (and releases the namespace) when dropped.
+/// A running relay; when dropped, stops accepting, closes the connections it relays and
+/// releases the namespace.
 pub struct Relay {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    open: Open,
+}
+
+/// The connections being relayed (both ends), to close them when the relay stops: an API server
+/// shutting down gracefully waits for its clients' watches to end.
+#[derive(Clone, Default)]
+struct Open(Arc<Mutex<HashMap<u64, [TcpStream; 2]>>>);
+
+impl Open {
+    fn add(&self, id: u64, a: &TcpStream, b: &TcpStream) {
+        if let (Ok(a), Ok(b), Ok(mut open)) = (a.try_clone(), b.try_clone(), self.0.lock()) {
+            open.insert(id, [a, b]);
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        if let Ok(mut open) = self.0.lock() {
+            open.remove(&id);
+        }
+    }
+
+    fn close_all(&self) {
+        if let Ok(mut open) = self.0.lock() {
+            for s in open.drain().flat_map(|(_, pair)| pair) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
 }
 
 impl Relay {
@@ -26,10 +56,13 @@ impl Relay {
         let (listener, ns) = bind(netns, port)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = std::thread::spawn(move || serve(listener, ns, port, &flag));
+        let open = Open::default();
+        let tracked = open.clone();
+        let thread = std::thread::spawn(move || serve(listener, ns, port, &flag, &tracked));
         Ok(Relay {
             stop,
             thread: Some(thread),
+            open,
         })
     }
 }
@@ -40,13 +73,20 @@ impl Drop for Relay {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.open.close_all();
     }
 }
 
 /// Relays until the process is killed (`testbed relay`, for a detached cluster).
 pub fn run_forever(netns: &Path, port: u16) -> Result<()> {
     let (listener, ns) = bind(netns, port)?;
-    serve(listener, ns, port, &AtomicBool::new(false));
+    serve(
+        listener,
+        ns,
+        port,
+        &AtomicBool::new(false),
+        &Open::default(),
+    );
     Ok(())
 }
 
@@ -61,15 +101,20 @@ fn bind(netns: &Path, port: u16) -> Result<(TcpListener, Arc<File>)> {
     Ok((listener, Arc::new(ns)))
 }
 
-fn serve(listener: TcpListener, ns: Arc<File>, port: u16, stop: &AtomicBool) {
+fn serve(listener: TcpListener, ns: Arc<File>, port: u16, stop: &AtomicBool, open: &Open) {
+    static IDS: AtomicU64 = AtomicU64::new(0);
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((client, _)) => {
                 let ns = ns.clone();
+                let open = open.clone();
                 std::thread::spawn(move || {
                     let _ = client.set_nonblocking(false);
                     if let Some(upstream) = dial_inside(&ns, port) {
+                        let id = IDS.fetch_add(1, Ordering::Relaxed);
+                        open.add(id, &client, &upstream);
                         pump(client, upstream);
+                        open.remove(id);
                     }
                 });
             }

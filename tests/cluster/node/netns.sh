@@ -6,11 +6,19 @@
 # node's mount namespace (gone with it) and every sysctl written is per network namespace.
 #   netns.sh setup HOLDER_PID DIR NODE_IP/PREFIX   interfaces, private /run /var/lib /var/log, fake /proc/sys files
 #   netns.sh cgroups-up CGROUP                     kubelet's cgroupRoot in every cgroup v1 hierarchy
+#   netns.sh pods-down CGROUP                      kill the pods' containers (everything in kubelet's cgroupRoot)
 #   netns.sh down HOLDER_PID CGROUP                kill everything in the namespaces and the cgroups, remove them
 set -euo pipefail
 
 hierarchies() { # every mounted cgroup hierarchy (v1 controllers, name=systemd, the v2 `unified` mount)
   awk '$3 == "cgroup" || $3 == "cgroup2" {print $2}' /proc/self/mounts
+}
+
+cgroup_pids() { # every process in cgroup $1 and below, in any hierarchy
+  for h in $(hierarchies); do
+    [ -d "$h/$1" ] || continue
+    find "$h/$1" -name cgroup.procs -exec cat {} + 2>/dev/null
+  done
 }
 
 case "${1:-}" in
@@ -53,6 +61,17 @@ cgroups-up)
     fi
   done
   ;;
+pods-down)
+  # Before the control plane stops: a pod's watches (CoreDNS's, the operator's) would hold the
+  # API server's graceful shutdown until it is killed. Their shims stay until `down`.
+  cg=$2
+  for _ in 1 2 3; do
+    mapfile -t pids < <(cgroup_pids "$cg")
+    [ ${#pids[@]} -eq 0 ] && break
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+    sleep 0.1
+  done
+  ;;
 down)
   holder=$2 cg=$3
   netns=$(readlink "/proc/$holder/ns/net" 2>/dev/null || true)
@@ -62,29 +81,24 @@ down)
     netns= mntns=
   fi
   # Everything still inside: shims and containers (re-parented daemons) and any component
-  # that survived its SIGTERM. Three rounds, as killing a shim may reveal nothing new.
-  for _ in 1 2 3; do
+  # that survived its SIGTERM. Until none is left (killing a shim may reveal nothing new).
+  for _ in $(seq 10); do
     pids=()
     if [ -n "$netns" ]; then
-      for p in /proc/[0-9]*; do
-        pid=${p#/proc/}
-        [ "$pid" = "$holder" ] && continue
-        n=$(readlink "$p/ns/net" 2>/dev/null || true)
-        m=$(readlink "$p/ns/mnt" 2>/dev/null || true)
-        if [ "$n" = "$netns" ] || [ "$m" = "$mntns" ]; then pids+=("$pid"); fi
-      done
+      # One find, not a readlink per process: -samefile compares the namespaces' inodes.
+      while read -r pid; do
+        [ "$pid" = "$holder" ] || pids+=("$pid")
+      done < <(find -L /proc/[0-9]*/ns -maxdepth 1 \( -name net -samefile "/proc/$holder/ns/net" \
+        -o -name mnt -samefile "/proc/$holder/ns/mnt" \) 2>/dev/null | cut -d/ -f3 | sort -u)
     fi
-    for h in $(hierarchies); do
-      [ -d "$h/$cg" ] || continue
-      while read -r pid; do pids+=("$pid"); done < <(find "$h/$cg" -name cgroup.procs -exec cat {} + 2>/dev/null)
-    done
+    while read -r pid; do pids+=("$pid"); done < <(cgroup_pids "$cg")
     [ ${#pids[@]} -eq 0 ] && break
     kill -KILL "${pids[@]}" 2>/dev/null || true
-    sleep 0.3
+    sleep 0.1
   done
   [ -n "$netns" ] && kill -KILL "$holder" 2>/dev/null || true
   # The cgroups, deepest first; a cgroup whose last process just died may need a moment.
-  for _ in 1 2 3 4 5; do
+  for _ in $(seq 25); do
     left=0
     for h in $(hierarchies); do
       [ -d "$h/$cg" ] || continue
@@ -92,14 +106,14 @@ down)
       [ -d "$h/$cg" ] && left=1
     done
     [ $left -eq 0 ] && break
-    sleep 0.5
+    sleep 0.1
   done
   for h in $(hierarchies); do
     if [ -d "$h/$cg" ]; then echo "netns.sh: could not remove $h/$cg" >&2; exit 1; fi
   done
   ;;
 *)
-  echo "usage: netns.sh setup HOLDER_PID DIR NODE_IP/PREFIX | cgroups-up CGROUP | down HOLDER_PID CGROUP" >&2
+  echo "usage: netns.sh setup HOLDER_PID DIR NODE_IP/PREFIX | cgroups-up CGROUP | pods-down CGROUP | down HOLDER_PID CGROUP" >&2
   exit 2
   ;;
 esac

@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams};
 
 use testbed::binaries::{ensure_built, repo_root};
-use testbed::controlplane::{ControlPlane, Lifetime};
+use testbed::controlplane::{ControlPlane, Lifetime, Options};
 use testbed::identity::client_from_kubeconfig;
 
 /// The field manager of everything the demo applies.
@@ -101,7 +101,12 @@ pub fn control_plane(layout: &Layout) -> anyhow::Result<(ControlPlane, PathBuf, 
     }
     let _ = std::fs::remove_dir_all(dir.join("etcd"));
     std::fs::create_dir_all(&dir)?;
-    let cp = ControlPlane::start(&dir, &bin, Lifetime::Detached)?;
+    // The CRDs before kube-controller-manager starts: its quota controller counts claims at once.
+    let options = Options {
+        crds: Some(repo_root().join("crds")),
+        ..Options::default()
+    };
+    let cp = ControlPlane::start_with(&dir, &bin, Lifetime::Detached, &options)?;
     Ok((cp, bin, false))
 }
 

@@ -43,7 +43,13 @@ pub fn cluster(
     }
     let _ = std::fs::remove_dir_all(dir.join("etcd"));
     std::fs::create_dir_all(&dir)?;
-    let (cp, node) = testbed::node::start(&dir, Lifetime::Detached, Some(relay_exe))?;
+    // The CRDs before kube-controller-manager starts: its quota controller counts claims at once.
+    let options = testbed::node::StartOptions {
+        relay_exe: Some(relay_exe),
+        crds: Some(repo_root().join("crds")),
+        ..Default::default()
+    };
+    let (cp, node) = testbed::node::start(&dir, Lifetime::Detached, &options)?;
     Ok((cp, node, bin, false))
 }
 
