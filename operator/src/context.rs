@@ -24,6 +24,8 @@ pub struct Shared {
     /// A hash of the status the operator last wrote for each tenant: the echo of its own
     /// status write is no reason to reconcile the tenant again.
     pub tenant_status_written: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Retry delays after failed reconciles, by object, for every controller.
+    pub backoff: crate::reconciler::Backoff,
 }
 
 pub struct Context {

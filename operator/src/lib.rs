@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod metrics_auth;
 pub mod quantity;
 pub mod quota;
+pub mod reconciler;
 pub mod run;
 pub mod server;
 pub mod shared_service;
