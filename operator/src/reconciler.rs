@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
@@ -198,24 +198,39 @@ pub async fn report<K: Reconciled>(ctx: &Context, object: &K, error: &Error) {
 const FIRST_DELAY: Duration = Duration::from_millis(500);
 const MAX_DELAY: Duration = Duration::from_secs(300);
 
-/// Retry delays by object: doubled on each failure, forgotten on success.
+/// Retry delays by object: doubled on each failed retry, forgotten on success. A failure
+/// that comes before the retry was due (another trigger: a watch event) does not double the
+/// delay: a burst of events must not push the next retry minutes away.
 #[derive(Default)]
 pub struct Backoff {
-    failures: Mutex<BTreeMap<String, u32>>,
+    failures: Mutex<BTreeMap<String, Failures>>,
+}
+
+struct Failures {
+    /// Consecutive failed retries.
+    n: u32,
+    /// When the last failure was counted.
+    at: Instant,
 }
 
 impl Backoff {
     /// The delay before retrying `object` after one more failure.
     pub fn next(&self, object: &str) -> Duration {
-        let n = match self.failures.lock() {
-            Ok(mut map) => {
-                let n = map.entry(object.to_string()).or_default();
-                *n = n.saturating_add(1);
-                *n
-            }
-            Err(_) => 1,
+        self.next_at(object, Instant::now())
+    }
+
+    fn next_at(&self, object: &str, now: Instant) -> Duration {
+        let Ok(mut map) = self.failures.lock() else {
+            return delay(1);
         };
-        delay(n)
+        let f = map
+            .entry(object.to_string())
+            .or_insert(Failures { n: 0, at: now });
+        if f.n == 0 || now.saturating_duration_since(f.at) >= delay(f.n) {
+            f.n = f.n.saturating_add(1);
+            f.at = now;
+        }
+        delay(f.n)
     }
 
     pub fn reset(&self, object: &str) {
@@ -244,11 +259,33 @@ mod tests {
         assert_eq!(delay(4), Duration::from_secs(4));
         assert_eq!(delay(30), MAX_DELAY);
         let b = Backoff::default();
-        assert_eq!(b.next("Tenant a"), delay(1));
-        assert_eq!(b.next("Tenant a"), delay(2));
-        assert_eq!(b.next("SharedServiceClaim ns/a"), delay(1), "per object");
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(b.next_at("Tenant a", at(0)), delay(1));
+        // Retried when due (after 500 ms), failed again: doubled.
+        assert_eq!(b.next_at("Tenant a", at(600)), delay(2));
+        assert_eq!(b.next_at("Tenant a", at(1700)), delay(3));
+        assert_eq!(
+            b.next_at("SharedServiceClaim ns/a", at(1700)),
+            delay(1),
+            "per object"
+        );
         b.reset("Tenant a");
-        assert_eq!(b.next("Tenant a"), delay(1));
+        assert_eq!(b.next_at("Tenant a", at(1800)), delay(1));
+    }
+
+    #[test]
+    fn failures_from_other_triggers_before_the_retry_is_due_do_not_double_the_delay() {
+        let b = Backoff::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(b.next_at("Tenant a", at(0)), delay(1));
+        assert_eq!(b.next_at("Tenant a", at(600)), delay(2));
+        // Watch events reconcile it again at once, several times: still 1 s.
+        for ms in [601, 605, 900, 1500] {
+            assert_eq!(b.next_at("Tenant a", at(ms)), delay(2));
+        }
+        assert_eq!(b.next_at("Tenant a", at(1700)), delay(3));
     }
 
     fn tenant_with(conditions: &[Cond]) -> Tenant {
