@@ -6,15 +6,17 @@
 //! writing NetworkPolicies). That must not touch the operator every other test shares, so
 //! these tests run on a control plane of their own, with the chart's ServiceAccount, RBAC and
 //! admission policies, and one operator.
-use citycloud::api::SharedServiceClaim;
+use citycloud::api::{SharedService, SharedServiceClaim};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams, PostParams};
 use testbed::binaries::ensure_built;
 use testbed::builders::TenantBuilder;
 use testbed::env::PrivateControlPlane;
-use testbed::fixtures::{CONVERGE, apply_in, condition, wait_condition, wait_ready};
+use testbed::fixtures::{CONVERGE, apply, apply_in, condition, wait_condition, wait_ready};
 use testbed::identity::client_from_kubeconfig;
 use testbed::operator::{
     RELEASE, RunningOperator, chart_identity, install_admission_policies, install_crds,
@@ -22,7 +24,7 @@ use testbed::operator::{
 };
 use testbed::{TestEnv, eventually};
 
-use crate::claims::{claim_yaml, wait_bound, world};
+use crate::claims::{World, claim_yaml, shared_service, wait_bound, world};
 
 /// The verbs the operator's ClusterRole grants on NetworkPolicies (the chart's rule), set to
 /// `verbs`; returns the verbs it had.
@@ -182,13 +184,104 @@ async fn an_operator_without_rbac_for_a_kind_says_so_on_the_tenant_and_the_claim
         "{notes:?}"
     );
 
-    // The right comes back: both converge by themselves (retried with backoff).
+    // A SharedService in a new provider namespace needs its isolation NetworkPolicy:
+    // ConsumersPublished=False, naming step and object.
+    let other = World {
+        profile: w.profile.clone(),
+        provider_ns: env.name("platform2"),
+        service: env.name("registry"),
+    };
+    apply::<Namespace>(
+        &pcp.admin,
+        &format!(
+            "{{apiVersion: v1, kind: Namespace, metadata: {{name: {}}}}}",
+            other.provider_ns
+        ),
+    )
+    .await
+    .expect("a provider namespace");
+    env.provider_namespace(&other.provider_ns).await;
+    shared_service(&env, &other, &other.service, "").await;
+    let isolation = format!(
+        "NetworkPolicy {}/citycloud-provider-isolation",
+        other.provider_ns
+    );
+    let published = wait_published(&pcp.admin, &other.service, "False", "ApplyFailed").await;
+    assert!(
+        published
+            .message
+            .starts_with(&format!("applying {isolation}: "))
+            && refused(&published.message),
+        "names the step, the object and the refusal: {}",
+        published.message
+    );
+    let notes = eventually(
+        "a Warning event ApplyFailed on the service",
+        CONVERGE,
+        || async {
+            let notes = warnings(&pcp.admin, None, &other.service, "ApplyFailed").await;
+            (!notes.is_empty()).then_some(notes)
+        },
+    )
+    .await;
+    assert!(notes.iter().any(|n| n.contains(&isolation)), "{notes:?}");
+
+    // The right comes back: all converge by themselves (retried with backoff).
     networkpolicy_verbs(&pcp.admin, &granted).await;
     wait_networkpolicy_writes(&operator_client, &ns, true).await;
-    wait_ready(&pcp.admin, &t).await;
+    let ready = tokio::time::timeout(CONVERGE / 2, wait_ready(&pcp.admin, &t)).await;
+    if ready.is_err() {
+        let tenant = Api::<citycloud::api::Tenant>::all(pcp.admin.clone())
+            .get(&t)
+            .await;
+        let quotas = Api::<k8s_openapi::api::core::v1::ResourceQuota>::all(pcp.admin.clone())
+            .list(&ListParams::default())
+            .await;
+        panic!(
+            "DIAG tenant: {:#?}\nquotas: {:#?}",
+            tenant.map(|t| t.status),
+            quotas.map(|q| q
+                .items
+                .into_iter()
+                .filter(|q| q
+                    .metadata
+                    .namespace
+                    .as_deref()
+                    .unwrap_or_default()
+                    .starts_with(&t))
+                .map(|q| (q.metadata.namespace, q.spec, q.status))
+                .collect::<Vec<_>>())
+        );
+    }
     Api::<NetworkPolicy>::namespaced(pcp.admin.clone(), &format!("{t}-dev"))
         .get("citycloud-ingress")
         .await
         .expect("the dev namespace's ingress policy, applied once allowed");
     wait_bound(&env, &ns, "api", "True", "Bound").await;
+    wait_published(&pcp.admin, &other.service, "True", "Published").await;
+    Api::<NetworkPolicy>::namespaced(pcp.admin.clone(), &other.provider_ns)
+        .get("citycloud-provider-isolation")
+        .await
+        .expect("the provider namespace isolated, once allowed");
+}
+
+/// Waits until the SharedService's ConsumersPublished condition has `status` and `reason`,
+/// for its generation.
+async fn wait_published(admin: &kube::Client, name: &str, status: &str, reason: &str) -> Condition {
+    let api = Api::<SharedService>::all(admin.clone());
+    eventually(
+        &format!("SharedService {name} ConsumersPublished={status} {reason}"),
+        CONVERGE,
+        || async {
+            let s = api.get(name).await.ok()?;
+            let st = s.status?;
+            (st.observed_generation == s.metadata.generation).then_some(())?;
+            let c = st
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "ConsumersPublished")?;
+            (c.status == status && c.reason == reason).then_some(c)
+        },
+    )
+    .await
 }

@@ -359,22 +359,7 @@ async fn provision(
         .await
         .at("reading", format!("the inputs of Tenant {name}"))?;
     let valid = validate::validate(tenant, &found);
-    let caps = plan::caps(tenant, &found.inputs, &valid.skipped);
-    let committed = plan::committed(tenant, &children_budgets(caches, &name));
-    let demand = &ctx.shared.demand;
-    demand.expire();
-    let plan = plan::plan(
-        tenant,
-        &found.inputs,
-        &found.quotas,
-        &caps,
-        &committed,
-        &demand.levels(caps.keys()),
-    );
-    plan.allocation
-        .saturated
-        .iter()
-        .for_each(|ns| demand.record(ns));
+    let plan = split_budget(ctx, caches, tenant, &found, &valid);
     found.inputs.allocations = plan.allocation.hard.clone();
     found.inputs.operator = ctx.identity.clone();
     let desired = build::build(tenant, &found.inputs);
@@ -398,6 +383,34 @@ async fn provision(
         applied: &applied,
     };
     report::update_status(ctx, caches, verdicts, tenant, done).await
+}
+
+/// The plan step: the budget split ([`plan::plan`], pure) over what the process knows — the
+/// children's budgets (cached) and each namespace's recent demand, which it updates.
+fn split_budget(
+    ctx: &Context,
+    caches: &cache::Caches,
+    tenant: &Tenant,
+    found: &dereference::Dereferenced,
+    valid: &validate::Validated,
+) -> plan::Plan {
+    let caps = plan::caps(tenant, &found.inputs, &valid.skipped);
+    let committed = plan::committed(tenant, &children_budgets(caches, &tenant.name_any()));
+    let demand = &ctx.shared.demand;
+    demand.expire();
+    let levels = demand.levels(caps.keys());
+    let plan = plan::plan(
+        tenant,
+        &found.inputs,
+        &found.quotas,
+        &caps,
+        &committed,
+        &levels,
+    );
+    for ns in &plan.allocation.saturated {
+        demand.record(ns);
+    }
+    plan
 }
 
 /// The carvable tenant budget of each of `parent`'s children, from the caches (the index of
