@@ -229,30 +229,7 @@ async fn an_operator_without_rbac_for_a_kind_says_so_on_the_tenant_and_the_claim
     // The right comes back: all converge by themselves (retried with backoff).
     networkpolicy_verbs(&pcp.admin, &granted).await;
     wait_networkpolicy_writes(&operator_client, &ns, true).await;
-    let ready = tokio::time::timeout(CONVERGE / 2, wait_ready(&pcp.admin, &t)).await;
-    if ready.is_err() {
-        let tenant = Api::<citycloud::api::Tenant>::all(pcp.admin.clone())
-            .get(&t)
-            .await;
-        let quotas = Api::<k8s_openapi::api::core::v1::ResourceQuota>::all(pcp.admin.clone())
-            .list(&ListParams::default())
-            .await;
-        panic!(
-            "DIAG tenant: {:#?}\nquotas: {:#?}",
-            tenant.map(|t| t.status),
-            quotas.map(|q| q
-                .items
-                .into_iter()
-                .filter(|q| q
-                    .metadata
-                    .namespace
-                    .as_deref()
-                    .unwrap_or_default()
-                    .starts_with(&t))
-                .map(|q| (q.metadata.namespace, q.spec, q.status))
-                .collect::<Vec<_>>())
-        );
-    }
+    wait_ready(&pcp.admin, &t).await;
     Api::<NetworkPolicy>::namespaced(pcp.admin.clone(), &format!("{t}-dev"))
         .get("citycloud-ingress")
         .await
