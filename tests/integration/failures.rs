@@ -6,7 +6,7 @@
 //! writing NetworkPolicies). That must not touch the operator every other test shares, so
 //! these tests run on a control plane of their own, with the chart's ServiceAccount, RBAC and
 //! admission policies, and one operator.
-use citycloud::api::{SharedService, SharedServiceClaim};
+use citycloud::api::SharedService;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -16,7 +16,7 @@ use kube::api::{Api, ListParams, PostParams};
 use testbed::binaries::ensure_built;
 use testbed::builders::TenantBuilder;
 use testbed::env::PrivateControlPlane;
-use testbed::fixtures::{CONVERGE, apply, apply_in, condition, wait_condition, wait_ready};
+use testbed::fixtures::{CONVERGE, apply, condition, wait_condition, wait_ready};
 use testbed::identity::client_from_kubeconfig;
 use testbed::operator::{
     RELEASE, RunningOperator, chart_identity, install_admission_policies, install_crds,
@@ -24,7 +24,7 @@ use testbed::operator::{
 };
 use testbed::{TestEnv, eventually};
 
-use crate::claims::{World, claim_yaml, shared_service, wait_bound, world};
+use crate::claims::{World, claim_as, claim_yaml, shared_service, wait_bound, world};
 
 /// The verbs the operator's ClusterRole grants on NetworkPolicies (the chart's rule), set to
 /// `verbs`; returns the verbs it had.
@@ -151,9 +151,8 @@ async fn an_operator_without_rbac_for_a_kind_says_so_on_the_tenant_and_the_claim
 
     // A claim needs NetworkPolicies on both sides: Bound=False, naming step and object.
     let ns = format!("{t}-prod");
-    apply_in::<SharedServiceClaim>(&pcp.admin, &ns, &claim_yaml("api", &w.service, None))
-        .await
-        .expect("a claim");
+    // (Retried while kube-controller-manager recounts the quota the new environment changed.)
+    claim_as(&pcp.admin, &ns, &claim_yaml("api", &w.service, None)).await;
     let claim = wait_bound(&env, &ns, "api", "False", "ApplyFailed").await;
     let status = claim.status.expect("status");
     let bound = status
