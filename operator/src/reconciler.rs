@@ -178,10 +178,32 @@ pub fn failed<K: Reconciled>(object: &K, error: &Error, now: &Time) -> Option<K:
 /// Warning Event naming the step and the object, when that is news. Failing to report is
 /// logged: the reconcile's own error is what gets retried.
 pub async fn report<K: Reconciled>(ctx: &Context, object: &K, error: &Error) {
+    // The status as stored now: the cache may not show yet what the reconcile before wrote
+    // (a claim's token digest), and the whole status written from a stale view would undo it.
+    let fresh = match object
+        .api(ctx.client.clone())
+        .get_opt(&object.name_any())
+        .await
+    {
+        Ok(Some(fresh)) => fresh,
+        Ok(None) => return, // deleted meanwhile: nobody to tell
+        Err(e) => {
+            warn!(error = %e, "could not read the object to report the failure in its status");
+            return warn_on(ctx, object, error).await;
+        }
+    };
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let Some(status) = failed(object, error, &now) else {
+    let Some(status) = failed(&fresh, error, &now) else {
         return;
     };
+    warn_on(ctx, &fresh, error).await;
+    if let Err(e) = write_status(ctx, &fresh, &status).await {
+        warn!(error = %e, "could not report the failure in the status");
+    }
+}
+
+/// The Warning Event of a failed reconcile, for `kubectl describe`.
+async fn warn_on<K: Reconciled>(ctx: &Context, object: &K, error: &Error) {
     ctx.publish(
         object,
         EventType::Warning,
@@ -189,9 +211,6 @@ pub async fn report<K: Reconciled>(ctx: &Context, object: &K, error: &Error) {
         error.to_string(),
     )
     .await;
-    if let Err(e) = write_status(ctx, object, &status).await {
-        warn!(error = %e, "could not report the failure in the status");
-    }
 }
 
 /// The first retry comes after this; each further failure doubles it up to [`MAX_DELAY`].
