@@ -85,6 +85,16 @@ impl Error {
         }
     }
 
+    /// Every reason [`Error::reason`] gives: a condition False with one of these says the
+    /// operator failed a step, not that it decided anything.
+    pub const REASONS: &[&str] = &[
+        "ReadFailed",
+        "ApplyFailed",
+        "DeleteFailed",
+        "RetainFailed",
+        "ReconcileFailed",
+    ];
+
     /// A condition reason for the failed step (CamelCase, as the API conventions want).
     pub fn reason(&self) -> &'static str {
         match self {

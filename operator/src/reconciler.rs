@@ -370,6 +370,35 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_shows_a_failed_step_in_bound_and_keeps_the_rest_of_its_status() {
+        let mut claim: crate::api::SharedServiceClaim = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db", "namespace": "a-prod", "generation": 1},
+            "spec": {"service": "db"},
+            "status": {
+                "observedGeneration": 1,
+                "binding": {"name": "db"},
+                "tokenDigest": "sha256:00",
+                "conditions": [{"type": "Bound", "status": "True", "reason": "Bound",
+                    "message": "bound", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+            },
+        }))
+        .expect("a claim");
+        let error = Error::Invalid("forbidden".into()).at("applying", "NetworkPolicy p/x");
+        let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let status = failed(&claim, &error, &now).expect("news");
+        let bound = &status.conditions[0];
+        assert_eq!(
+            (bound.type_.as_str(), bound.status.as_str()),
+            ("Bound", "False")
+        );
+        assert_eq!(bound.reason, "ApplyFailed");
+        assert_eq!(status.token_digest.as_deref(), Some("sha256:00"), "kept");
+        assert!(status.binding.is_some(), "kept: the Secret is still there");
+        claim.status = Some(status);
+        assert_eq!(failed(&claim, &error, &now), None, "said once");
+    }
+
+    #[test]
     fn objects_are_named_with_their_kind_and_namespace() {
         let tenant = tenant_with(&[]);
         assert_eq!(object_name(&tenant), "Tenant a");
