@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod build;
 pub mod dereference;
+pub mod events;
 pub mod status;
 pub mod token;
 pub mod validate;
@@ -33,8 +34,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use self::build::claim_id;
-use self::validate::Refusal;
-use crate::api::conditions::{claim as cond, find, is_true};
+use crate::api::conditions::claim as cond;
 use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE, TENANT};
 use crate::api::{
     Credentials, SharedService, SharedServiceClaim, SharedServiceClaimStatus, Tenant,
@@ -245,7 +245,7 @@ async fn provision(cached: &SharedServiceClaim, ctx: &ClaimContext) -> Result<Ac
     if new != previous {
         reconciler::write_status(base, claim, &new).await?;
     }
-    announce(base, claim, &previous, &outcome).await;
+    events::announce(base, claim, &previous, &outcome).await;
     let exists = found.service.is_some()
         || ctx
             .catalogue
@@ -304,71 +304,11 @@ async fn bind(
     })
 }
 
-/// The events of a reconcile, for the claim's agency (`kubectl describe ssc`): bound,
-/// revoked, refused (once per reason), a new token or a recreated Secret.
-async fn announce(
-    ctx: &Context,
-    claim: &SharedServiceClaim,
-    previous: &SharedServiceClaimStatus,
-    outcome: &Result<Bound, (Refusal, usize)>,
-) {
-    let was_bound = is_true(&previous.conditions, cond::BOUND);
-    let was_reason = find(&previous.conditions, cond::BOUND).map(|c| c.reason.as_str());
-    match outcome {
-        Ok(bound) if was_bound && bound.issued => {
-            publish(
-                ctx,
-                claim,
-                EventType::Normal,
-                "TokenIssued",
-                format!(
-                    "Issued a new token in Secret {} (the previous Secret was deleted, or its token changed); the service accepts only the new one",
-                    claim.secret_name()
-                ),
-            )
-            .await;
-        }
-        Ok(bound) if was_bound && bound.secret_created => {
-            publish(
-                ctx,
-                claim,
-                EventType::Normal,
-                "SecretRecreated",
-                format!("Recreated the binding Secret {}", claim.secret_name()),
-            )
-            .await;
-        }
-        Ok(_) if !was_bound => {
-            let result = Ok(claim.secret_name());
-            let message = status::bound_condition(&result, claim.service_name()).message;
-            publish(ctx, claim, EventType::Normal, "Bound", message).await;
-        }
-        Err((refusal, removed)) if was_bound || *removed > 0 => {
-            let note = format!(
-                "Revoked the binding: removed the binding Secret and the NetworkPolicies on both sides ({})",
-                refusal.message()
-            );
-            publish(ctx, claim, EventType::Warning, "Revoked", note).await;
-        }
-        Err((refusal, _)) if was_reason != Some(refusal.reason()) => {
-            publish(
-                ctx,
-                claim,
-                EventType::Warning,
-                refusal.reason(),
-                refusal.message(),
-            )
-            .await;
-        }
-        _ => {}
-    }
-}
-
 async fn cleanup(claim: &SharedServiceClaim, ctx: &ClaimContext) -> Result<Action> {
     let ns = claim.namespace().unwrap_or_default();
     let removed = apply::prune(&ctx.base, claim, None).await?;
     if removed > 0 {
-        publish(
+        events::publish(
             &ctx.base,
             claim,
             EventType::Normal,
@@ -384,17 +324,6 @@ async fn cleanup(claim: &SharedServiceClaim, ctx: &ClaimContext) -> Result<Actio
         &format!("{ns}/{}", claim.name_any()),
     );
     Ok(Action::await_change())
-}
-
-/// An event on the claim, for its agency to read (`kubectl describe ssc`). Never a token.
-async fn publish(
-    ctx: &Context,
-    claim: &SharedServiceClaim,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    ctx.publish(claim, type_, reason, note).await;
 }
 
 /// The `service` label of claims naming a SharedService that does not exist: one label for
