@@ -23,6 +23,8 @@ pub struct Shared {
     /// persisted: `DefaultHasher` (whose values may change with the toolchain) is fine here;
     /// what is persisted (the applied-hash annotation, claim ids) uses SHA-256 (`digest`).
     pub tenant_status_written: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Retry delays after failed reconciles, by object, for every controller.
+    pub backoff: crate::reconciler::Backoff,
 }
 
 pub struct Context {

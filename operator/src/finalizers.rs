@@ -16,12 +16,11 @@ use crate::{Error, Result};
 /// How soon to look again after a stale view: the watch brings the fresh object within moments.
 pub const STALE_VIEW_RETRY: Duration = Duration::from_millis(250);
 
-/// The two benign races become actions; everything else is an error to retry with backoff.
-pub fn outcome<E>(result: std::result::Result<Action, FinalizerError<E>>) -> Result<Action>
-where
-    E: std::error::Error + 'static,
-{
+/// The two benign races become actions; everything else is an error to retry with backoff. A
+/// step's own error comes back as it was (naming its step and object), not as the helper's.
+pub fn outcome(result: std::result::Result<Action, FinalizerError<Error>>) -> Result<Action> {
     result.or_else(|e| match e {
+        FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => Err(e),
         // A queued reconcile of an object whose cleanup already finished: nothing left to do.
         FinalizerError::RemoveFinalizer(kube::Error::Api(s)) if s.code == 404 => {
             Ok(Action::await_change())
@@ -62,10 +61,6 @@ pub fn is_stale_view(status: &Status) -> bool {
 mod tests {
     use super::*;
 
-    #[derive(Debug, thiserror::Error)]
-    #[error("never")]
-    struct Never;
-
     fn api(code: u16, reason: &str, message: &str) -> kube::Error {
         let mut s = Status::failure(message, reason);
         s.code = code;
@@ -73,7 +68,7 @@ mod tests {
     }
 
     fn add(code: u16, reason: &str, message: &str) -> Result<Action> {
-        outcome::<Never>(Err(FinalizerError::AddFinalizer(api(
+        outcome(Err(FinalizerError::AddFinalizer(api(
             code, reason, message,
         ))))
     }
@@ -123,8 +118,20 @@ mod tests {
     }
 
     #[test]
+    fn a_steps_error_comes_back_naming_its_step_and_object() {
+        let step = Error::Invalid("refused".into()).at("applying", "NetworkPolicy a/b");
+        let err = outcome(Err(FinalizerError::ApplyFailed(step))).expect_err("an error");
+        assert_eq!(err.metric_label(), "applying");
+        assert_eq!(err.reason(), "ApplyFailed");
+        assert_eq!(err.to_string(), "applying NetworkPolicy a/b: refused");
+        let cleanup = Error::Invalid("gone".into()).at("deleting", "Namespace a-prod");
+        let err = outcome(Err(FinalizerError::CleanupFailed(cleanup))).expect_err("an error");
+        assert_eq!(err.reason(), "DeleteFailed");
+    }
+
+    #[test]
     fn cleanup_already_done_is_nothing_to_do() {
-        let gone = outcome::<Never>(Err(FinalizerError::RemoveFinalizer(api(
+        let gone = outcome(Err(FinalizerError::RemoveFinalizer(api(
             404, "NotFound", "gone",
         ))));
         assert_eq!(gone.ok(), Some(Action::await_change()));

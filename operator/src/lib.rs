@@ -24,6 +24,7 @@ pub mod metrics_auth;
 pub mod quantity;
 pub mod quota;
 pub mod quota_profile;
+pub mod reconciler;
 pub mod run;
 pub mod server;
 pub mod shared_service;
@@ -88,6 +89,16 @@ impl Error {
             Error::Invalid(_) => "invalid",
         }
     }
+
+    /// Every reason [`Error::reason`] gives: a condition False with one of these says the
+    /// operator failed a step, not that it decided anything.
+    pub const REASONS: &[&str] = &[
+        "ReadFailed",
+        "ApplyFailed",
+        "DeleteFailed",
+        "RetainFailed",
+        "ReconcileFailed",
+    ];
 
     /// A condition reason for the failed step (CamelCase, as the API conventions want).
     pub fn reason(&self) -> &'static str {

@@ -17,9 +17,8 @@ use testbed::{TestEnv, eventually};
 
 const FINALIZER: &str = "citycloud.io/test-finalizer";
 
-#[derive(Debug, thiserror::Error)]
-#[error("never")]
-struct Never;
+/// The reconcile never fails here: the operator's own error type, as `outcome` takes.
+type Never = citycloud::Error;
 
 /// One pass of kube-runtime's finalizer helper on `obj` as the reconcile saw it.
 async fn add_finalizer(
@@ -149,7 +148,7 @@ async fn an_admission_refusal_when_adding_a_finalizer_is_an_error_naming_the_pol
         !is_stale_view(&status),
         "a refusal is not the race: {status:?}"
     );
-    let err = outcome::<Never>(Err(FinalizerError::AddFinalizer(kube::Error::Api(
+    let err = outcome(Err(FinalizerError::AddFinalizer(kube::Error::Api(
         status.clone(),
     ))))
     .expect_err("a refusal is an error");

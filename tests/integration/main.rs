@@ -5,6 +5,7 @@ mod access_matrix;
 mod admission_table;
 mod chart;
 mod claims;
+mod failures;
 mod finalizers;
 mod hostile_claims;
 mod hostile_network;

@@ -10,12 +10,13 @@ use kube::api::{Api, DeleteParams, ListParams};
 use kube::{Resource, ResourceExt};
 
 use super::build::{ClaimResources, claim_id, legacy_claim_id};
-use crate::Result;
 use crate::api::SharedServiceClaim;
 use crate::api::labels::CLAIM as CLAIM_LABEL;
 use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE};
 use crate::apply::{Outcome, apply, get_and_apply};
 use crate::context::Context;
+use crate::reconciler::object_name;
+use crate::{Result, StepExt};
 
 /// What binding did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -64,7 +65,8 @@ pub async fn bind(
             ctx.client.clone(),
             policy.meta().namespace.as_deref().unwrap_or_default(),
         );
-        bound.writes += count(ctx, get_and_apply(&api, policy).await?);
+        let applied = get_and_apply(&api, policy).await;
+        bound.writes += count(ctx, applied.at("applying", object_name(policy))?);
     }
     let secrets = Api::<Secret>::namespaced(
         ctx.client.clone(),
@@ -80,13 +82,16 @@ pub async fn bind(
         Some(l) if l.type_ != desired.secret.type_ => {
             secrets
                 .delete(&l.name_any(), &DeleteParams::default())
-                .await?;
+                .await
+                .at("deleting", object_name(l))?;
             bound.writes += 1;
             None
         }
         other => other,
     };
-    let outcome = apply(&secrets, &desired.secret, live).await?;
+    let outcome = apply(&secrets, &desired.secret, live)
+        .await
+        .at("applying", object_name(&desired.secret))?;
     bound.secret_created = outcome == Outcome::Created;
     bound.writes += count(ctx, outcome);
     bound.writes += prune(ctx, claim, Some(desired)).await?;
@@ -109,7 +114,11 @@ pub async fn prune(
     let mut deleted = 0;
     let policies = Api::<NetworkPolicy>::all(ctx.client.clone())
         .list_metadata(&params)
-        .await?;
+        .await
+        .at(
+            "reading",
+            format!("the NetworkPolicies of {}", object_name(claim)),
+        )?;
     for p in policies {
         let at = (p.namespace().unwrap_or_default(), p.name_any());
         if !keep_policies.contains(&at) {
@@ -117,7 +126,8 @@ pub async fn prune(
                 &Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &at.0),
                 &at.1,
             )
-            .await?;
+            .await
+            .at("deleting", format!("NetworkPolicy {}/{}", at.0, at.1))?;
             deleted += 1;
         }
     }
@@ -127,12 +137,14 @@ pub async fn prune(
         Ok(list) => list.items,
         // Outside tenant namespaces the operator has no Secrets access, and so made none.
         Err(kube::Error::Api(e)) if e.code == 403 => Vec::new(),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e).at("reading", format!("the Secrets of {}", object_name(claim))),
     };
     for s in secrets {
         let wanted = keep.is_some_and(|k| k.secret.meta().name.as_deref() == Some(&s.name_any()));
         if !wanted {
-            delete(&secrets_api, &s.name_any()).await?;
+            delete(&secrets_api, &s.name_any())
+                .await
+                .at("deleting", format!("Secret {ns}/{}", s.name_any()))?;
             deleted += 1;
         }
     }

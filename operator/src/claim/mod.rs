@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod build;
 pub mod dereference;
+pub mod events;
 pub mod status;
 pub mod token;
 pub mod validate;
@@ -23,26 +24,25 @@ use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedSender, unbounded};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use serde_json::json;
-use tracing::{Instrument, info_span, warn};
 
 use self::build::claim_id;
-use self::validate::Refusal;
-use crate::api::conditions::{claim as cond, find, is_true};
+use crate::api::conditions::claim as cond;
 use crate::api::labels::CLAIM as CLAIM_LABEL;
 use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE, TENANT};
-use crate::api::{Credentials, SharedService, SharedServiceClaim, Tenant};
+use crate::api::{
+    Credentials, SharedService, SharedServiceClaim, SharedServiceClaimStatus, Tenant,
+};
 use crate::context::Context;
 use crate::metrics::{ClaimLabels, Metrics};
-use crate::{Error, FIELD_MANAGER, Result};
+use crate::{Result, reconciler};
 
 pub use crate::api::finalizers::CLAIM as FINALIZER;
 pub(crate) const CONTROLLER: &str = "claim";
@@ -160,7 +160,7 @@ pub async fn run(
         )
         .reconcile_on(claim_rx)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, context)
+        .run(reconcile, reconciler::error_policy, context)
         .for_each(|_| async {})
         .await;
     catalogue_task.abort();
@@ -190,137 +190,68 @@ fn in_namespaces(
 }
 
 async fn reconcile(claim: Arc<SharedServiceClaim>, ctx: Arc<ClaimContext>) -> Result<Action> {
-    let ns = claim.namespace().unwrap_or_default();
-    let span = info_span!("reconcile", controller = CONTROLLER, namespace = %ns, claim = %claim.name_any());
-    let _timer = ctx.base.shared.metrics.time(CONTROLLER);
-    let api = Api::<SharedServiceClaim>::namespaced(ctx.base.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, claim, |event| async {
+    reconciler::finalized(&ctx.base, claim, FINALIZER, |event| async {
         match event {
             Finalizer::Apply(c) => provision(&c, &ctx).await,
             Finalizer::Cleanup(c) => cleanup(&c, &ctx).await,
         }
     })
-    .instrument(span)
-    .await;
-    let result = crate::finalizers::outcome(result);
-    ctx.base.shared.metrics.reconciled(CONTROLLER, &result);
-    result
+    .await
 }
 
-fn error_policy(claim: Arc<SharedServiceClaim>, error: &Error, _ctx: Arc<ClaimContext>) -> Action {
-    warn!(namespace = %claim.namespace().unwrap_or_default(), claim = %claim.name_any(), %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+impl reconciler::Controls for ClaimContext {
+    fn base(&self) -> &Context {
+        &self.base
+    }
 }
 
+impl reconciler::Reconciled for SharedServiceClaim {
+    type Status = SharedServiceClaimStatus;
+    const CONTROLLER: &'static str = CONTROLLER;
+    const TOP_CONDITION: &'static str = cond::BOUND;
+    fn api(&self, client: kube::Client) -> Api<Self> {
+        Api::namespaced(client, &self.namespace().unwrap_or_default())
+    }
+    fn status(&self) -> Option<&SharedServiceClaimStatus> {
+        self.status.as_ref()
+    }
+    fn conditions(status: &mut SharedServiceClaimStatus) -> &mut Vec<Condition> {
+        &mut status.conditions
+    }
+    fn observed_generation(status: &mut SharedServiceClaimStatus) -> &mut Option<i64> {
+        &mut status.observed_generation
+    }
+}
+
+/// dereference → validate → bind (token, build, apply) or revoke → status → events.
 async fn provision(cached: &SharedServiceClaim, ctx: &ClaimContext) -> Result<Action> {
     let base = &ctx.base;
-    let (ns, name) = (cached.namespace().unwrap_or_default(), cached.name_any());
-    // The cache may not show yet the status the previous reconcile wrote, and with it the
-    // digest of the token just issued, which would then be taken for a stranger's and
-    // replaced: read the claim fresh.
-    let Some(claim) = &Api::<SharedServiceClaim>::namespaced(base.client.clone(), &ns)
-        .get_opt(&name)
-        .await?
-    else {
+    let Some(claim) = &dereference::fresh(&base.client, cached).await? else {
         return Ok(Action::await_change());
     };
     let found = dereference::dereference(&base.client, claim).await?;
-    let previous = claim.status.clone().unwrap_or_default();
-    let was_bound = is_true(&previous.conditions, cond::BOUND);
-
-    let mut removed = 0;
-    // The digest of the token in the binding Secret, recorded in the status by the same
-    // reconcile (after the Secret: a crash between the two issues a new token next time).
-    let mut token_digest = None;
-    let outcome: Result<String, Refusal> = match validate::decide(claim, &found) {
-        Ok(permit) => {
-            ctx.watches.ensure(&ns);
-            let id = claim_id(&ns, &name);
-            let (token, issued) = match permit.service.spec.credentials {
-                Credentials::None => (None, false),
-                Credentials::PerClaim => {
-                    match token::kept(found.secret.as_ref(), &id, previous.token_digest.as_deref())
-                    {
-                        Some(t) => (Some(t), false),
-                        None => (Some(token::issue()?), true),
-                    }
-                }
-            };
-            token_digest = token.as_deref().map(token::digest);
-            let desired = build::build(claim, &permit, found.provider.as_ref(), token.as_deref());
-            let bound = apply::bind(base, claim, &desired, found.secret.as_ref()).await?;
-            if was_bound && issued {
-                publish(
-                    base,
-                    claim,
-                    EventType::Normal,
-                    "TokenIssued",
-                    format!(
-                        "Issued a new token in Secret {} (the previous Secret was deleted, or its token changed); the service accepts only the new one",
-                        claim.secret_name()
-                    ),
-                )
-                .await;
-            } else if was_bound && bound.secret_created {
-                publish(
-                    base,
-                    claim,
-                    EventType::Normal,
-                    "SecretRecreated",
-                    format!("Recreated the binding Secret {}", claim.secret_name()),
-                )
-                .await;
-            }
-            Ok(claim.secret_name())
-        }
-        Err(refusal) => {
-            removed = apply::prune(base, claim, None).await?;
-            Err(refusal)
-        }
+    let outcome = match validate::decide(claim, &found) {
+        Ok(permit) => Ok(bind(ctx, claim, &permit, &found).await?),
+        Err(refusal) => Err((refusal, apply::prune(base, claim, None).await?)),
     };
-
+    let previous = claim.status.clone().unwrap_or_default();
+    let result = outcome
+        .as_ref()
+        .map(|_| claim.secret_name())
+        .map_err(|(r, _)| r.clone());
+    let token_digest = outcome.as_ref().ok().and_then(|b| b.token_digest.clone());
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let new = status::status(claim, &outcome, token_digest, &now);
+    let new = status::status(claim, &result, token_digest, &now);
     if new != previous {
-        let patch = json!({"apiVersion": "citycloud.io/v1alpha1", "kind": "SharedServiceClaim", "status": new});
-        Api::<SharedServiceClaim>::namespaced(base.client.clone(), &ns)
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
+        reconciler::write_status(base, claim, &new).await?;
     }
-    let was_reason = find(&previous.conditions, cond::BOUND).map(|c| c.reason.as_str());
-    match &outcome {
-        Ok(_) if !was_bound => {
-            let message = status::bound_condition(&outcome, claim.service_name()).message;
-            publish(base, claim, EventType::Normal, "Bound", message).await;
-        }
-        Err(refusal) if was_bound || removed > 0 => {
-            let note = format!(
-                "Revoked the binding: removed the binding Secret and the NetworkPolicies on both sides ({})",
-                refusal.message()
-            );
-            publish(base, claim, EventType::Warning, "Revoked", note).await;
-        }
-        Err(refusal) if was_reason != Some(refusal.reason()) => {
-            publish(
-                base,
-                claim,
-                EventType::Warning,
-                refusal.reason(),
-                refusal.message(),
-            )
-            .await;
-        }
-        _ => {}
-    }
+    events::announce(base, claim, &previous, &outcome).await;
     let exists = found.service.is_some()
         || ctx
             .catalogue
             .get(&ObjectRef::new(claim.service_name()))
             .is_some();
+    let (ns, name) = (claim.namespace().unwrap_or_default(), claim.name_any());
     ctx.states.set(
         &base.shared.metrics,
         format!("{ns}/{name}"),
@@ -330,11 +261,54 @@ async fn provision(cached: &SharedServiceClaim, ctx: &ClaimContext) -> Result<Ac
     Ok(Action::requeue(RESYNC))
 }
 
+/// What binding a permitted claim did.
+struct Bound {
+    /// The digest of the token in the binding Secret, recorded in the status by the same
+    /// reconcile (after the Secret: a crash between the two issues a new token next time).
+    token_digest: Option<String>,
+    /// A new token was issued (none was kept, or the kept one was not the operator's).
+    issued: bool,
+    /// The binding Secret was created.
+    secret_created: bool,
+}
+
+/// The token (kept, or a new one), the claim's objects built with it, applied.
+async fn bind(
+    ctx: &ClaimContext,
+    claim: &SharedServiceClaim,
+    permit: &build::Permit<'_>,
+    found: &dereference::Found,
+) -> Result<Bound> {
+    let ns = claim.namespace().unwrap_or_default();
+    ctx.watches.ensure(&ns);
+    let recorded = claim
+        .status
+        .as_ref()
+        .and_then(|s| s.token_digest.as_deref());
+    let (token, issued) = match permit.service.spec.credentials {
+        Credentials::None => (None, false),
+        Credentials::PerClaim => {
+            let id = claim_id(&ns, &claim.name_any());
+            match token::kept(found.secret.as_ref(), &id, recorded) {
+                Some(t) => (Some(t), false),
+                None => (Some(token::issue()?), true),
+            }
+        }
+    };
+    let desired = build::build(claim, permit, found.provider.as_ref(), token.as_deref());
+    let applied = apply::bind(&ctx.base, claim, &desired, found.secret.as_ref()).await?;
+    Ok(Bound {
+        token_digest: token.as_deref().map(token::digest),
+        issued,
+        secret_created: applied.secret_created,
+    })
+}
+
 async fn cleanup(claim: &SharedServiceClaim, ctx: &ClaimContext) -> Result<Action> {
     let ns = claim.namespace().unwrap_or_default();
     let removed = apply::prune(&ctx.base, claim, None).await?;
     if removed > 0 {
-        publish(
+        events::publish(
             &ctx.base,
             claim,
             EventType::Normal,
@@ -350,17 +324,6 @@ async fn cleanup(claim: &SharedServiceClaim, ctx: &ClaimContext) -> Result<Actio
         &format!("{ns}/{}", claim.name_any()),
     );
     Ok(Action::await_change())
-}
-
-/// An event on the claim, for its agency to read (`kubectl describe ssc`). Never a token.
-async fn publish(
-    ctx: &Context,
-    claim: &SharedServiceClaim,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    ctx.publish(claim, type_, reason, note).await;
 }
 
 /// The `service` label of claims naming a SharedService that does not exist: one label for

@@ -4,18 +4,17 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
-use serde_json::json;
 
 use crate::api::{QuotaProfile, QuotaProfileStatus, Tenant, conditions};
 use crate::conditions::{Cond, stamp};
 use crate::context::Context;
-use crate::{Error, FIELD_MANAGER, Result};
+use crate::{Result, reconciler};
 
 const CONTROLLER: &str = "quotaprofile";
 
@@ -57,11 +56,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             .collect::<Vec<_>>()
     })
     .graceful_shutdown_on(shutdown)
-    .run(
-        reconcile,
-        |_, _: &Error, _| Action::requeue(Duration::from_secs(5)),
-        context,
-    )
+    .run(reconcile, reconciler::error_policy, context)
     .for_each(|_| async {})
     .await;
 }
@@ -77,10 +72,37 @@ async fn reconcile(profile: Arc<QuotaProfile>, context: Arc<ProfileContext>) -> 
         // Just started: count once the Tenants have been listed.
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
-    let _timer = ctx.shared.metrics.time(CONTROLLER);
-    let result = count(&profile, ctx, &context.tenants).await;
-    ctx.shared.metrics.reconciled(CONTROLLER, &result);
-    result
+    let tenants = &context.tenants;
+    reconciler::reconcile(
+        ctx,
+        profile,
+        |p| async move { count(&p, ctx, tenants).await },
+    )
+    .await
+}
+
+impl reconciler::Controls for ProfileContext {
+    fn base(&self) -> &Context {
+        &self.base
+    }
+}
+
+impl reconciler::Reconciled for QuotaProfile {
+    type Status = QuotaProfileStatus;
+    const CONTROLLER: &'static str = CONTROLLER;
+    const TOP_CONDITION: &'static str = conditions::quota_profile::READY;
+    fn api(&self, client: kube::Client) -> Api<Self> {
+        Api::all(client)
+    }
+    fn status(&self) -> Option<&QuotaProfileStatus> {
+        self.status.as_ref()
+    }
+    fn conditions(status: &mut QuotaProfileStatus) -> &mut Vec<Condition> {
+        &mut status.conditions
+    }
+    fn observed_generation(status: &mut QuotaProfileStatus) -> &mut Option<i64> {
+        &mut status.observed_generation
+    }
 }
 
 async fn count(profile: &QuotaProfile, ctx: &Context, tenants: &Store<Tenant>) -> Result<Action> {
@@ -108,15 +130,7 @@ async fn count(profile: &QuotaProfile, ctx: &Context, tenants: &Store<Tenant>) -
         ),
     };
     if new != previous {
-        let patch =
-            json!({"apiVersion": "citycloud.io/v1alpha1", "kind": "QuotaProfile", "status": new});
-        Api::<QuotaProfile>::all(ctx.client.clone())
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
+        reconciler::write_status(ctx, profile, &new).await?;
     }
     Ok(Action::requeue(Duration::from_secs(300)))
 }

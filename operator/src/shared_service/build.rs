@@ -4,21 +4,28 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::{Resource, ResourceExt};
 
-use crate::api::conditions::{claim as claim_cond, is_true, reason, shared_service as cond};
+use crate::api::conditions::{claim as claim_cond, find, reason, shared_service as cond};
 use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE, SHARED_SERVICE, TENANT};
 use crate::api::{Credentials, SharedService, SharedServiceClaim, SharedServiceStatus};
 use crate::conditions::{Cond, stamp};
 
-/// Whether a claim counts as bound: Bound=True with a binding, and not being deleted.
+/// Whether a claim counts as bound: it has a binding, is not being deleted, and Bound is
+/// True — or False only because a step of the operator failed (failing to reconcile a claim
+/// is no decision to revoke it: the access it had stays until the operator decides).
 pub fn is_bound(claim: &SharedServiceClaim) -> bool {
+    let bound = |c: &[Condition]| {
+        find(c, claim_cond::BOUND).is_some_and(|b| {
+            b.status == "True" || crate::Error::REASONS.contains(&b.reason.as_str())
+        })
+    };
     claim.metadata.deletion_timestamp.is_none()
         && claim
             .status
             .as_ref()
-            .is_some_and(|s| s.binding.is_some() && is_true(&s.conditions, claim_cond::BOUND))
+            .is_some_and(|s| s.binding.is_some() && bound(&s.conditions))
 }
 
 /// The tokens to publish: by tenant, then by consumer key (`<namespace>.<claim>`).
@@ -352,7 +359,7 @@ spec:
     }
 
     #[test]
-    fn only_bound_claims_that_are_not_being_deleted_count() {
+    fn only_bound_claims_that_are_not_being_deleted_count_a_failed_step_revokes_nothing() {
         let claim = |status: &str| -> SharedServiceClaim {
             parse(&format!(
                 "{{apiVersion: citycloud.io/v1alpha1, kind: SharedServiceClaim, metadata: {{name: c, namespace: a-prod}}, spec: {{service: lgsp}}, status: {status}}}"
@@ -363,6 +370,9 @@ spec:
         assert!(!is_bound(&claim(
             "{conditions: [{type: Bound, status: 'False', reason: NotPermitted, message: '', lastTransitionTime: '2026-01-01T00:00:00Z'}]}"
         )));
+        // A failed step is no revocation: the token stays published.
+        let failing = "{binding: {name: c}, conditions: [{type: Bound, status: 'False', reason: ApplyFailed, message: '', lastTransitionTime: '2026-01-01T00:00:00Z'}]}";
+        assert!(is_bound(&claim(failing)));
         let mut deleting = claim(bound);
         deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
         assert!(!is_bound(&deleting));

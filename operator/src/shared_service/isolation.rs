@@ -26,7 +26,7 @@ use tracing::warn;
 use crate::api::SharedService;
 use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE, TENANT};
 use crate::context::Context;
-use crate::{Error, Result};
+use crate::{Result, StepExt};
 
 /// The name of the isolation policy in a provider namespace.
 pub const POLICY_NAME: &str = "citycloud-provider-isolation";
@@ -116,11 +116,13 @@ impl Isolation {
 pub async fn sync(ctx: &Context, service: &SharedService) -> Result<Isolation> {
     let services = Api::<SharedService>::all(ctx.client.clone())
         .list(&ListParams::default())
-        .await?
+        .await
+        .at("reading", "the SharedServices")?
         .items;
     let live: BTreeMap<String, NetworkPolicy> = Api::<NetworkPolicy>::all(ctx.client.clone())
         .list(&ListParams::default().fields(&format!("metadata.name={POLICY_NAME}")))
-        .await?
+        .await
+        .at("reading", format!("the NetworkPolicies {POLICY_NAME}"))?
         .items
         .into_iter()
         .map(|p| (p.namespace().unwrap_or_default(), p))
@@ -169,14 +171,17 @@ async fn sync_namespace(
             match api.delete(POLICY_NAME, &params).await {
                 Ok(_) => count_write(ctx),
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-                Err(e) => return Err(Error::from(e)),
+                Err(e) => {
+                    return Err(e).at("deleting", format!("NetworkPolicy {ns}/{POLICY_NAME}"));
+                }
             }
         }
         return Ok(Isolation::Isolated);
     };
     let namespace = Api::<Namespace>::all(ctx.client.clone())
         .get_opt(ns)
-        .await?;
+        .await
+        .at("reading", format!("Namespace {ns}"))?;
     let Some(namespace) = namespace else {
         return Ok(Isolation::NamespaceMissing);
     };
@@ -184,7 +189,10 @@ async fn sync_namespace(
         warn!(namespace = %ns, %tenant, "the endpoint namespace belongs to a tenant: not isolated by the operator (its Tenant's network settings apply; claims still add their own policies)");
         return Ok(Isolation::TenantNamespace);
     }
-    if crate::apply::apply(&api, &desired, live).await? != crate::apply::Outcome::Unchanged {
+    let outcome = crate::apply::apply(&api, &desired, live)
+        .await
+        .at("applying", format!("NetworkPolicy {ns}/{POLICY_NAME}"))?;
+    if outcome != crate::apply::Outcome::Unchanged {
         count_write(ctx);
     }
     Ok(Isolation::Isolated)

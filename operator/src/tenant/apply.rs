@@ -220,13 +220,17 @@ where
         return Ok(Outcome::Unchanged);
     }
     pending.begin(desired, &prepared.hash);
-    let answer = match send(api, desired, &prepared).await {
-        Ok(answer) => answer,
-        Err(e) => {
-            pending.done(desired, &prepared.hash, false, None);
-            return Err(e);
-        }
+    // Forgotten unless it lands: a write that failed, or whose future was dropped mid-flight
+    // (a sibling write failed and `try_join!` gave up on this one), may never have happened,
+    // and a write remembered as pending is not sent again (see `Pending::holds`).
+    let mut in_flight = InFlight {
+        pending,
+        desired,
+        hash: &prepared.hash,
+        landed: false,
     };
+    let answer = send(api, desired, &prepared).await?;
+    in_flight.landed = true;
     // The budget split needs the quota we wrote until the cache shows it.
     let quota = (K::kind(&()) == "ResourceQuota")
         .then(|| serde_json::to_value(&answer).ok())
@@ -243,6 +247,23 @@ where
     } else {
         Outcome::Created
     })
+}
+
+/// A write begun with [`Pending::begin`], ended as not changing anything when dropped before
+/// it landed.
+struct InFlight<'a, K: Resource<DynamicType = ()>> {
+    pending: &'a Pending,
+    desired: &'a K,
+    hash: &'a str,
+    landed: bool,
+}
+
+impl<K: Resource<DynamicType = ()>> Drop for InFlight<'_, K> {
+    fn drop(&mut self) {
+        if !self.landed {
+            self.pending.done(self.desired, self.hash, false, None);
+        }
+    }
 }
 
 /// Whether an API server's 422 is about a field that cannot be changed in place.
@@ -360,4 +381,37 @@ async fn retain(ctx: &Context, tenant: &Tenant, ns: &str) -> Result<usize> {
         }
     }
     Ok(writes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{InFlight, Pending};
+
+    #[test]
+    fn a_write_dropped_before_it_landed_is_not_taken_as_pending() {
+        let pending = Pending::default();
+        let rq: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "citycloud-quota", "namespace": "a-dev"}}),
+        )
+        .expect("a ResourceQuota");
+        pending.begin(&rq, "h1");
+        assert!(pending.holds(&rq, "h1"));
+        // A sibling write failed: try_join! dropped this one mid-flight.
+        drop(InFlight {
+            pending: &pending,
+            desired: &rq,
+            hash: "h1",
+            landed: false,
+        });
+        assert!(!pending.holds(&rq, "h1"), "sent again next time");
+        // One that landed stays pending until its watch event comes.
+        pending.begin(&rq, "h2");
+        drop(InFlight {
+            pending: &pending,
+            desired: &rq,
+            hash: "h2",
+            landed: true,
+        });
+        assert!(pending.holds(&rq, "h2"));
+    }
 }

@@ -101,6 +101,25 @@ pub fn build(tenant: &Tenant, inputs: &Inputs) -> TenantResources {
     }
 }
 
+/// Each environment namespace's ResourceQuota `hard` before the budget split: the profile's
+/// per-namespace caps (what [`build`] gives a namespace with no allocation).
+pub fn caps(tenant: &Tenant, inputs: &Inputs) -> BTreeMap<String, BTreeMap<String, Quantity>> {
+    let name = tenant.meta().name.clone().unwrap_or_default();
+    tenant
+        .environments()
+        .iter()
+        .map(|env| {
+            let ns = tenant.namespace_for(&env.name);
+            let profile = profile_for(tenant, env, inputs).1;
+            let hard = quota(tenant, &name, &ns, profile, None)
+                .spec
+                .and_then(|s| s.hard)
+                .unwrap_or_default();
+            (ns, hard)
+        })
+        .collect()
+}
+
 fn namespace_resources(
     tenant: &Tenant,
     name: &str,

@@ -3,8 +3,9 @@ pub mod apply;
 pub mod build;
 pub mod cache;
 pub mod dereference;
-pub mod failure;
 pub mod placement;
+pub mod plan;
+pub mod report;
 pub mod status;
 pub mod validate;
 pub mod workloads;
@@ -19,36 +20,29 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Config, Controller};
-use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::{self, ObjectRef, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
-use tracing::{Instrument, info_span, warn};
 
 use crate::api::conditions::tenant as cond;
 use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE, TENANT};
 use crate::api::{QuotaProfile, SharedServiceClaim, Tenant, TenantStatus};
-use crate::conditions::stamp;
 use crate::context::Context;
-use crate::{Error, FIELD_MANAGER, Result, StepExt};
+use crate::{Result, StepExt, reconciler};
 
 pub use crate::api::finalizers::TENANT as FINALIZER;
-const CONTROLLER: &str = "tenant";
+pub(crate) const CONTROLLER: &str = "tenant";
 /// A full resync repairs anything a missed watch event left behind.
-const RESYNC: Duration = Duration::from_secs(300);
+pub(crate) const RESYNC: Duration = Duration::from_secs(300);
 
 /// What the tenant controller's reconciles share.
 pub struct TenantContext {
     pub base: Arc<Context>,
     pub caches: cache::Caches,
-    /// Per-tenant retry delays after failed reconciles.
-    pub backoff: failure::Backoff,
     /// Whether the API server enforces nodePlacement, as last checked per namespace.
     pub placement: placement::Verdicts,
 }
@@ -250,7 +244,6 @@ pub async fn run(
             children,
             pending,
         },
-        backoff: failure::Backoff::default(),
         placement: placement::Verdicts::default(),
     });
     // The generation each profile was last seen at: its status (the tenant count, rewritten
@@ -309,7 +302,7 @@ pub async fn run(
         .reconcile_on(poked)
         .reconcile_on(parents_poked)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, context)
+        .run(reconcile, reconciler::error_policy, context)
         .for_each(|_| async {})
         .await;
     workloads.abort();
@@ -339,42 +332,23 @@ async fn reconcile(tenant: Arc<Tenant>, context: Arc<TenantContext>) -> Result<A
         // Just started: look again once the watches have listed (not counted as a reconcile).
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
-    let span = info_span!("reconcile", controller = CONTROLLER, tenant = %tenant.name_any());
     let ctx = &context.base;
-    let _timer = ctx.shared.metrics.time(CONTROLLER);
-    let api = Api::<Tenant>::all(ctx.client.clone());
-    let name = tenant.name_any();
-    let result = finalizer(&api, FINALIZER, tenant, |event| async {
+    reconciler::finalized(ctx, tenant, FINALIZER, |event| async {
         match event {
-            Finalizer::Apply(t) => {
-                match provision(&t, ctx, &context.caches, &context.placement).await {
-                    Err(e) => {
-                        // Seen by the tenant's users, not only in the operator's log.
-                        failure::report(ctx, &t, &e).await;
-                        Err(e)
-                    }
-                    ok => ok,
-                }
-            }
+            Finalizer::Apply(t) => provision(&t, ctx, &context.caches, &context.placement).await,
             Finalizer::Cleanup(t) => cleanup(&t, ctx).await,
         }
     })
-    .instrument(span)
-    .await;
-    let result = crate::finalizers::outcome(result);
-    ctx.shared.metrics.reconciled(CONTROLLER, &result);
-    if result.is_ok() {
-        context.backoff.reset(&name);
+    .await
+}
+
+impl reconciler::Controls for TenantContext {
+    fn base(&self) -> &Context {
+        &self.base
     }
-    result
 }
 
-fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<TenantContext>) -> Action {
-    let delay = ctx.backoff.next(&tenant.name_any());
-    warn!(tenant = %tenant.name_any(), %error, retry_in = ?delay, "reconcile failed; retrying");
-    Action::requeue(delay)
-}
-
+/// dereference → validate → plan (the budget split) → build → apply → status.
 async fn provision(
     tenant: &Tenant,
     ctx: &Context,
@@ -385,61 +359,10 @@ async fn provision(
     let mut found = dereference::dereference(&ctx.client, caches, tenant)
         .await
         .at("reading", format!("the inputs of Tenant {name}"))?;
-    let conflicts = validate::conflicts(tenant, &tenant.namespaces(), &found.named);
-    let excess = validate::excess_environments(tenant, &found.inputs, &found.named, &conflicts);
-    let skipped: Vec<String> = conflicts
-        .iter()
-        .map(|c| c.namespace.clone())
-        .chain(excess.iter().flat_map(|e| e.skipped.clone()))
-        .collect();
-
-    // The profile caps first, then the tenant budget split over the namespaces we provision.
-    let caps: BTreeMap<String, BTreeMap<String, Quantity>> = build::build(tenant, &found.inputs)
-        .namespaces
-        .into_iter()
-        .filter(|n| {
-            n.namespace
-                .metadata
-                .name
-                .as_ref()
-                .is_some_and(|ns| !skipped.contains(ns))
-        })
-        .filter_map(|n| Some((n.namespace.metadata.name?, n.quota.spec?.hard?)))
-        .collect();
-    let budget = found
-        .inputs
-        .profiles
-        .get(&tenant.spec.quota_profile)
-        .map(|p| p.tenant_budget(tenant.spec.quota_overrides.as_ref()))
-        .unwrap_or_default();
-    // Namespaces kept from dropped environments still use what they use: that comes first.
-    let kept = found
-        .quotas
-        .iter()
-        .filter(|(ns, _)| !caps.contains_key(*ns))
-        .map(|(_, q)| q);
-    let left = quota::remaining(&budget, kept);
-    // What the children hold (reserved from requests, or their own budget for children
-    // created directly) is not the parent's to use.
-    let committed = carve::committed(
-        &carve::reservations(tenant),
-        &children_budgets(caches, &name),
-    );
-    let overcommitted: Vec<String> = carve::overcommitted(&budget, &committed)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    let left = carve::carve(&left, &committed);
-    let demand = &ctx.shared.demand;
-    demand.expire();
-    let levels = demand.levels(caps.keys());
-    let allocation = quota::allocate(&left, &caps, &found.quotas, |ns| {
-        levels.get(ns).copied().unwrap_or(0)
-    });
-    allocation.saturated.iter().for_each(|ns| demand.record(ns));
-    found.inputs.allocations = allocation.hard;
+    let valid = validate::validate(tenant, &found);
+    let plan = split_budget(ctx, caches, tenant, &found, &valid);
+    found.inputs.allocations = plan.allocation.hard.clone();
     found.inputs.operator = ctx.identity.clone();
-
     let desired = build::build(tenant, &found.inputs);
     let applied = apply::apply_all(
         ctx,
@@ -448,96 +371,47 @@ async fn provision(
         &desired,
         &found.named,
         &found.quotas,
-        &skipped,
+        &valid.skipped,
     )
     .await?;
     applied.journal.publish(ctx, tenant).await;
     // Environments dropped from the spec; conflicted names are never ours to release.
     apply::release_namespaces(ctx, tenant, &found.labelled, &tenant.namespaces()).await?;
+    let done = report::Done {
+        found: &found,
+        valid: &valid,
+        plan: &plan,
+        applied: &applied,
+    };
+    report::update_status(ctx, caches, verdicts, tenant, done).await
+}
 
-    // Use over every namespace of the tenant, kept ones included: they count.
-    let quotas: Vec<ResourceQuota> = found
-        .quotas
-        .iter()
-        .filter(|(ns, _)| !conflicts.iter().any(|c| &c.namespace == *ns))
-        .map(|(_, q)| q.clone())
-        .collect();
-    let usage = status::usage(&quotas, &budget);
-    let placement = placement::check(
-        &ctx.client,
-        verdicts,
+/// The plan step: the budget split ([`plan::plan`], pure) over what the process knows — the
+/// children's budgets (cached) and each namespace's recent demand, which it updates.
+fn split_budget(
+    ctx: &Context,
+    caches: &cache::Caches,
+    tenant: &Tenant,
+    found: &dereference::Dereferenced,
+    valid: &validate::Validated,
+) -> plan::Plan {
+    let caps = plan::caps(tenant, &found.inputs, &valid.skipped);
+    let committed = plan::committed(tenant, &children_budgets(caches, &tenant.name_any()));
+    let demand = &ctx.shared.demand;
+    demand.expire();
+    let levels = demand.levels(caps.keys());
+    let plan = plan::plan(
         tenant,
-        &applied.namespaces,
-        &caches.namespaces,
-    )
-    .await;
-    let findings = status::Findings {
-        conflicts: &conflicts,
-        excess: excess.as_ref(),
-        missing_profiles: &found.missing_profiles,
-        parent_problem: found.parent_problem.as_ref(),
-        namespaces: &applied.namespaces,
-        awaiting_quota: &applied.awaiting_quota,
-        exhausted: status::exhausted(&usage, &budget),
-        overcommitted: &overcommitted,
-        placement: placement.as_ref().map(|p| &p.condition),
-    };
-    let conds = status::conditions(tenant, &findings);
-    let previous = tenant.status.clone().unwrap_or_default();
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let new = TenantStatus {
-        observed_generation: tenant.metadata.generation,
-        conditions: stamp(
-            &previous.conditions,
-            &conds,
-            tenant.metadata.generation,
-            &now,
-        ),
-        namespaces: applied.namespaces.clone(),
-        usage,
-        bound_services: bound_services(&caches.claims, &applied.namespaces),
-    };
-    for c in conds
-        .iter()
-        .filter(|c| !c.ok && (c.type_ == cond::NAMESPACES_READY || c.type_ == cond::QUOTA_READY))
-    {
-        let was = crate::api::conditions::find(&previous.conditions, c.type_);
-        if was.is_none_or(|w| w.reason != c.reason || w.message != c.message) {
-            apply::publish(
-                ctx,
-                tenant,
-                EventType::Warning,
-                &c.reason,
-                c.message.clone(),
-            )
-            .await;
-        }
+        &found.inputs,
+        &found.quotas,
+        &caps,
+        &committed,
+        &levels,
+    );
+    for ns in &plan.allocation.saturated {
+        demand.record(ns);
     }
-    if new != previous {
-        write_status(ctx, &name, &new).await?;
-    }
-    let ready = new
-        .conditions
-        .iter()
-        .any(|c| c.type_ == cond::READY && c.status == "True");
-    ctx.shared.tenant_readiness(&name, ready);
-    ctx.shared.tenant_usage(&name, &new.usage);
-    if applied.journal.writes() > 0 {
-        tracing::info!(writes = applied.journal.writes(), ready, "applied changes");
-    } else {
-        tracing::debug!(ready, "up to date");
-    }
-    Ok(if allocation.settling {
-        // A raise waits for another namespace's lowered hard to be enforced.
-        Action::requeue(Duration::from_secs(1))
-    } else if placement.as_ref().is_some_and(|p| !p.settled) {
-        Action::requeue(Duration::from_secs(10))
-    } else if applied.namespaces.iter().any(|ns| demand.active(ns)) {
-        // Demand expires: split evenly again afterwards.
-        Action::requeue(quota::demand::WINDOW)
-    } else {
-        Action::requeue(RESYNC)
-    })
+    plan
 }
 
 /// The carvable tenant budget of each of `parent`'s children, from the caches (the index of
@@ -594,39 +468,28 @@ fn status_hash(status: Option<&TenantStatus>) -> u64 {
     h.finish()
 }
 
-/// Writes the Tenant's status with the operator's own apply (status subresource).
-pub(crate) async fn write_status(ctx: &Context, name: &str, status: &TenantStatus) -> Result<()> {
-    if let Ok(mut w) = ctx.shared.tenant_status_written.lock() {
-        w.insert(name.to_string(), status_hash(Some(status)));
+impl reconciler::Reconciled for Tenant {
+    type Status = TenantStatus;
+    const CONTROLLER: &'static str = CONTROLLER;
+    const TOP_CONDITION: &'static str = cond::READY;
+    fn api(&self, client: kube::Client) -> Api<Self> {
+        Api::all(client)
     }
-    let patch = json!({"apiVersion": "citycloud.io/v1alpha1", "kind": "Tenant", "status": status});
-    Api::<Tenant>::all(ctx.client.clone())
-        .patch_status(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .at("writing the status of", format!("Tenant {name}"))?;
-    Ok(())
-}
-
-/// The shared services claimed and bound in the tenant's namespaces, sorted, once each.
-fn bound_services(
-    claims: &cache::Indexed<SharedServiceClaim>,
-    namespaces: &[String],
-) -> Vec<String> {
-    let services: std::collections::BTreeSet<String> = namespaces
-        .iter()
-        .flat_map(|ns| claims.under(ns))
-        .filter(|c| {
-            c.status.as_ref().is_some_and(|s| {
-                crate::api::conditions::is_true(&s.conditions, crate::api::conditions::claim::BOUND)
-            })
-        })
-        .map(|c| c.spec.service.clone())
-        .collect();
-    services.into_iter().collect()
+    fn status(&self) -> Option<&TenantStatus> {
+        self.status.as_ref()
+    }
+    fn conditions(status: &mut TenantStatus) -> &mut Vec<Condition> {
+        &mut status.conditions
+    }
+    fn observed_generation(status: &mut TenantStatus) -> &mut Option<i64> {
+        &mut status.observed_generation
+    }
+    /// Remembered, so the echo of this write does not reconcile the tenant again (see `run`).
+    fn writing(&self, ctx: &Context, status: &TenantStatus) {
+        if let Ok(mut w) = ctx.shared.tenant_status_written.lock() {
+            w.insert(self.name_any(), status_hash(Some(status)));
+        }
+    }
 }
 
 async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action> {

@@ -10,6 +10,30 @@ use crate::api::Tenant;
 use crate::api::annotations::ADOPT_RETAINED;
 use crate::api::labels::{ORPHANED, TENANT, TENANT_UID};
 
+/// What validation found: the namespaces refused, and those not created.
+pub struct Validated {
+    pub conflicts: Vec<Conflict>,
+    pub excess: Option<Excess>,
+    /// Namespaces not provisioned: conflicted, or beyond the profile's `maxEnvironments`.
+    pub skipped: Vec<String>,
+}
+
+/// Which of the tenant's namespaces may be provisioned, given the live ones `found`.
+pub fn validate(tenant: &Tenant, found: &super::dereference::Dereferenced) -> Validated {
+    let conflicts = conflicts(tenant, &tenant.namespaces(), &found.named);
+    let excess = excess_environments(tenant, &found.inputs, &found.named, &conflicts);
+    let skipped = conflicts
+        .iter()
+        .map(|c| c.namespace.clone())
+        .chain(excess.iter().flat_map(|e| e.skipped.clone()))
+        .collect();
+    Validated {
+        conflicts,
+        excess,
+        skipped,
+    }
+}
+
 /// Why a namespace is refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Conflict {

@@ -20,7 +20,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::info;
 
 use crate::api::annotations::BUDGET_RESERVATIONS;
 use crate::api::conditions::reason::BUDGET_EXCEEDED;
@@ -33,7 +33,7 @@ use crate::conditions::{Cond, stamp};
 use crate::context::Context;
 use crate::quota::carve::{self as budget, Budget};
 use crate::tenant::build::QUOTA;
-use crate::{Error, FIELD_MANAGER, Result, StepExt};
+use crate::{Error, FIELD_MANAGER, Result, StepExt, reconciler};
 use plan::Decision;
 
 const CONTROLLER: &str = "tenantrequest";
@@ -67,25 +67,33 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             },
         )
         .graceful_shutdown_on(shutdown)
-        .run(
-            reconcile,
-            |r, e: &Error, _| {
-                warn!(request = %r.name_any(), error = %e, "reconcile failed; retrying");
-                Action::requeue(Duration::from_secs(2))
-            },
-            ctx,
-        )
+        .run(reconcile, reconciler::error_policy, ctx)
         .for_each(|_| async {})
         .await;
 }
 
 async fn reconcile(request: Arc<TenantRequest>, ctx: Arc<Context>) -> Result<Action> {
-    let span =
-        info_span!("reconcile", controller = CONTROLLER, request = %plan::request_ref(&request));
-    let _timer = ctx.shared.metrics.time(CONTROLLER);
-    let result = decide(&request, &ctx).instrument(span).await;
-    ctx.shared.metrics.reconciled(CONTROLLER, &result);
-    result
+    let ctx = &*ctx;
+    reconciler::reconcile(ctx, request, |r| async move { decide(&r, ctx).await }).await
+}
+
+/// A failed step makes Provisioned False; the decisions (Approved, Denied) stay as they are.
+impl reconciler::Reconciled for TenantRequest {
+    type Status = TenantRequestStatus;
+    const CONTROLLER: &'static str = CONTROLLER;
+    const TOP_CONDITION: &'static str = PROVISIONED;
+    fn api(&self, client: Client) -> Api<Self> {
+        Api::namespaced(client, &self.namespace().unwrap_or_default())
+    }
+    fn status(&self) -> Option<&TenantRequestStatus> {
+        self.status.as_ref()
+    }
+    fn conditions(status: &mut TenantRequestStatus) -> &mut Vec<Condition> {
+        &mut status.conditions
+    }
+    fn observed_generation(status: &mut TenantRequestStatus) -> &mut Option<i64> {
+        &mut status.observed_generation
+    }
 }
 
 /// What a reconcile found out, for the status.
@@ -502,22 +510,7 @@ async fn write_status(request: &TenantRequest, ctx: &Context, outcome: &Outcome)
     if same(&new, &previous) {
         return Ok(());
     }
-    let name = request.name_any();
-    let ns = request.namespace().unwrap_or_default();
-    let patch =
-        json!({"apiVersion": "citycloud.io/v1alpha1", "kind": "TenantRequest", "status": new});
-    Api::<TenantRequest>::namespaced(ctx.client.clone(), &ns)
-        .patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .at(
-            "writing the status of",
-            format!("TenantRequest {ns}/{name}"),
-        )?;
-    Ok(())
+    reconciler::write_status(ctx, request, &new).await
 }
 
 /// Equal but for the order of conditions.
