@@ -303,7 +303,7 @@ async fn the_operator_process_guards_metrics_serves_probes_logs_json_and_stops_o
     let reconcile = lines
         .iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["span"]["name"] == "reconcile" && v["span"]["tenant"] == "so-xay-dung")
+        .find(|v| v["span"]["name"] == "reconcile" && v["span"]["object"] == "Tenant so-xay-dung")
         .unwrap_or_else(|| {
             panic!(
                 "a JSON log line inside the reconcile span naming the tenant:\n{}",
