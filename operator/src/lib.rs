@@ -93,11 +93,11 @@ impl Error {
     /// Every reason [`Error::reason`] gives: a condition False with one of these says the
     /// operator failed a step, not that it decided anything.
     pub const REASONS: &[&str] = &[
-        "ReadFailed",
-        "ApplyFailed",
-        "DeleteFailed",
-        "RetainFailed",
-        "ReconcileFailed",
+        api::conditions::reason::READ_FAILED,
+        api::conditions::reason::APPLY_FAILED,
+        api::conditions::reason::DELETE_FAILED,
+        api::conditions::reason::RETAIN_FAILED,
+        api::conditions::reason::RECONCILE_FAILED,
     ];
 
     /// A condition reason for the failed step (CamelCase, as the API conventions want).

@@ -23,7 +23,7 @@ use serde_json::json;
 use tracing::info;
 
 use crate::api::annotations::BUDGET_RESERVATIONS;
-use crate::api::conditions::reason::BUDGET_EXCEEDED;
+use crate::api::conditions::reason::{self, BUDGET_EXCEEDED};
 use crate::api::conditions::tenant_request::{APPROVED, DENIED, PROVISIONED};
 use crate::api::labels::CLAIM as CLAIM_LABEL;
 use crate::api::labels::TENANT;
@@ -118,7 +118,7 @@ async fn decide(request: &TenantRequest, ctx: &Context) -> Result<Action> {
         Decision::Denied => Outcome {
             parent: parent.clone(),
             decision: None,
-            provisioned: Cond::fail(PROVISIONED, "Denied", "the request was denied"),
+            provisioned: Cond::fail(PROVISIONED, reason::DENIED, "the request was denied"),
             tenant: None,
             then: Action::await_change(),
         },
@@ -283,7 +283,7 @@ async fn pending(
         return Ok(Outcome {
             parent: parent.map(str::to_owned),
             decision: Some((denied, operator_name(ctx))),
-            provisioned: Cond::fail(PROVISIONED, "Denied", "the request was denied"),
+            provisioned: Cond::fail(PROVISIONED, reason::DENIED, "the request was denied"),
             tenant: None,
             then: Action::await_change(),
         });
@@ -299,7 +299,7 @@ async fn pending(
                 plan::approved_by_policy(&policy, &why),
                 format!("TenantRequestPolicy/{policy}"),
             )),
-            provisioned: Cond::fail(PROVISIONED, "Provisioning", "approved; provisioning"),
+            provisioned: Cond::fail(PROVISIONED, reason::PROVISIONING, "approved; provisioning"),
             tenant: None,
             then: Action::requeue(Duration::from_millis(100)),
         });
@@ -308,7 +308,7 @@ async fn pending(
         Some(_) => plan::awaiting_approval(parent, TOP_LEVEL_APPROVAL),
         None => Cond::fail(
             PROVISIONED,
-            "ProfileNotFound",
+            reason::PROFILE_NOT_FOUND,
             format!(
                 "QuotaProfile {} does not exist: ask for an existing profile (kubectl get quotaprofiles)",
                 template.quota_profile
@@ -361,7 +361,7 @@ async fn provision(
     else {
         let cond = Cond::fail(
             PROVISIONED,
-            "ProfileNotFound",
+            reason::PROFILE_NOT_FOUND,
             format!("QuotaProfile {} does not exist", template.quota_profile),
         );
         return Ok(waiting(parent, cond, Duration::from_secs(10)));
@@ -370,7 +370,7 @@ async fn provision(
         let Some(pb) = parent_budget(client, p).await? else {
             let cond = Cond::fail(
                 PROVISIONED,
-                "ParentNotFound",
+                reason::PARENT_NOT_FOUND,
                 format!("the parent Tenant {p} or its QuotaProfile does not exist"),
             );
             return Ok(waiting(parent, cond, Duration::from_secs(10)));
@@ -389,13 +389,13 @@ async fn provision(
                 // Reserved: the parent's quotas shrink now (the Tenant controller); come back.
                 true => Ok(waiting(
                     parent,
-                    Cond::fail(PROVISIONED, "Reserving", format!("budget reserved on {p}")),
+                    Cond::fail(PROVISIONED, reason::RESERVING, format!("budget reserved on {p}")),
                     Duration::from_millis(500),
                 )),
                 // Another approval changed the parent first: decide again on what it left.
                 false => Ok(waiting(
                     parent,
-                    Cond::fail(PROVISIONED, "Reserving", format!("reserving budget on {p}")),
+                    Cond::fail(PROVISIONED, reason::RESERVING, format!("reserving budget on {p}")),
                     Duration::from_millis(50),
                 )),
             };
@@ -403,7 +403,7 @@ async fn provision(
         if !budget::parent_enforced(&pb.budget, &pb.committed, &pb.quotas) {
             let cond = Cond::fail(
                 PROVISIONED,
-                "WaitingForParentQuota",
+                reason::WAITING_FOR_PARENT_QUOTA,
                 format!(
                     "waiting for the namespaces of {p} to give back the budget reserved for {name}"
                 ),
