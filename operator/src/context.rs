@@ -99,6 +99,35 @@ impl Context {
     }
 }
 
+impl Context {
+    /// Publishes `events` (type, reason, note) on `obj`, in order, without the reconcile
+    /// waiting for them: they are advisory, and a round trip each on a reconcile's path.
+    pub fn publish_detached<K: kube::Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        events: Vec<(EventType, &'static str, String)>,
+    ) {
+        if events.is_empty() {
+            return;
+        }
+        let (recorder, reference) = (self.recorder.clone(), obj.object_ref(&()));
+        tokio::spawn(async move {
+            for (type_, reason, note) in events {
+                let event = Event {
+                    type_,
+                    reason: reason.into(),
+                    note: Some(within(note, NOTE_MAX)),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                };
+                if let Err(e) = recorder.publish(&event, &reference).await {
+                    tracing::warn!(error = %e, "could not publish an event");
+                }
+            }
+        });
+    }
+}
+
 /// The API server refuses an Event whose note is longer than 1 kB.
 const NOTE_MAX: usize = 1024;
 

@@ -71,9 +71,10 @@ impl Journal {
         count_write(ctx);
     }
 
-    /// One Event per kind of change, naming the objects.
+    /// One Event per kind of change, naming the objects (sent without waiting, see
+    /// [`Context::publish_detached`]).
     pub async fn publish(&self, ctx: &Context, tenant: &Tenant) {
-        for (reason, heading, list) in [
+        let events = [
             ("Created", "Created", &self.created),
             (
                 "Updated",
@@ -81,11 +82,12 @@ impl Journal {
                 &self.updated,
             ),
             ("Removed", "Removed, no longer in the spec", &self.removed),
-        ] {
-            if !list.is_empty() {
-                publish(ctx, tenant, EventType::Normal, reason, note(heading, list)).await;
-            }
-        }
+        ]
+        .into_iter()
+        .filter(|(_, _, list)| !list.is_empty())
+        .map(|(reason, heading, list)| (EventType::Normal, reason, note(heading, list)))
+        .collect();
+        ctx.publish_detached(tenant, events);
     }
 }
 
@@ -144,31 +146,33 @@ pub async fn apply_all(
             .filter(|res| !skipped.contains(&res.namespace.name_any()))
             .map(|res| apply_namespace(ctx, caches, &name, res, live_namespaces, live_quotas)),
     );
-    let cluster = async {
-        let mut journal = Journal::default();
-        let roles = Api::<ClusterRole>::all(ctx.client.clone());
-        let bindings = Api::<ClusterRoleBinding>::all(ctx.client.clone());
-        // Read access for all its people; approve on it for its owners.
-        for (role, binding) in [
-            (&desired.reader_role, &desired.reader_binding),
-            (&desired.approver_role, &desired.approver_binding),
-        ] {
+    let roles = Api::<ClusterRole>::all(ctx.client.clone());
+    let bindings = Api::<ClusterRoleBinding>::all(ctx.client.clone());
+    // Read access for all its people; approve on it for its owners: the two pairs side by side.
+    let pairs = [
+        (&desired.reader_role, &desired.reader_binding),
+        (&desired.approver_role, &desired.approver_binding),
+    ];
+    let cluster = futures::future::try_join_all(pairs.into_iter().map(|(role, binding)| {
+        let (roles, bindings) = (&roles, &bindings);
+        async move {
+            let mut journal = Journal::default();
             let live_role = caches.cluster_roles.get(None, &role.name_any());
             let live_binding = caches.cluster_role_bindings.get(None, &binding.name_any());
             // The role first: binding a role that does not exist yet is refused to an operator
             // without the escalate verb (the API server cannot check what it would grant).
-            let role_outcome = tracked(&caches.pending, &roles, role, live_role.as_ref())
+            let role_outcome = tracked(&caches.pending, roles, role, live_role.as_ref())
                 .await
                 .at("applying", describe(role))?;
             let binding_outcome =
-                tracked(&caches.pending, &bindings, binding, live_binding.as_ref())
+                tracked(&caches.pending, bindings, binding, live_binding.as_ref())
                     .await
                     .at("applying", describe(binding))?;
             journal.record(ctx, role, role_outcome);
             journal.record(ctx, binding, binding_outcome);
+            Ok::<_, Error>(journal)
         }
-        Ok::<_, Error>(journal)
-    };
+    }));
     let (namespaces, cluster) = futures::try_join!(namespaces, cluster)?;
     let mut applied = Applied::default();
     for (ns, journal, awaiting) in namespaces {
@@ -178,7 +182,9 @@ pub async fn apply_all(
         }
         applied.namespaces.push(ns);
     }
-    applied.journal.absorb(cluster);
+    for journal in cluster {
+        applied.journal.absorb(journal);
+    }
     Ok(applied)
 }
 

@@ -512,6 +512,20 @@ impl Pending {
             .is_some_and(|p| p.hash == hash && p.at.elapsed() < PENDING_FOR)
     }
 
+    /// Whether a write of ours to the `K` named `name` (in `namespace`) is pending, whatever
+    /// it wrote.
+    pub fn touched<K: Resource<DynamicType = ()>>(&self, namespace: Option<&str>, name: &str) -> bool {
+        let Ok(w) = self.writes.lock() else {
+            // Not knowing is not "untouched".
+            return true;
+        };
+        w.by_key.contains_key(&(
+            kind_of::<K>(),
+            namespace.unwrap_or_default().to_string(),
+            name.to_string(),
+        ))
+    }
+
     /// Follows a watch event of `obj`: the echo of our write (it carries our hash) or its
     /// deletion ends what was pending. Returns whether the event is only that echo (nothing a
     /// reconcile needs to look at), given `same_status` for kinds with a status of interest.

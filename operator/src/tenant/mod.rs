@@ -512,7 +512,9 @@ async fn provision(
             .await;
         }
     }
-    if new != previous {
+    // A new tenant's first status waits (briefly) for its quotas to be enforced: one write.
+    let first_status_wait = status::first_status_can_wait(tenant, &conds, now.0);
+    if new != previous && first_status_wait.is_none() {
         write_status(ctx, &name, &new).await?;
     }
     let ready = new
@@ -526,17 +528,20 @@ async fn provision(
     } else {
         tracing::debug!(ready, "up to date");
     }
-    Ok(if allocation.settling {
+    let after = if allocation.settling {
         // A raise waits for another namespace's lowered hard to be enforced.
-        Action::requeue(Duration::from_secs(1))
+        Duration::from_secs(1)
     } else if placement.as_ref().is_some_and(|p| !p.settled) {
-        Action::requeue(Duration::from_secs(10))
+        Duration::from_secs(10)
     } else if applied.namespaces.iter().any(|ns| demand.active(ns)) {
         // Demand expires: split evenly again afterwards.
-        Action::requeue(quota::demand::WINDOW)
+        quota::demand::WINDOW
     } else {
-        Action::requeue(RESYNC)
-    })
+        RESYNC
+    };
+    // A deferred first status is written by this deadline at the latest (the quotas' watch
+    // events usually come back sooner).
+    Ok(Action::requeue(first_status_wait.map_or(after, |w| w.min(after))))
 }
 
 /// The carvable tenant budget of each of `parent`'s children, from the caches (the index of
