@@ -187,12 +187,14 @@ pub const FIRST_STATUS_GRACE: std::time::Duration = std::time::Duration::from_se
 /// Whether the status write can wait, and for how long at most: a tenant that has no status
 /// yet and is only waiting for kube-controller-manager to enforce its new quotas (usually well
 /// under a second) gets its first status once they are, in one write instead of one per
-/// enforced quota. Never past [`FIRST_STATUS_GRACE`] after the tenant's creation (a stalled
-/// kube-controller-manager is shown), never for a failure of any other kind (shown at once),
+/// enforced quota. Never past [`FIRST_STATUS_GRACE`] after the oldest of the quotas waited for
+/// was created (`awaiting_since`; none yet: created by this reconcile), so a stalled
+/// kube-controller-manager is shown; never for a failure of any other kind (shown at once),
 /// and never for a tenant that has a status already (no stale Ready may linger).
 pub fn first_status_can_wait(
     tenant: &Tenant,
     conds: &[Cond],
+    awaiting_since: Option<k8s_openapi::jiff::Timestamp>,
     now: k8s_openapi::jiff::Timestamp,
 ) -> Option<std::time::Duration> {
     if tenant.status.is_some() {
@@ -205,8 +207,9 @@ pub fn first_status_can_wait(
     if !only_awaiting_quota {
         return None;
     }
-    let created = tenant.metadata.creation_timestamp.as_ref()?.0;
-    let age = now.duration_since(created).unsigned_abs();
+    let age = awaiting_since
+        .map(|t| now.duration_since(t).unsigned_abs())
+        .unwrap_or_default();
     FIRST_STATUS_GRACE
         .checked_sub(age)
         .filter(|left| !left.is_zero())
@@ -302,12 +305,21 @@ mod tests {
             Cond::ok(cond::QUOTA_READY, "Applied", "x"),
         ];
         assert_eq!(
-            first_status_can_wait(&fresh(false), &awaiting, at(3)),
+            first_status_can_wait(&fresh(false), &awaiting, Some(at(0)), at(3)),
             Some(std::time::Duration::from_secs(7))
         );
-        assert_eq!(first_status_can_wait(&fresh(false), &awaiting, at(10)), None);
         assert_eq!(
-            first_status_can_wait(&fresh(true), &awaiting, at(1)),
+            first_status_can_wait(&fresh(false), &awaiting, None, at(30)),
+            Some(FIRST_STATUS_GRACE),
+            "quotas created by this very reconcile"
+        );
+        assert_eq!(
+            first_status_can_wait(&fresh(false), &awaiting, Some(at(0)), at(10)),
+            None,
+            "kube-controller-manager is late: shown"
+        );
+        assert_eq!(
+            first_status_can_wait(&fresh(true), &awaiting, Some(at(0)), at(1)),
             None,
             "a tenant with a status sees every change"
         );
@@ -317,7 +329,7 @@ mod tests {
             Cond::fail(cond::QUOTA_READY, "QuotaProfileNotFound", "x"),
         ];
         assert_eq!(
-            first_status_can_wait(&fresh(false), &failing, at(1)),
+            first_status_can_wait(&fresh(false), &failing, Some(at(0)), at(1)),
             None,
             "another failure is shown at once"
         );
