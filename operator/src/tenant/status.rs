@@ -204,7 +204,10 @@ pub fn first_status_can_wait(
         c.ok || ((c.type_ == cond::READY || c.type_ == cond::RBAC_READY)
             && c.reason == "AwaitingQuota")
     });
-    if !only_awaiting_quota {
+    let awaiting = conds
+        .iter()
+        .any(|c| c.type_ == cond::RBAC_READY && !c.ok);
+    if !(awaiting && only_awaiting_quota) {
         return None;
     }
     let age = awaiting_since
@@ -322,6 +325,15 @@ mod tests {
             first_status_can_wait(&fresh(true), &awaiting, Some(at(0)), at(1)),
             None,
             "a tenant with a status sees every change"
+        );
+        let ready = vec![
+            Cond::ok(cond::READY, "Provisioned", "x"),
+            Cond::ok(cond::RBAC_READY, "Bound", "x"),
+        ];
+        assert_eq!(
+            first_status_can_wait(&fresh(false), &ready, None, at(1)),
+            None,
+            "Ready is written at once"
         );
         let failing = vec![
             Cond::fail(cond::READY, "AwaitingQuota", "x"),
