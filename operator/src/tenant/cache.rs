@@ -536,7 +536,11 @@ impl Pending {
 
     /// Whether a write of ours to the `K` named `name` (in `namespace`) is pending, whatever
     /// it wrote.
-    pub fn touched<K: Resource<DynamicType = ()>>(&self, namespace: Option<&str>, name: &str) -> bool {
+    pub fn touched<K: Resource<DynamicType = ()>>(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> bool {
         let Ok(w) = self.writes.lock() else {
             // Not knowing is not "untouched".
             return true;

@@ -65,8 +65,8 @@ pub async fn dereference(
     let wanted = tenant.namespaces();
     let unknown: Vec<String> = wanted
         .iter()
+        .filter(|ns| !labelled.iter().any(|n| &n.name_any() == *ns))
         .cloned()
-        .filter(|ns| !labelled.iter().any(|n| &n.name_any() == ns))
         .collect();
     let reads = futures::future::try_join_all(unknown.iter().map(|ns| ns_api.get_opt(ns)));
     // Read fresh, never from a cache: the budget split must see every admission so far. A

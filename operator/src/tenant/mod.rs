@@ -522,7 +522,17 @@ async fn provision(
     let awaiting_since = applied
         .awaiting_quota
         .iter()
-        .filter_map(|ns| Some(found.quotas.get(ns)?.metadata.creation_timestamp.as_ref()?.0))
+        .filter_map(|ns| {
+            Some(
+                found
+                    .quotas
+                    .get(ns)?
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()?
+                    .0,
+            )
+        })
         .min();
     let first_status_wait = status::first_status_can_wait(tenant, &conds, awaiting_since, now.0);
     if new != previous && first_status_wait.is_none() {
@@ -552,7 +562,9 @@ async fn provision(
     };
     // A deferred first status is written by this deadline at the latest (the quotas' watch
     // events usually come back sooner).
-    Ok(Action::requeue(first_status_wait.map_or(after, |w| w.min(after))))
+    Ok(Action::requeue(
+        first_status_wait.map_or(after, |w| w.min(after)),
+    ))
 }
 
 /// The carvable tenant budget of each of `parent`'s children, from the caches (the index of

@@ -204,9 +204,7 @@ pub fn first_status_can_wait(
         c.ok || ((c.type_ == cond::READY || c.type_ == cond::RBAC_READY)
             && c.reason == "AwaitingQuota")
     });
-    let awaiting = conds
-        .iter()
-        .any(|c| c.type_ == cond::RBAC_READY && !c.ok);
+    let awaiting = conds.iter().any(|c| c.type_ == cond::RBAC_READY && !c.ok);
     if !(awaiting && only_awaiting_quota) {
         return None;
     }
