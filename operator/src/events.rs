@@ -59,8 +59,10 @@ impl Journal {
     }
 
     /// One Event per kind of change, naming the objects.
+    /// One Event per kind of change, naming the objects (sent without waiting, see
+    /// [`Context::publish_detached`]).
     pub async fn publish(&self, ctx: &Context, tenant: &Tenant) {
-        for (reason, heading, list) in [
+        let events = [
             ("Created", "Created", &self.created),
             (
                 "Updated",
@@ -68,11 +70,12 @@ impl Journal {
                 &self.updated,
             ),
             ("Removed", "Removed, no longer in the spec", &self.removed),
-        ] {
-            if !list.is_empty() {
-                publish(ctx, tenant, EventType::Normal, reason, note(heading, list)).await;
-            }
-        }
+        ]
+        .into_iter()
+        .filter(|(_, _, list)| !list.is_empty())
+        .map(|(reason, heading, list)| (EventType::Normal, reason, note(heading, list)))
+        .collect();
+        ctx.publish_detached(tenant, events);
     }
 }
 
@@ -134,6 +137,35 @@ impl Context {
         if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, "could not publish an event");
         }
+    }
+}
+
+impl Context {
+    /// Publishes `events` (type, reason, note) on `obj`, in order, without the reconcile
+    /// waiting for them: they are advisory, and a round trip each on a reconcile's path.
+    pub fn publish_detached<K: kube::Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        events: Vec<(EventType, &'static str, String)>,
+    ) {
+        if events.is_empty() {
+            return;
+        }
+        let (recorder, reference) = (self.recorder.clone(), obj.object_ref(&()));
+        tokio::spawn(async move {
+            for (type_, reason, note) in events {
+                let event = Event {
+                    type_,
+                    reason: reason.into(),
+                    note: Some(within(note, NOTE_MAX)),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                };
+                if let Err(e) = recorder.publish(&event, &reference).await {
+                    tracing::warn!(error = %e, "could not publish an event");
+                }
+            }
+        });
     }
 }
 

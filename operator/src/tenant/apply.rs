@@ -53,31 +53,33 @@ pub async fn apply_all(
             .filter(|res| !skipped.contains(&res.namespace.name_any()))
             .map(|res| apply_namespace(ctx, caches, &name, res, live_namespaces, live_quotas)),
     );
-    let cluster = async {
-        let mut journal = Journal::default();
-        let roles = Api::<ClusterRole>::all(ctx.client.clone());
-        let bindings = Api::<ClusterRoleBinding>::all(ctx.client.clone());
-        // Read access for all its people; approve on it for its owners.
-        for (role, binding) in [
-            (&desired.reader_role, &desired.reader_binding),
-            (&desired.approver_role, &desired.approver_binding),
-        ] {
+    let roles = Api::<ClusterRole>::all(ctx.client.clone());
+    let bindings = Api::<ClusterRoleBinding>::all(ctx.client.clone());
+    // Read access for all its people; approve on it for its owners: the two pairs side by side.
+    let pairs = [
+        (&desired.reader_role, &desired.reader_binding),
+        (&desired.approver_role, &desired.approver_binding),
+    ];
+    let cluster = futures::future::try_join_all(pairs.into_iter().map(|(role, binding)| {
+        let (roles, bindings) = (&roles, &bindings);
+        async move {
+            let mut journal = Journal::default();
             let live_role = caches.cluster_roles.get(None, &role.name_any());
             let live_binding = caches.cluster_role_bindings.get(None, &binding.name_any());
             // The role first: binding a role that does not exist yet is refused to an operator
             // without the escalate verb (the API server cannot check what it would grant).
-            let role_outcome = tracked(&caches.pending, &roles, role, live_role.as_ref())
+            let role_outcome = tracked(&caches.pending, roles, role, live_role.as_ref())
                 .await
                 .at("applying", describe(role))?;
             let binding_outcome =
-                tracked(&caches.pending, &bindings, binding, live_binding.as_ref())
+                tracked(&caches.pending, bindings, binding, live_binding.as_ref())
                     .await
                     .at("applying", describe(binding))?;
             journal.record(ctx, role, role_outcome);
             journal.record(ctx, binding, binding_outcome);
+            Ok::<_, Error>(journal)
         }
-        Ok::<_, Error>(journal)
-    };
+    }));
     let (namespaces, cluster) = futures::try_join!(namespaces, cluster)?;
     let mut applied = Applied::default();
     for (ns, journal, awaiting) in namespaces {
@@ -87,7 +89,9 @@ pub async fn apply_all(
         }
         applied.namespaces.push(ns);
     }
-    applied.journal.absorb(cluster);
+    for journal in cluster {
+        applied.journal.absorb(journal);
+    }
     Ok(applied)
 }
 

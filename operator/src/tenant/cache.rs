@@ -225,6 +225,9 @@ where
 pub struct Indexed<K> {
     inner: Arc<RwLock<Objects>>,
     key: fn(&K) -> Option<String>,
+    /// Whether objects are kept, or only that the watch has listed (see
+    /// [`Indexed::listing_only`]).
+    keep: bool,
 }
 
 impl<K> Clone for Indexed<K> {
@@ -232,6 +235,7 @@ impl<K> Clone for Indexed<K> {
         Indexed {
             inner: self.inner.clone(),
             key: self.key,
+            keep: self.keep,
         }
     }
 }
@@ -300,6 +304,18 @@ where
         Indexed {
             inner: Arc::default(),
             key,
+            keep: true,
+        }
+    }
+
+    /// A cache of a kind whose watch only triggers reconciles: it keeps no object, only
+    /// whether the watch has listed (the ResourceQuotas, read fresh by every reconcile that
+    /// needs them: thousands of objects with a status each, kept for nothing otherwise).
+    pub fn listing_only() -> Self {
+        Indexed {
+            inner: Arc::default(),
+            key: |_| None,
+            keep: false,
         }
     }
 
@@ -313,6 +329,12 @@ where
         let Ok(mut o) = self.inner.write() else {
             return;
         };
+        if !self.keep {
+            if matches!(event, watcher::Event::InitDone) {
+                o.listed = true;
+            }
+            return;
+        }
         let entry = |obj: &K| {
             let id = id_of(obj.meta().namespace.as_deref(), &obj.name_any());
             let json = serde_json::to_string(obj)
@@ -510,6 +532,24 @@ impl Pending {
         w.by_key
             .get(&key_of(desired))
             .is_some_and(|p| p.hash == hash && p.at.elapsed() < PENDING_FOR)
+    }
+
+    /// Whether a write of ours to the `K` named `name` (in `namespace`) is pending, whatever
+    /// it wrote.
+    pub fn touched<K: Resource<DynamicType = ()>>(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> bool {
+        let Ok(w) = self.writes.lock() else {
+            // Not knowing is not "untouched".
+            return true;
+        };
+        w.by_key.contains_key(&(
+            kind_of::<K>(),
+            namespace.unwrap_or_default().to_string(),
+            name.to_string(),
+        ))
     }
 
     /// Follows a watch event of `obj`: the echo of our write (it carries our hash) or its

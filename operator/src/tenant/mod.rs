@@ -140,10 +140,12 @@ fn never<K>(_: &K, _: Option<&ResourceQuota>) -> bool {
     false
 }
 
-/// Every event of a ResourceQuota matters, our echo included: its status (enforced, usage
-/// counted) is kube-controller-manager's, and may have moved under our write.
-fn always<K>(_: &K, _: Option<&ResourceQuota>) -> bool {
-    true
+/// A ResourceQuota's status (enforced, usage counted) is kube-controller-manager's: the echo
+/// of our write matters unless it shows the very status the API server answered the write
+/// with (then the reconcile that wrote it saw that status already; any later change of it
+/// comes as an event of its own). Without the answer (the echo came first), it matters.
+fn quota_echo_matters(echo: &ResourceQuota, written: Option<&ResourceQuota>) -> bool {
+    written.is_none_or(|w| w.status != echo.status)
 }
 
 /// Runs the Tenant controller until `shutdown` resolves.
@@ -199,8 +201,12 @@ pub async fn run(
         cached::<LimitRange>(&client, &managed, &pending, never, by_namespace);
     let (network_policies, network_policy_changes) =
         cached::<NetworkPolicy>(&client, &managed, &pending, never, by_namespace);
-    let (quotas, quota_changes) =
-        cached::<ResourceQuota>(&client, &managed, &pending, always, by_namespace);
+    // Quotas are read fresh (see `dereference`): their watch only says when to reconcile.
+    let quotas = cache::Indexed::<ResourceQuota>::listing_only();
+    let follower = quotas.clone();
+    let quota_changes = watch(&client, &managed, &pending, quota_echo_matters, move |e| {
+        follower.follow(e)
+    });
     let (cluster_roles, cluster_role_changes) =
         cached::<ClusterRole>(&client, &managed, &pending, never, unindexed);
     let (cluster_role_bindings, cluster_role_binding_changes) =

@@ -104,7 +104,24 @@ pub async fn update_status(
             .await;
         }
     }
-    if new != previous {
+    // A new tenant's first status waits (briefly) for its quotas to be enforced: one write.
+    let awaiting_since = applied
+        .awaiting_quota
+        .iter()
+        .filter_map(|ns| {
+            Some(
+                found
+                    .quotas
+                    .get(ns)?
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()?
+                    .0,
+            )
+        })
+        .min();
+    let first_status_wait = status::first_status_can_wait(tenant, &conds, awaiting_since, now.0);
+    if new != previous && first_status_wait.is_none() {
         write_status(ctx, tenant, &new).await?;
     }
     let ready = new
@@ -119,17 +136,22 @@ pub async fn update_status(
         tracing::debug!(ready, "up to date");
     }
     let demand = &ctx.shared.demand;
-    Ok(if plan.allocation.settling {
+    let after = if plan.allocation.settling {
         // A raise waits for another namespace's lowered hard to be enforced.
-        Action::requeue(Duration::from_secs(1))
+        Duration::from_secs(1)
     } else if placement.as_ref().is_some_and(|p| !p.settled) {
-        Action::requeue(Duration::from_secs(10))
+        Duration::from_secs(10)
     } else if applied.namespaces.iter().any(|ns| demand.active(ns)) {
         // Demand expires: split evenly again afterwards.
-        Action::requeue(quota::demand::WINDOW)
+        quota::demand::WINDOW
     } else {
-        Action::requeue(RESYNC)
-    })
+        RESYNC
+    };
+    // A deferred first status is written by this deadline at the latest (the quotas' watch
+    // events usually come back sooner).
+    Ok(Action::requeue(
+        first_status_wait.map_or(after, |w| w.min(after)),
+    ))
 }
 
 /// The shared services claimed and bound in the tenant's namespaces, sorted, once each.

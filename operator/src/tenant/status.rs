@@ -181,6 +181,41 @@ pub fn conditions(tenant: &Tenant, f: &Findings) -> Vec<Cond> {
     all
 }
 
+/// How long a brand-new tenant's first status may wait for its quotas to be enforced.
+pub const FIRST_STATUS_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether the status write can wait, and for how long at most: a tenant that has no status
+/// yet and is only waiting for kube-controller-manager to enforce its new quotas (usually well
+/// under a second) gets its first status once they are, in one write instead of one per
+/// enforced quota. Never past [`FIRST_STATUS_GRACE`] after the oldest of the quotas waited for
+/// was created (`awaiting_since`; none yet: created by this reconcile), so a stalled
+/// kube-controller-manager is shown; never for a failure of any other kind (shown at once),
+/// and never for a tenant that has a status already (no stale Ready may linger).
+pub fn first_status_can_wait(
+    tenant: &Tenant,
+    conds: &[Cond],
+    awaiting_since: Option<k8s_openapi::jiff::Timestamp>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Option<std::time::Duration> {
+    if tenant.status.is_some() {
+        return None;
+    }
+    let only_awaiting_quota = conds.iter().all(|c| {
+        c.ok || ((c.type_ == cond::READY || c.type_ == cond::RBAC_READY)
+            && c.reason == "AwaitingQuota")
+    });
+    let awaiting = conds.iter().any(|c| c.type_ == cond::RBAC_READY && !c.ok);
+    if !(awaiting && only_awaiting_quota) {
+        return None;
+    }
+    let age = awaiting_since
+        .map(|t| now.duration_since(t).unsigned_abs())
+        .unwrap_or_default();
+    FIRST_STATUS_GRACE
+        .checked_sub(age)
+        .filter(|left| !left.is_zero())
+}
+
 /// Tenant-wide use per resource: `used` summed over the namespaces' quotas; `hard` is the
 /// tenant budget where one is set, else the sum of the namespaces' caps.
 pub fn usage(
@@ -237,6 +272,77 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    fn fresh(status: bool) -> Tenant {
+        let mut t: Tenant = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"displayName": "A", "owners": [{"kind": "Group", "name": "g"}],
+                     "quotaProfile": "small"},
+        }))
+        .expect("a tenant");
+        if status {
+            t.status = Some(Default::default());
+        }
+        t
+    }
+
+    fn at(secs: i64) -> k8s_openapi::jiff::Timestamp {
+        k8s_openapi::jiff::Timestamp::from_second(
+            "2026-01-01T00:00:00Z"
+                .parse::<k8s_openapi::jiff::Timestamp>()
+                .expect("a time")
+                .as_second()
+                + secs,
+        )
+        .expect("a time")
+    }
+
+    #[test]
+    fn only_a_new_tenants_wait_for_quota_enforcement_delays_its_first_status_and_not_for_long() {
+        let awaiting = vec![
+            Cond::fail(cond::READY, "AwaitingQuota", "x"),
+            Cond::fail(cond::RBAC_READY, "AwaitingQuota", "x"),
+            Cond::ok(cond::QUOTA_READY, "Applied", "x"),
+        ];
+        assert_eq!(
+            first_status_can_wait(&fresh(false), &awaiting, Some(at(0)), at(3)),
+            Some(std::time::Duration::from_secs(7))
+        );
+        assert_eq!(
+            first_status_can_wait(&fresh(false), &awaiting, None, at(30)),
+            Some(FIRST_STATUS_GRACE),
+            "quotas created by this very reconcile"
+        );
+        assert_eq!(
+            first_status_can_wait(&fresh(false), &awaiting, Some(at(0)), at(10)),
+            None,
+            "kube-controller-manager is late: shown"
+        );
+        assert_eq!(
+            first_status_can_wait(&fresh(true), &awaiting, Some(at(0)), at(1)),
+            None,
+            "a tenant with a status sees every change"
+        );
+        let ready = vec![
+            Cond::ok(cond::READY, "Provisioned", "x"),
+            Cond::ok(cond::RBAC_READY, "Bound", "x"),
+        ];
+        assert_eq!(
+            first_status_can_wait(&fresh(false), &ready, None, at(1)),
+            None,
+            "Ready is written at once"
+        );
+        let failing = vec![
+            Cond::fail(cond::READY, "AwaitingQuota", "x"),
+            Cond::fail(cond::RBAC_READY, "AwaitingQuota", "x"),
+            Cond::fail(cond::QUOTA_READY, "QuotaProfileNotFound", "x"),
+        ];
+        assert_eq!(
+            first_status_can_wait(&fresh(false), &failing, Some(at(0)), at(1)),
+            None,
+            "another failure is shown at once"
+        );
     }
 
     #[test]

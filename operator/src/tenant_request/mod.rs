@@ -389,13 +389,21 @@ async fn provision(
                 // Reserved: the parent's quotas shrink now (the Tenant controller); come back.
                 true => Ok(waiting(
                     parent,
-                    Cond::fail(PROVISIONED, reason::RESERVING, format!("budget reserved on {p}")),
+                    Cond::fail(
+                        PROVISIONED,
+                        reason::RESERVING,
+                        format!("budget reserved on {p}"),
+                    ),
                     Duration::from_millis(500),
                 )),
                 // Another approval changed the parent first: decide again on what it left.
                 false => Ok(waiting(
                     parent,
-                    Cond::fail(PROVISIONED, reason::RESERVING, format!("reserving budget on {p}")),
+                    Cond::fail(
+                        PROVISIONED,
+                        reason::RESERVING,
+                        format!("reserving budget on {p}"),
+                    ),
                     Duration::from_millis(50),
                 )),
             };
