@@ -81,7 +81,8 @@ impl Error {
     /// error when no step wraps it. Bounded: every value is a literal of this crate.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Step { step, .. } => step,
+            // One word, as metric label values go ("writing the status of" → "writing").
+            Error::Step { step, .. } => step.split(' ').next().unwrap_or(step),
             Error::Kube(_) => "kube",
             Error::Serialize { .. } => "serialize",
             Error::Finalizer(_) => "finalizer",

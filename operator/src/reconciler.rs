@@ -48,16 +48,7 @@ pub trait Reconciled:
 }
 
 /// "Kind namespace/name" (or "Kind name"): how errors, events and logs name an object.
-pub fn object_name<K: Resource<DynamicType = ()>>(obj: &K) -> String {
-    let kind = K::kind(&());
-    match obj.meta().namespace.as_deref() {
-        Some(ns) => format!(
-            "{kind} {ns}/{}",
-            obj.meta().name.as_deref().unwrap_or_default()
-        ),
-        None => format!("{kind} {}", obj.meta().name.as_deref().unwrap_or_default()),
-    }
-}
+pub use crate::events::describe as object_name;
 
 /// One reconcile of `object` through `steps`: timed, counted, traced; a failure is reported
 /// on the object (see [`report`]), a success forgets its backoff.

@@ -54,7 +54,7 @@ pub fn conditions(tenant: &Tenant, f: &Findings) -> Vec<Cond> {
     let namespaces = if f.conflicts.is_empty() {
         Cond::ok(
             cond::NAMESPACES_READY,
-            "Provisioned",
+            reason::PROVISIONED,
             format!("{} namespace(s) provisioned", f.namespaces.len()),
         )
     } else {
@@ -77,7 +77,7 @@ pub fn conditions(tenant: &Tenant, f: &Findings) -> Vec<Cond> {
     let rbac = if f.awaiting_quota.is_empty() {
         Cond::ok(
             cond::RBAC_READY,
-            "Bound",
+            reason::BOUND,
             format!(
                 "owners have admin, members edit, viewers view in {} namespace(s)",
                 f.namespaces.len()
@@ -86,7 +86,7 @@ pub fn conditions(tenant: &Tenant, f: &Findings) -> Vec<Cond> {
     } else {
         Cond::fail(
             cond::RBAC_READY,
-            "AwaitingQuota",
+            reason::AWAITING_QUOTA,
             format!(
                 "access to {} is granted once kube-controller-manager enforces its ResourceQuota (the API server limits nothing in a namespace before that); usually within seconds",
                 f.awaiting_quota.join(", ")
@@ -96,7 +96,7 @@ pub fn conditions(tenant: &Tenant, f: &Findings) -> Vec<Cond> {
     let quota = if !f.missing_profiles.is_empty() {
         Cond::fail(
             cond::QUOTA_READY,
-            "QuotaProfileNotFound",
+            reason::QUOTA_PROFILE_NOT_FOUND,
             format!(
                 "QuotaProfile {} does not exist: create it or point spec.quotaProfile (or the environment's quotaProfile) at an existing one; until then no pods can be created in the affected namespaces",
                 f.missing_profiles.join(", ")
@@ -109,23 +109,27 @@ pub fn conditions(tenant: &Tenant, f: &Findings) -> Vec<Cond> {
             f.overcommitted.join("; "),
         )
     } else if !f.exhausted.is_empty() {
-        Cond::fail(cond::QUOTA_READY, "BudgetExhausted", f.exhausted.join("; "))
+        Cond::fail(
+            cond::QUOTA_READY,
+            reason::BUDGET_EXHAUSTED,
+            f.exhausted.join("; "),
+        )
     } else if tenant.is_suspended() {
         Cond::ok(
             cond::QUOTA_READY,
-            "Suspended",
+            reason::SUSPENDED,
             "the tenant is suspended: quota allows no pods (pods: 0); nothing was deleted",
         )
     } else {
         Cond::ok(
             cond::QUOTA_READY,
-            "Applied",
+            reason::APPLIED,
             "ResourceQuota and LimitRange follow the quota profile",
         )
     };
     let network = Cond::ok(
         cond::NETWORK_READY,
-        "Applied",
+        reason::APPLIED,
         format!(
             "ingress {:?}, egress {:?}",
             tenant.spec.network.ingress, tenant.spec.network.egress
@@ -142,21 +146,21 @@ pub fn conditions(tenant: &Tenant, f: &Findings) -> Vec<Cond> {
     // A tenant using all its budget is working as intended: not a reason to be un-Ready.
     let ready = if let Some(failed) = parts
         .iter()
-        .find(|c| !c.ok && c.reason != "BudgetExhausted")
+        .find(|c| !c.ok && c.reason != reason::BUDGET_EXHAUSTED)
     {
         Cond::fail(cond::READY, &failed.reason, failed.message.clone())
     } else if let Some(problem) = f.parent_problem {
         match problem {
             ParentProblem::NotFound(p) => Cond::fail(
                 cond::READY,
-                "ParentNotFound",
+                reason::PARENT_NOT_FOUND,
                 format!(
                     "spec.parent names Tenant {p}, which does not exist: create it or fix spec.parent"
                 ),
             ),
             ParentProblem::Cycle(chain) => Cond::fail(
                 cond::READY,
-                "ParentCycle",
+                reason::PARENT_CYCLE,
                 format!(
                     "spec.parent makes a cycle ({}): a tenant cannot be its own ancestor",
                     chain.join(" → ")
@@ -166,13 +170,13 @@ pub fn conditions(tenant: &Tenant, f: &Findings) -> Vec<Cond> {
     } else if tenant.is_suspended() {
         Cond::fail(
             cond::READY,
-            "Suspended",
+            reason::SUSPENDED,
             "the tenant is suspended: no new workloads; shared-service bindings revoked",
         )
     } else {
         Cond::ok(
             cond::READY,
-            "Provisioned",
+            reason::PROVISIONED,
             format!("{} namespace(s) ready", f.namespaces.len()),
         )
     };
@@ -202,7 +206,7 @@ pub fn first_status_can_wait(
     }
     let only_awaiting_quota = conds.iter().all(|c| {
         c.ok || ((c.type_ == cond::READY || c.type_ == cond::RBAC_READY)
-            && c.reason == "AwaitingQuota")
+            && c.reason == reason::AWAITING_QUOTA)
     });
     let awaiting = conds.iter().any(|c| c.type_ == cond::RBAC_READY && !c.ok);
     if !(awaiting && only_awaiting_quota) {
