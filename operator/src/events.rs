@@ -127,20 +127,9 @@ impl Context {
         reason: &str,
         note: String,
     ) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(within(note, NOTE_MAX)),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
-            tracing::warn!(error = %e, "could not publish an event");
-        }
+        send(&self.recorder, &obj.object_ref(&()), type_, reason, note).await;
     }
-}
 
-impl Context {
     /// Publishes `events` (type, reason, note) on `obj`, in order, without the reconcile
     /// waiting for them: they are advisory, and a round trip each on a reconcile's path.
     pub fn publish_detached<K: kube::Resource<DynamicType = ()>>(
@@ -154,18 +143,29 @@ impl Context {
         let (recorder, reference) = (self.recorder.clone(), obj.object_ref(&()));
         tokio::spawn(async move {
             for (type_, reason, note) in events {
-                let event = Event {
-                    type_,
-                    reason: reason.into(),
-                    note: Some(within(note, NOTE_MAX)),
-                    action: "Reconcile".into(),
-                    secondary: None,
-                };
-                if let Err(e) = recorder.publish(&event, &reference).await {
-                    tracing::warn!(error = %e, "could not publish an event");
-                }
+                send(&recorder, &reference, type_, reason, note).await;
             }
         });
+    }
+}
+
+/// One Event, its note cut to what the API server accepts; a failure is logged.
+async fn send(
+    recorder: &kube::runtime::events::Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(within(note, NOTE_MAX)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, reference).await {
+        tracing::warn!(error = %e, "could not publish an event");
     }
 }
 

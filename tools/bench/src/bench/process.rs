@@ -11,7 +11,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long the operator may take to answer `/readyz`, and to exit on SIGTERM.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -103,7 +102,7 @@ impl OperatorProcess {
                     tail(&op.log, 20)
                 );
             }
-            if matches!(http_get(addr, "/readyz").await, Ok((200, _))) {
+            if matches!(testbed::http::get(addr, "/readyz").await, Ok((200, _))) {
                 return Ok(op);
             }
             if op.started.elapsed() > START_TIMEOUT {
@@ -123,7 +122,7 @@ impl OperatorProcess {
 
     /// Its `/metrics`, parsed.
     pub async fn metrics(&self) -> anyhow::Result<Metrics> {
-        let (code, body) = http_get_as(self.addr, "/metrics", Some(&self.token)).await?;
+        let (code, body) = testbed::http::get_as(self.addr, "/metrics", Some(&self.token)).await?;
         if code != 200 {
             bail!("operator {}: GET /metrics answered {code}", self.label);
         }
@@ -331,68 +330,6 @@ async fn metrics_token(kubeconfig: &Path) -> anyhow::Result<String> {
     testbed::metrics_reader::reader_token(&admin, &helm, 24 * 3600).await
 }
 
-/// A plain HTTP/1.1 GET on loopback: the status code and the body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    http_get_as(addr, path, None).await
-}
-
-/// The same, with `Authorization: Bearer <token>` when a token is given.
-pub async fn http_get_as(
-    addr: SocketAddr,
-    path: &str,
-    token: Option<&str>,
-) -> anyhow::Result<(u16, String)> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let authorization = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        anyhow::Ok(raw)
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .with_context(|| format!("GET http://{addr}{path} timed out"))??;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("GET http://{addr}{path}: no HTTP response"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("GET http://{addr}{path}: no status code"))?;
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok((code, body))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 /// The last `lines` lines of a file.
 pub fn tail(path: &Path, lines: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
@@ -428,13 +365,5 @@ mod tests {
     fn reads_its_own_usage() {
         let u = usage_of(std::process::id() as i32).expect("own /proc");
         assert!(u.peak_rss_mib > 0.0);
-    }
-
-    #[test]
-    fn dechunks() {
-        assert_eq!(
-            dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
-            "hello world"
-        );
     }
 }
