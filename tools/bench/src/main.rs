@@ -172,7 +172,16 @@ fn control_plane(args: &Args) -> anyhow::Result<(ControlPlane, bool)> {
     testbed::controlplane::prune_old_runs(&root);
     let dir = root.join(format!("run-{}", std::process::id()));
     eprintln!("starting a control plane in {}", dir.display());
-    Ok((ControlPlane::start(&dir, &bin, Lifetime::Owned)?, true))
+    // The CRDs before kube-controller-manager starts: its quota controller counts claims from
+    // the start instead of after its next 30 s discovery (the warm-up below then passes at once).
+    let options = testbed::controlplane::Options {
+        crds: Some(testbed::binaries::repo_root().join("crds")),
+        ..Default::default()
+    };
+    Ok((
+        ControlPlane::start_with(&dir, &bin, Lifetime::Owned, &options)?,
+        true,
+    ))
 }
 
 async fn run(

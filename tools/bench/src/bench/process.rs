@@ -7,7 +7,7 @@ use std::fs;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -64,16 +64,10 @@ impl OperatorProcess {
         let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let log = logs.join(format!("operator-{label}.log"));
         let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let mut cmd = Command::new(bin);
-        cmd.arg("run")
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--concurrency")
+        let mut cmd = testbed::launch::operator_command(bin, kubeconfig, addr);
+        cmd.arg("--concurrency")
             .arg(concurrency.to_string())
-            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
         // SAFETY: prctl(2) is async-signal-safe; it is the only call between fork and exec.
@@ -83,37 +77,21 @@ impl OperatorProcess {
                 Ok(())
             });
         }
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {} (make bench builds it)", bin.display()))?;
-        let mut op = OperatorProcess {
+        let started = Instant::now();
+        testbed::launch::wait_ready(&mut child, addr, Some(&log), START_TIMEOUT)
+            .await
+            .with_context(|| format!("operator {label}"))?;
+        Ok(OperatorProcess {
             label: label.to_string(),
             addr,
             log,
-            started: Instant::now(),
+            started,
             child,
             token,
-        };
-        loop {
-            if let Some(status) = op.child.try_wait()? {
-                bail!(
-                    "operator {label} exited at start-up ({status}); the end of {}:\n{}",
-                    op.log.display(),
-                    tail(&op.log, 20)
-                );
-            }
-            if matches!(testbed::http::get(addr, "/readyz").await, Ok((200, _))) {
-                return Ok(op);
-            }
-            if op.started.elapsed() > START_TIMEOUT {
-                bail!(
-                    "operator {label} did not answer http://{addr}/readyz within {}s; see {}",
-                    START_TIMEOUT.as_secs(),
-                    op.log.display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
     }
 
     pub fn pid(&self) -> i32 {
@@ -328,13 +306,6 @@ async fn metrics_token(kubeconfig: &Path) -> anyhow::Result<String> {
     let admin = testbed::identity::client_from_kubeconfig(&text).await?;
     let helm = testbed::binaries::ensure_built()?.join("helm");
     testbed::metrics_reader::reader_token(&admin, &helm, 24 * 3600).await
-}
-
-/// The last `lines` lines of a file.
-pub fn tail(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 #[cfg(test)]
