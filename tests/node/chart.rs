@@ -183,7 +183,8 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
                 RELEASE,
                 "--namespace",
                 NAMESPACE,
-                "--wait",
+                // No --wait: it would also wait ~5 s for the chart's request namespace to
+                // finish deleting. The operator's pods going (below) is what matters here.
                 "--kubeconfig",
             ])
             .arg(&k))
@@ -196,6 +197,17 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
             .await
             .ok()?
             .is_none()
+            .then_some(())
+    })
+    .await;
+    // Its pods gone too: the garbage collector has acted on what the uninstall deleted.
+    eventually("the operator's pods gone", WAIT, || async {
+        Api::<Pod>::namespaced(admin.clone(), NAMESPACE)
+            .list(&ListParams::default().labels("app.kubernetes.io/name=citycloud-operator"))
+            .await
+            .ok()?
+            .items
+            .is_empty()
             .then_some(())
     })
     .await;
