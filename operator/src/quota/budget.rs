@@ -8,6 +8,7 @@
 //! 2. Lowering is always safe and happens at once; a raise that needs budget a namespace is
 //!    still giving back waits for the next reconcile (the quota watch triggers it when
 //!    `status.hard` catches up, within about a second).
+//! 3. A namespace whose usage just rose keeps its hard as it is (see [`Share::held`]).
 //!
 //! Policy: every namespace keeps what it uses; the budget left is split evenly, or among the
 //! namespaces that showed demand (a controller failing to create pods over quota, or usage
@@ -28,6 +29,11 @@ pub struct Share {
     /// How strongly it wants more: 0 none, 1 its usage reached its hard, 2 a controller was
     /// refused over quota there. Only the strongest demanders share the headroom.
     pub demand: u8,
+    /// Its usage rose moments ago: its hard is not changed, neither way. Every change of
+    /// `spec.hard` makes kube-controller-manager recount `status.used` from its informers,
+    /// and pods quota admission has just counted may not be in them yet: the recount would
+    /// forget them and admission would then let as many in again, beyond the budget.
+    pub held: bool,
 }
 
 impl Share {
@@ -110,7 +116,7 @@ pub fn next_hard(budget: Milli, unit: i128, shares: &[Share]) -> Vec<Milli> {
     let mut next: Vec<Option<Milli>> = shares
         .iter()
         .zip(&targets)
-        .map(|(s, t)| lowered(s, *t))
+        .map(|(s, t)| if s.held { s.spec_hard } else { None }.or_else(|| lowered(s, *t)))
         .collect();
     let bounds: Vec<Milli> = shares
         .iter()

@@ -10,17 +10,31 @@
 //!
 //! A namespace whose usage reached its hard counts too, less strongly, for [`WINDOW`]. When no
 //! demand is left, the budget is split evenly again.
+//!
+//! Apart from demand, [`Demand::held`] tells whose usage is still rising: their hard must not
+//! move yet (see `budget::Share::held`).
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use crate::quantity::Milli;
 
 pub const WINDOW: Duration = Duration::from_secs(30);
 /// A refusal is stronger evidence and lasts longer: controllers retry with a growing backoff,
 /// and the raise must still be there when they do.
 pub const REFUSAL_WINDOW: Duration = Duration::from_secs(180);
+
+/// How long a namespace's hard stays as it is after its usage rose: ample time for a pod that
+/// quota admission has counted to be stored and reach kube-controller-manager's informer, so
+/// the recount a change of hard sets off includes it.
+pub const HOLD: Duration = Duration::from_millis(1500);
+/// Usage readings older than this are forgotten (namespaces deleted meanwhile); a namespace
+/// read again afterwards is held once more, which only delays a move by [`HOLD`].
+const USAGE_MEMORY: Duration = Duration::from_secs(600);
 
 /// What quota refusals name in their message.
 const EXCEEDED_QUOTA: &str = "exceeded quota";
@@ -31,6 +45,22 @@ pub struct Demand {
     refused: Mutex<HashMap<String, Instant>>,
     /// ReplicaSets refused over quota now, by namespace then name, with when we saw it start.
     waiting: Mutex<Waiting>,
+    /// Each namespace's last non-zero usage read, with when it last rose.
+    usage: Mutex<HashMap<String, (Usage, Instant)>>,
+}
+
+/// The resources a namespace uses any of, in millis.
+type Usage = Vec<(String, i128)>;
+
+/// Whether any resource is used more in `now` than in `before`.
+fn rose(before: &Usage, now: &Usage) -> bool {
+    now.iter().any(|(resource, n)| {
+        let was = before
+            .iter()
+            .find(|(r, _)| r == resource)
+            .map_or(0, |(_, v)| *v);
+        *n > was
+    })
 }
 
 /// ReplicaSets waiting for quota, by namespace then name, with when each started waiting.
@@ -181,12 +211,41 @@ impl Demand {
         self.level(namespace) > 0
     }
 
+    /// Records the namespace's usage as just read fresh from its ResourceQuota's `status.used`;
+    /// true while it rose within [`HOLD`]. A namespace first seen using anything counts as
+    /// having just risen: nothing tells how recently it did.
+    pub fn held(&self, namespace: &str, used: &BTreeMap<String, Quantity>) -> bool {
+        let now: Usage = used
+            .iter()
+            .filter_map(|(r, q)| Some((r.clone(), Milli::of(q).ok()?.0)))
+            .filter(|(_, v)| *v > 0)
+            .collect();
+        let Ok(mut seen) = self.usage.lock() else {
+            return false;
+        };
+        if now.is_empty() {
+            // Nothing used: nothing a recount could forget. Not remembered, so the maps hold
+            // only namespaces that run something.
+            seen.remove(namespace);
+            return false;
+        }
+        let rose_at = match seen.get(namespace) {
+            Some((before, at)) if !rose(before, &now) => *at,
+            _ => Instant::now(),
+        };
+        seen.insert(namespace.to_string(), (now, rose_at));
+        rose_at.elapsed() < HOLD
+    }
+
     /// Forgets what has expired (called on every tenant reconcile; the maps stay small).
     pub fn expire(&self) {
         for (map, window) in [(&self.saturated, WINDOW), (&self.refused, REFUSAL_WINDOW)] {
             if let Ok(mut seen) = map.lock() {
                 seen.retain(|_, t| t.elapsed() < window);
             }
+        }
+        if let Ok(mut seen) = self.usage.lock() {
+            seen.retain(|_, (_, t)| t.elapsed() < USAGE_MEMORY);
         }
     }
 }
@@ -306,6 +365,40 @@ mod tests {
         assert_eq!((d.level("a"), d.level("b")), (0, 2));
         assert!(d.set_waiting("b", "api-1", false));
         assert_eq!(d.level("b"), 0);
+    }
+
+    #[test]
+    fn a_namespace_is_held_while_its_usage_rises_and_released_once_it_stops() {
+        let used = |cpu: &str, pods: &str| -> BTreeMap<String, Quantity> {
+            [("requests.cpu", cpu), ("pods", pods)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                .collect()
+        };
+        let d = Demand::default();
+        assert!(
+            !d.held("a", &used("0", "0")),
+            "nothing used, nothing to recount"
+        );
+        assert!(d.held("a", &used("100m", "1")), "first seen using: held");
+        assert!(!d.held("b", &used("0", "0")));
+        // Stop rising: released once HOLD has passed since the last rise, not before.
+        let hold_start = Instant::now();
+        assert!(d.held("a", &used("100m", "1")));
+        assert!(
+            d.held("a", &used("50m", "1")),
+            "a fall keeps the last rise's hold"
+        );
+        while hold_start.elapsed() < HOLD {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(!d.held("a", &used("50m", "1")), "steady since the rise");
+        assert!(d.held("a", &used("50m", "2")), "one more pod: held again");
+        assert!(!d.held("a", &used("0", "0")));
+        assert!(
+            d.held("a", &used("100m", "1")),
+            "forgot the zero reading: held"
+        );
     }
 
     #[test]

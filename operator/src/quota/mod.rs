@@ -81,12 +81,14 @@ pub fn enforced(desired: &ResourceQuota, live: Option<&ResourceQuota>) -> bool {
     }
 }
 
-/// Splits `budget` over `caps` (the namespaces' profile caps) given their live quotas.
+/// Splits `budget` over `caps` (the namespaces' profile caps) given their live quotas, each
+/// namespace's demand level and whether its hard is held (see [`budget::Share::held`]).
 pub fn allocate(
     budget: &BTreeMap<String, Quantity>,
     caps: &BTreeMap<String, BTreeMap<String, Quantity>>,
     live: &BTreeMap<String, ResourceQuota>,
     demand: impl Fn(&str) -> u8,
+    held: impl Fn(&str) -> bool,
 ) -> Allocation {
     let mut out = Allocation::default();
     for (resource, total) in budget {
@@ -114,6 +116,7 @@ pub fn allocate(
                     spec_hard: get(spec, resource),
                     status_hard,
                     demand: demand(ns).max(u8::from(saturated)),
+                    held: held(ns),
                 }
             })
             .collect();
@@ -220,7 +223,7 @@ mod tests {
             .into_iter()
             .map(|ns| (ns.to_string(), BTreeMap::new()))
             .collect();
-        let out = allocate(&budget, &caps, &BTreeMap::new(), |_| 0);
+        let out = allocate(&budget, &caps, &BTreeMap::new(), |_| 0, |_| false);
         for (resource, total) in &budget {
             let parts: Vec<Milli> = out
                 .hard

@@ -406,6 +406,18 @@ fn split_budget(
     let demand = &ctx.shared.demand;
     demand.expire();
     let levels = demand.levels(caps.keys());
+    // `found.quotas` are read fresh here: a rise in them is as recent as it gets.
+    let held = caps
+        .keys()
+        .filter(|ns| {
+            found
+                .quotas
+                .get(*ns)
+                .and_then(|q| q.status.as_ref()?.used.as_ref())
+                .is_some_and(|used| demand.held(ns, used))
+        })
+        .cloned()
+        .collect();
     let plan = plan::plan(
         tenant,
         &found.inputs,
@@ -413,6 +425,7 @@ fn split_budget(
         &caps,
         &committed,
         &levels,
+        &held,
     );
     for ns in &plan.allocation.saturated {
         demand.record(ns);

@@ -2,7 +2,7 @@
 //! tenant budget less what kept namespaces use and what the children hold, shared out over
 //! the namespaces by demand. What comes out is each namespace's ResourceQuota `hard`, which
 //! [`super::build::build`] then writes into the desired objects.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::ResourceQuota;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -43,7 +43,8 @@ pub fn committed(tenant: &Tenant, children: &carve::Children) -> carve::Reservat
 
 /// The split of the tenant budget over `caps`' namespaces. `quotas` are the live quotas of
 /// all the tenant's namespaces (those of dropped environments, kept, use budget first);
-/// `demand` the level of each namespace's recent want of more (see [`quota::demand`]).
+/// `demand` the level of each namespace's recent want of more (see [`quota::demand`]);
+/// `held` the namespaces whose usage is still rising (their hard stays as it is).
 pub fn plan(
     tenant: &Tenant,
     inputs: &Inputs,
@@ -51,6 +52,7 @@ pub fn plan(
     caps: &Caps,
     committed: &carve::Reservations,
     demand: &HashMap<String, u8>,
+    held: &BTreeSet<String>,
 ) -> Plan {
     let budget = inputs
         .profiles
@@ -65,9 +67,13 @@ pub fn plan(
     let left = quota::remaining(&budget, kept);
     // What the children hold is not the parent's to use.
     let left = carve::carve(&left, committed);
-    let allocation = quota::allocate(&left, caps, quotas, |ns| {
-        demand.get(ns).copied().unwrap_or(0)
-    });
+    let allocation = quota::allocate(
+        &left,
+        caps,
+        quotas,
+        |ns| demand.get(ns).copied().unwrap_or(0),
+        |ns| held.contains(ns),
+    );
     let overcommitted = carve::overcommitted(&budget, committed)
         .iter()
         .map(ToString::to_string)
@@ -140,6 +146,7 @@ spec:
             &caps,
             &Default::default(),
             &HashMap::new(),
+            &BTreeSet::new(),
         );
         assert_eq!(plan.budget["requests.cpu"].0, "6");
         let hard = &plan.allocation.hard;
@@ -161,7 +168,15 @@ spec:
             )
         };
         let held = committed(&t, &[("kid".to_string(), child("2"))].into());
-        let split = plan(&t, &inputs, &BTreeMap::new(), &caps, &held, &HashMap::new());
+        let split = plan(
+            &t,
+            &inputs,
+            &BTreeMap::new(),
+            &caps,
+            &held,
+            &HashMap::new(),
+            &BTreeSet::new(),
+        );
         let hard = &split.allocation.hard;
         assert_eq!(hard["a-prod"]["requests.cpu"].0, "2", "{hard:?}");
         assert_eq!(hard["a-dev"]["requests.cpu"].0, "2", "{hard:?}");
@@ -174,6 +189,7 @@ spec:
             &caps,
             &greedy,
             &HashMap::new(),
+            &BTreeSet::new(),
         );
         assert_eq!(over.overcommitted.len(), 1, "{:?}", over.overcommitted);
         assert!(
@@ -196,6 +212,7 @@ spec:
             &caps,
             &Default::default(),
             &demand,
+            &BTreeSet::new(),
         );
         let hard = &split.allocation.hard;
         let milli = |ns: &str| crate::quantity::Milli::of(&hard[ns]["requests.cpu"]).expect("cpu");

@@ -12,6 +12,7 @@ fn share(ns: &str, used: &str, spec: Option<&str>, status: Option<&str>, demand:
         spec_hard: spec.map(m),
         status_hard: status.map(m),
         demand: if demand { 2 } else { 0 },
+        held: false,
     }
 }
 
@@ -54,7 +55,14 @@ fn the_hards_never_sum_over_the_budget_whatever_the_state() {
         for ub in 0..=4 {
             for sa in 0..=6 {
                 for sb in 0..=6 {
-                    for (da, db) in [(false, false), (true, false), (false, true), (true, true)] {
+                    for (da, db, ha, hb) in
+                        [(false, false), (true, false), (false, true), (true, true)]
+                            .into_iter()
+                            .flat_map(|(da, db)| {
+                                [(false, false), (true, false), (false, true)]
+                                    .map(|(ha, hb)| (da, db, ha, hb))
+                            })
+                    {
                         let a = Share {
                             namespace: "a".into(),
                             cap: None,
@@ -62,6 +70,7 @@ fn the_hards_never_sum_over_the_budget_whatever_the_state() {
                             spec_hard: Some(tenths(sa)),
                             status_hard: Some(tenths(sa)),
                             demand: da as u8 * 2,
+                            held: ha,
                         };
                         let b = Share {
                             namespace: "b".into(),
@@ -70,6 +79,7 @@ fn the_hards_never_sum_over_the_budget_whatever_the_state() {
                             spec_hard: Some(tenths(sb)),
                             status_hard: Some(tenths(sb)),
                             demand: db as u8,
+                            held: hb,
                         };
                         let budget = tenths(8);
                         let before = ua.max(sa) + ub.max(sb);
@@ -87,6 +97,12 @@ fn the_hards_never_sum_over_the_budget_whatever_the_state() {
                         );
                         if before * 100 <= budget.0 {
                             assert!(after <= budget.0, "{ua} {ub} {sa} {sb}: {next:?}");
+                        }
+                        // A held namespace's hard is never written differently.
+                        for (held, share, n) in [(ha, &a, next[0]), (hb, &b, next[1])] {
+                            if held {
+                                assert_eq!(Some(n), share.spec_hard, "{ua} {ub} {sa} {sb} held");
+                            }
                         }
                     }
                 }
@@ -132,4 +148,27 @@ fn a_refused_controller_outranks_a_namespace_that_merely_filled_up() {
         [m("800m"), m("200m")],
         "all the freed budget to the waiting namespace"
     );
+}
+
+#[test]
+fn a_namespace_whose_usage_just_rose_keeps_its_hard_and_the_move_waits() {
+    // b filled up and its pods are still pouring in; a is idle and could give b everything.
+    let mut b = share("b", "500m", Some("500m"), Some("500m"), true);
+    b.held = true;
+    let a = share("a", "0", Some("500m"), Some("500m"), false);
+    let next = next_hard(m("1"), 1, &[a.clone(), b.clone()]);
+    assert_eq!(
+        next,
+        [m("0"), m("500m")],
+        "a gives back, b is not raised yet"
+    );
+    assert_ne!(
+        next,
+        targets(m("1"), 1, &[a.clone(), b.clone()]),
+        "still settling"
+    );
+    // a held instead: it is not lowered, so b cannot be raised.
+    let (mut a, mut b) = (a, b);
+    (a.held, b.held) = (true, false);
+    assert_eq!(next_hard(m("1"), 1, &[a, b]), [m("500m"), m("500m")]);
 }
