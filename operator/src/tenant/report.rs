@@ -154,7 +154,9 @@ pub async fn update_status(
     ))
 }
 
-/// The shared services claimed and bound in the tenant's namespaces, sorted, once each.
+/// The shared services claimed and bound in the tenant's namespaces, sorted, once each. Bound
+/// as the SharedService counts it (whose consumers Secret holds the token): a claim whose last
+/// reconcile failed keeps its access, so auditors reading this list must still see it.
 fn bound_services(
     claims: &cache::Indexed<SharedServiceClaim>,
     namespaces: &[String],
@@ -162,11 +164,7 @@ fn bound_services(
     let services: std::collections::BTreeSet<String> = namespaces
         .iter()
         .flat_map(|ns| claims.under(ns))
-        .filter(|c| {
-            c.status.as_ref().is_some_and(|s| {
-                crate::api::conditions::is_true(&s.conditions, crate::api::conditions::claim::BOUND)
-            })
-        })
+        .filter(crate::shared_service::build::is_bound)
         .map(|c| c.spec.service.clone())
         .collect();
     services.into_iter().collect()
