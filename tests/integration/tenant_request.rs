@@ -39,6 +39,28 @@ struct District {
     ward_profile: String,
 }
 
+/// `who` asks the district for a ward (`(request name, tenant name)`): the request is Denied
+/// for budget, its message giving `numbers`.
+async fn ask_denied_for_budget(
+    env: &TestEnv,
+    who: &kube::Client,
+    d: &District,
+    (request, tenant): (&str, &str),
+    numbers: &str,
+) {
+    apply_in::<TenantRequest>(
+        who,
+        &d.ns,
+        &request_yaml(request, tenant, &d.ward_profile, ""),
+    )
+    .await
+    .unwrap();
+    let denied = wait_state(&env.admin, &d.ns, request, "Denied").await;
+    let c = condition(&denied, "Denied");
+    assert_eq!(c.reason, "BudgetExceeded");
+    assert!(c.message.contains(numbers), "{}", c.message);
+}
+
 async fn district(env: &TestEnv, base: &str, budget: &str, ward_cpu: &str) -> District {
     let (name, p, wp) = (
         env.name(base),
@@ -315,22 +337,14 @@ async fn a_request_over_the_parents_budget_is_denied_with_the_numbers_and_stays_
     let ward = env.name("phuong-lon");
     let ward_admin = env.user(&env.name("ward-admin"), &[&d.owners]).await;
     let owner = env.user(&env.name("district-owner"), &[&d.owners]).await;
-    apply_in::<TenantRequest>(
+    ask_denied_for_budget(
+        &env,
         &ward_admin,
-        &d.ns,
-        &request_yaml("phuong-lon", &ward, &d.ward_profile, ""),
+        &d,
+        ("phuong-lon", &ward),
+        "requests.cpu: asks for 3 but 2 of the parent's budget is left",
     )
-    .await
-    .unwrap();
-    let denied = wait_state(&env.admin, &d.ns, "phuong-lon", "Denied").await;
-    let c = condition(&denied, "Denied");
-    assert_eq!(c.reason, "BudgetExceeded");
-    assert!(
-        c.message
-            .contains("requests.cpu: asks for 3 but 2 of the parent's budget is left"),
-        "{}",
-        c.message
-    );
+    .await;
     // The requester sees why in the events of the namespace too.
     let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(ward_admin.clone(), &d.ns);
     eventually("a BudgetExceeded event", CONVERGE, || async {
@@ -987,22 +1001,14 @@ async fn a_request_that_fits_only_without_a_child_created_directly_is_denied_for
     env.tenant_ready(&direct).await;
     let ward_admin = env.user(&env.name("ward-admin"), &[&d.owners]).await;
     let ward = env.name("phuong-moi");
-    apply_in::<TenantRequest>(
+    ask_denied_for_budget(
+        &env,
         &ward_admin,
-        &d.ns,
-        &request_yaml("phuong-moi", &ward, &d.ward_profile, ""),
+        &d,
+        ("phuong-moi", &ward),
+        "requests.cpu: asks for 2 but 1 of the parent's budget is left",
     )
-    .await
-    .unwrap();
-    let denied = wait_state(&env.admin, &d.ns, "phuong-moi", "Denied").await;
-    let c = condition(&denied, "Denied");
-    assert_eq!(c.reason, "BudgetExceeded");
-    assert!(
-        c.message
-            .contains("requests.cpu: asks for 2 but 1 of the parent's budget is left"),
-        "{}",
-        c.message
-    );
+    .await;
     assert!(
         Api::<Tenant>::all(env.admin.clone())
             .get_opt(&ward)
