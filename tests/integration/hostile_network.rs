@@ -311,6 +311,19 @@ async fn shared_service(env: &TestEnv, name: &str, ns: &str) {
     .unwrap();
 }
 
+/// Waits until `ns` has no isolation policy (`what` names the wait in a timeout).
+async fn wait_no_isolation(env: &TestEnv, ns: &str, what: &str) {
+    eventually(what, CONVERGE, || async {
+        Api::<NetworkPolicy>::namespaced(env.admin.clone(), ns)
+            .get_opt(ISOLATION)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
 /// The names of the SharedServices owning the isolation policy of `ns`, once it exists.
 async fn isolation_owners(env: &TestEnv, ns: &str) -> Option<(NetworkPolicy, Vec<String>)> {
     let p = Api::<NetworkPolicy>::namespaced(env.admin.clone(), ns)
@@ -444,19 +457,7 @@ async fn a_provider_namespace_admits_no_tenant_but_through_bound_claims() {
         .delete(&other, &DeleteParams::default())
         .await
         .unwrap();
-    eventually(
-        "the isolation gone with the last service",
-        CONVERGE,
-        || async {
-            Api::<NetworkPolicy>::namespaced(env.admin.clone(), &provider)
-                .get_opt(ISOLATION)
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        },
-    )
-    .await;
+    wait_no_isolation(&env, &provider, "the isolation gone with the last service").await;
 }
 
 /// Waits until the SharedService's status reflects its current generation: its reconcile,
@@ -501,19 +502,7 @@ async fn the_isolation_follows_the_endpoint_and_never_lands_in_a_tenant_namespac
         isolation_owners(&env, &second)
     })
     .await;
-    eventually(
-        "the first namespace's isolation removed",
-        CONVERGE,
-        || async {
-            Api::<NetworkPolicy>::namespaced(env.admin.clone(), &first)
-                .get_opt(ISOLATION)
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        },
-    )
-    .await;
+    wait_no_isolation(&env, &first, "the first namespace's isolation removed").await;
 
     // A service published from a tenant's own namespace: that Tenant's network settings
     // govern it; the operator writes no isolation there.
@@ -526,17 +515,5 @@ async fn the_isolation_follows_the_endpoint_and_never_lands_in_a_tenant_namespac
         isolation_owners(&env, &tenant_ns).await.is_none(),
         "no isolation policy in a tenant namespace"
     );
-    eventually(
-        "the second namespace's isolation removed",
-        CONVERGE,
-        || async {
-            Api::<NetworkPolicy>::namespaced(env.admin.clone(), &second)
-                .get_opt(ISOLATION)
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        },
-    )
-    .await;
+    wait_no_isolation(&env, &second, "the second namespace's isolation removed").await;
 }
