@@ -417,7 +417,13 @@ fn split_budget(
                 .is_some_and(|used| demand.held(ns, used))
         })
         .cloned()
-        .collect();
+        .collect::<std::collections::BTreeSet<String>>();
+    if !held.is_empty() {
+        tracing::debug!(
+            ?held,
+            "usage rising: those namespaces' hards stay as they are"
+        );
+    }
     let plan = plan::plan(
         tenant,
         &found.inputs,
