@@ -32,6 +32,10 @@ pub const REFUSAL_WINDOW: Duration = Duration::from_secs(180);
 /// quota admission has counted to be stored and reach kube-controller-manager's informer, so
 /// the recount a change of hard sets off includes it.
 pub const HOLD: Duration = Duration::from_millis(1500);
+/// The longest a namespace is held while its usage keeps rising. Without a bound, a tenant
+/// churning pods (delete one, create one, forever) would keep its hards from ever being
+/// lowered — a child keeping more of its parent's budget than it was left.
+pub const MAX_HOLD: Duration = Duration::from_secs(10);
 /// Usage readings older than this are forgotten (namespaces deleted meanwhile); a namespace
 /// read again afterwards is held once more, which only delays a move by [`HOLD`].
 const USAGE_MEMORY: Duration = Duration::from_secs(600);
@@ -46,7 +50,18 @@ pub struct Demand {
     /// ReplicaSets refused over quota now, by namespace then name, with when we saw it start.
     waiting: Mutex<Waiting>,
     /// Each namespace's last non-zero usage read, with when it last rose.
-    usage: Mutex<HashMap<String, (Usage, Instant)>>,
+    usage: Mutex<HashMap<String, Reading>>,
+}
+
+/// A namespace's last usage read and the times that decide whether it is held.
+struct Reading {
+    used: Usage,
+    /// When its usage last rose.
+    rose: Instant,
+    /// When its current run of rises began: a run ends only with a reading that found it
+    /// not held (the moves it waited for could then be made).
+    rising_since: Instant,
+    held: bool,
 }
 
 /// The resources a namespace uses any of, in millis.
@@ -212,10 +227,15 @@ impl Demand {
     }
 
     /// Records the namespace's usage as just read fresh from its ResourceQuota's `status.used`;
-    /// true while it rose within [`HOLD`]. A namespace first seen using anything counts as
-    /// having just risen: nothing tells how recently it did.
+    /// true while it rose within [`HOLD`], for at most [`MAX_HOLD`] of rises in a row. A
+    /// namespace first seen using anything counts as having just risen: nothing tells how
+    /// recently it did.
     pub fn held(&self, namespace: &str, used: &BTreeMap<String, Quantity>) -> bool {
-        let now: Usage = used
+        self.held_at(namespace, used, Instant::now())
+    }
+
+    fn held_at(&self, namespace: &str, used: &BTreeMap<String, Quantity>, now: Instant) -> bool {
+        let used: Usage = used
             .iter()
             .filter_map(|(r, q)| Some((r.clone(), Milli::of(q).ok()?.0)))
             .filter(|(_, v)| *v > 0)
@@ -223,18 +243,31 @@ impl Demand {
         let Ok(mut seen) = self.usage.lock() else {
             return false;
         };
-        if now.is_empty() {
-            // Nothing used: nothing a recount could forget. Not remembered, so the maps hold
+        if used.is_empty() {
+            // Nothing used: nothing a recount could forget. Not remembered, so the map holds
             // only namespaces that run something.
             seen.remove(namespace);
             return false;
         }
-        let rose_at = match seen.get(namespace) {
-            Some((before, at)) if !rose(before, &now) => *at,
-            _ => Instant::now(),
+        let mut reading = match seen.get(namespace) {
+            Some(r) if !rose(&r.used, &used) => Reading { used, ..*r },
+            Some(r) if r.held => Reading {
+                used,
+                rose: now,
+                ..*r
+            },
+            _ => Reading {
+                used,
+                rose: now,
+                rising_since: now,
+                held: true,
+            },
         };
-        seen.insert(namespace.to_string(), (now, rose_at));
-        rose_at.elapsed() < HOLD
+        let held = now.saturating_duration_since(reading.rose) < HOLD
+            && now.saturating_duration_since(reading.rising_since) < MAX_HOLD;
+        reading.held = held;
+        seen.insert(namespace.to_string(), reading);
+        held
     }
 
     /// Forgets what has expired (called on every tenant reconcile; the maps stay small).
@@ -245,7 +278,7 @@ impl Demand {
             }
         }
         if let Ok(mut seen) = self.usage.lock() {
-            seen.retain(|_, (_, t)| t.elapsed() < USAGE_MEMORY);
+            seen.retain(|_, r| r.rose.elapsed() < USAGE_MEMORY);
         }
     }
 }
@@ -367,38 +400,65 @@ mod tests {
         assert_eq!(d.level("b"), 0);
     }
 
+    fn used(cpu: &str, pods: &str) -> BTreeMap<String, Quantity> {
+        [("requests.cpu", cpu), ("pods", pods)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+            .collect()
+    }
+
     #[test]
     fn a_namespace_is_held_while_its_usage_rises_and_released_once_it_stops() {
-        let used = |cpu: &str, pods: &str| -> BTreeMap<String, Quantity> {
-            [("requests.cpu", cpu), ("pods", pods)]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
-                .collect()
-        };
         let d = Demand::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(!d.held_at("a", &used("0", "0"), t0), "nothing used");
         assert!(
-            !d.held("a", &used("0", "0")),
-            "nothing used, nothing to recount"
+            d.held_at("a", &used("100m", "1"), t0),
+            "first seen using: held"
         );
-        assert!(d.held("a", &used("100m", "1")), "first seen using: held");
-        assert!(!d.held("b", &used("0", "0")));
-        // Stop rising: released once HOLD has passed since the last rise, not before.
-        let hold_start = Instant::now();
-        assert!(d.held("a", &used("100m", "1")));
+        assert!(!d.held_at("b", &used("0", "0"), t0));
         assert!(
-            d.held("a", &used("50m", "1")),
-            "a fall keeps the last rise's hold"
+            d.held_at("a", &used("50m", "1"), at(1000)),
+            "a fall keeps the hold"
         );
-        while hold_start.elapsed() < HOLD {
-            std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !d.held_at("a", &used("50m", "1"), at(1500)),
+            "steady since the rise"
+        );
+        assert!(
+            d.held_at("a", &used("50m", "2"), at(1600)),
+            "one more pod: held"
+        );
+        assert!(!d.held_at("a", &used("0", "0"), at(1700)));
+        assert!(
+            d.held_at("a", &used("100m", "1"), at(1800)),
+            "forgot the zero"
+        );
+    }
+
+    #[test]
+    fn a_tenant_churning_pods_is_held_no_longer_than_max_hold() {
+        let d = Demand::default();
+        let t0 = Instant::now();
+        // A pod deleted and another created every second, for a minute: read each second,
+        // it is found not held (its hards may move) at least every MAX_HOLD.
+        let (mut streak, mut longest) = (0u64, 0u64);
+        for s in 0..60u64 {
+            let pods = if s % 2 == 0 { "2" } else { "1" };
+            if d.held_at("a", &used("100m", pods), t0 + Duration::from_secs(s)) {
+                streak += 1;
+                longest = longest.max(streak);
+            } else {
+                streak = 0;
+            }
         }
-        assert!(!d.held("a", &used("50m", "1")), "steady since the rise");
-        assert!(d.held("a", &used("50m", "2")), "one more pod: held again");
-        assert!(!d.held("a", &used("0", "0")));
-        assert!(
-            d.held("a", &used("100m", "1")),
-            "forgot the zero reading: held"
-        );
+        assert!(longest > 1, "the rises were held at all ({longest} s)");
+        assert!(longest <= MAX_HOLD.as_secs(), "held {longest} s in a row");
+        // Once quiet for HOLD, a new rise is held again.
+        let quiet = t0 + Duration::from_secs(60) + HOLD;
+        assert!(!d.held_at("a", &used("100m", "1"), quiet));
+        assert!(d.held_at("a", &used("100m", "2"), quiet + Duration::from_millis(100)));
     }
 
     #[test]
