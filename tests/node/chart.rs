@@ -18,6 +18,7 @@ use testbed::eventually;
 use testbed::fixtures::{apply, wait_ready};
 use testbed::node::NodeCluster;
 use testbed::operator::apply_yaml_documents;
+use testbed::phase::mark;
 
 const RELEASE: &str = "citycloud-operator";
 const NAMESPACE: &str = "citycloud-system";
@@ -75,9 +76,12 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
             .args(["operator", "debug"])
             .env("IMAGE_BINARY", env!("CARGO_BIN_EXE_operator-under-test"))
             .current_dir(&build_root));
+        mark("chart: image packed");
     });
+    mark("chart: test begins");
     let cluster = NodeCluster::start("chart").await;
     let _report = cluster.report();
+    mark("chart: cluster up");
     let admin = cluster.admin().await;
     let kubeconfig = cluster.cluster.admin_kubeconfig();
     image.await.expect("image thread");
@@ -89,6 +93,7 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
     })
     .await
     .expect("import thread");
+    mark("chart: image built and imported");
 
     // Provider namespaces first: the chart binds the operator's Secrets role in them.
     let platform = std::fs::read_to_string(root.join("deploy/samples/platform.yaml"))
@@ -114,6 +119,7 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
     .await
     .expect("helm thread");
 
+    mark("chart: helm install returned");
     // Ready means its readiness probe (/readyz) passes in the pod.
     let first = eventually("the operator pod Ready", WAIT, || async {
         ready_pods(&admin).await.into_iter().next()
@@ -124,6 +130,7 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
     })
     .await;
 
+    mark("chart: operator pod Ready, holding the Lease");
     apply::<citycloud::api::QuotaProfile>(
         &admin,
         "{apiVersion: citycloud.io/v1alpha1, kind: QuotaProfile, metadata: {name: chart}, \
@@ -141,6 +148,7 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
     .expect("tenant");
     wait_ready(&admin, "so-chart").await;
 
+    mark("chart: tenant Ready");
     // Its pod lost: the Deployment's new pod takes the Lease over and keeps reconciling.
     Api::<Pod>::namespaced(admin.clone(), NAMESPACE)
         .delete(&first, &DeleteParams::default())
@@ -150,12 +158,14 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
         ready_pods(&admin).await.into_iter().find(|p| *p != first)
     })
     .await;
+    mark("chart: second operator pod Ready");
     eventually("the new pod holding the Lease", WAIT, || async {
         lease_holder(&admin)
             .await
             .filter(|h| h.starts_with(&second))
     })
     .await;
+    mark("chart: second pod holds the Lease");
     apply::<Tenant>(
         &admin,
         "{apiVersion: citycloud.io/v1alpha1, kind: Tenant, metadata: {name: so-chart}, \
@@ -174,6 +184,7 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
     .await;
     wait_ready(&admin, "so-chart").await;
 
+    mark("chart: change reconciled by the second pod");
     // helm uninstall: the operator goes, the Tenant (CRDs are kept) and its namespaces stay.
     let (h, k) = (helm.clone(), kubeconfig.clone());
     tokio::task::spawn_blocking(move || {
@@ -200,6 +211,7 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
             .then_some(())
     })
     .await;
+    mark("chart: helm uninstall done, Deployment gone");
     // Its pods gone too: the garbage collector has acted on what the uninstall deleted.
     eventually("the operator's pods gone", WAIT, || async {
         Api::<Pod>::namespaced(admin.clone(), NAMESPACE)
@@ -211,6 +223,7 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
             .then_some(())
     })
     .await;
+    mark("chart: operator pods gone");
     let tenant = Api::<Tenant>::all(admin.clone())
         .get("so-chart")
         .await
@@ -226,4 +239,5 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
             "{ns} is being deleted"
         );
     }
+    mark("chart: test ends");
 }

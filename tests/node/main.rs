@@ -13,6 +13,7 @@ use kube::api::{DeleteParams, LogParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use testbed::eventually;
+use testbed::phase::mark;
 use testbed::node::{NODE_IP, NODE_NAME, NodeCluster};
 
 mod chart;
@@ -24,7 +25,9 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 #[tokio::test]
 async fn the_node_is_ready_and_the_kubernetes_service_has_a_real_endpoint() {
+    mark("the_node_is: test begins");
     let cluster = NodeCluster::shared().await;
+    let _end = Ends("the_node_is");
     let _report = cluster.report();
     let admin = cluster.admin().await;
 
@@ -68,7 +71,9 @@ async fn the_node_is_ready_and_the_kubernetes_service_has_a_real_endpoint() {
 
 #[tokio::test]
 async fn pods_reach_the_api_server_and_the_api_server_reaches_the_kubelet() {
+    mark("pods_reach_the: test begins");
     let cluster = NodeCluster::shared().await;
+    let _end = Ends("pods_reach_the");
     let _report = cluster.report();
     let admin = cluster.admin().await;
     let ns = namespace(&admin, "api").await;
@@ -91,7 +96,9 @@ async fn pods_reach_the_api_server_and_the_api_server_reaches_the_kubelet() {
 
 #[tokio::test]
 async fn a_deny_all_network_policy_blocks_other_namespaces_until_an_allow_policy() {
+    mark("a_deny_all: test begins");
     let cluster = NodeCluster::shared().await;
+    let _end = Ends("a_deny_all");
     let _report = cluster.report();
     let admin = cluster.admin().await;
     let (a, b, c) = tokio::join!(
@@ -173,6 +180,15 @@ async fn a_deny_all_network_policy_blocks_other_namespaces_until_an_allow_policy
         || async { (!answered(&from_b).await).then_some(()) },
     )
     .await;
+}
+
+/// Marks a test's end (see [`mark`]) when dropped.
+pub(crate) struct Ends(pub(crate) &'static str);
+
+impl Drop for Ends {
+    fn drop(&mut self) {
+        mark(format!("{}: test ends", self.0));
+    }
 }
 
 /// A namespace enforcing the restricted Pod Security level (the probe complies).

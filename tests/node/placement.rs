@@ -19,14 +19,17 @@ use testbed::operator::{
 };
 use testbed::{TestEnv, eventually};
 
-use super::{WAIT, pod};
+use super::{Ends, WAIT, pod};
+use testbed::phase::mark;
 
 const POOL: &str = "citycloud.io/pool";
 
 #[tokio::test]
 async fn a_tenant_with_node_placement_runs_on_its_pool_and_another_tenants_pod_cannot() {
+    mark("placement: test begins");
     let cluster = NodeCluster::start("placement").await;
     let _report = cluster.report();
+    let _end = Ends("placement");
     let admin = cluster.admin().await;
     let env = TestEnv::on(cluster.cluster.clone()).await;
 
@@ -41,6 +44,7 @@ async fn a_tenant_with_node_placement_runs_on_its_pool_and_another_tenants_pod_c
         .expect("operator identity");
     let _operator = RunningOperator::start_as(kubeconfig, Some(chart_identity()));
 
+    mark("placement: operator running");
     // The node becomes police's pool: only pods tolerating the taint may be scheduled there.
     let pool = "police";
     Api::<Node>::all(admin.clone())
@@ -98,6 +102,7 @@ async fn a_tenant_with_node_placement_runs_on_its_pool_and_another_tenants_pod_c
     wait_ready(&admin, &police).await;
     wait_ready(&admin, &other).await;
 
+    mark("placement: tenants Ready");
     // Police's owner starts a pod that says nothing about nodes: its namespace fills in the
     // pool's selector and toleration, and it runs on the pool.
     let police_owner = env.user(&env.name("pia"), &[&police_admins]).await;
@@ -132,6 +137,7 @@ async fn a_tenant_with_node_placement_runs_on_its_pool_and_another_tenants_pod_c
     .await;
     assert_eq!(on, NODE_NAME);
 
+    mark("placement: police's pod running");
     // Another tenant's owner starts the same pod: no node it tolerates, so it stays Pending, and
     // the scheduler says why.
     let other_owner = env.user(&env.name("oscar"), &[&other_admins]).await;

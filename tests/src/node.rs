@@ -21,6 +21,7 @@ use crate::binaries::{ensure_built, ensure_node_built, repo_root};
 use crate::controlplane::{
     ControlPlane, KUBELET_CLIENT_USER, Lifetime, NodeNetwork, Options, set_lifetime,
 };
+use crate::phase::mark;
 use crate::{Error, Result, io_err};
 
 /// The node's name (Node object, kubelet's --hostname-override).
@@ -171,6 +172,7 @@ impl Node {
         {
             self.import_image(archive)?;
         }
+        mark(format!("{}: images imported", run_name(&self.dir)));
         Ok(())
     }
 
@@ -204,6 +206,7 @@ impl Node {
         )?;
 
         let started = Instant::now();
+        mark(format!("{}: starting kubelet", run_name(&self.dir)));
         self.spawn(
             "kubelet",
             &self.bin.join("kubelet"),
@@ -224,10 +227,11 @@ impl Node {
             ],
         )?;
         self.wait("kubelet", || node_ready(cp))?;
-        eprintln!(
-            "node {NODE_NAME} Ready {:.1}s after kubelet started",
+        mark(format!(
+            "{}: node Ready {:.1}s after kubelet started",
+            run_name(&self.dir),
             started.elapsed().as_secs_f64()
-        );
+        ));
         // The cluster DNS pod starts while kube-proxy and kube-router do; CoreDNS retries until
         // the `kubernetes` Service answers, and is Ready once it has synced.
         apply_manifest(cp, &dns_manifest()?)?;
@@ -273,15 +277,17 @@ impl Node {
             self.exec(&["iptables", "-w", "-S", "KUBE-ROUTER-FORWARD"])
                 .is_ok()
         })?;
-        eprintln!(
-            "node {NODE_NAME}: Services and NetworkPolicies enforced {:.1}s after kubelet started",
+        mark(format!(
+            "{}: Services and NetworkPolicies enforced {:.1}s after kubelet started",
+            run_name(&self.dir),
             started.elapsed().as_secs_f64()
-        );
+        ));
         self.wait("coredns", || dns_ready(cp))?;
-        eprintln!(
-            "node {NODE_NAME}: cluster DNS ({DNS_IP}) Ready {:.1}s after kubelet started",
+        mark(format!(
+            "{}: cluster DNS ({DNS_IP}) Ready {:.1}s after kubelet started",
+            run_name(&self.dir),
             started.elapsed().as_secs_f64()
-        );
+        ));
         Ok(())
     }
 
@@ -454,7 +460,9 @@ pub struct StartOptions {
 pub fn start(dir: &Path, lifetime: Lifetime, start: &StartOptions) -> Result<(ControlPlane, Node)> {
     let bin = ensure_built()?;
     let node_bin = ensure_node_built()?;
+    mark(format!("{}: starting", run_name(dir)));
     let node = Node::create(&dir.join("node"), &node_bin, lifetime)?;
+    mark(format!("{}: node namespaces created", run_name(dir)));
     let options = Options {
         node: Some(NodeNetwork {
             netns: node.netns(),
@@ -587,10 +595,10 @@ impl NodeCluster {
             let started = start(&dir, Lifetime::Owned, &options)
                 .map(|(cp, node)| (Arc::new(cp), Arc::new(node)));
             if started.is_ok() {
-                eprintln!(
+                mark(format!(
                     "cluster {name} with a node started in {:.1}s",
                     begun.elapsed().as_secs_f64()
-                );
+                ));
             }
             let keep = started
                 .as_ref()
@@ -870,6 +878,15 @@ clusterDNS: [{dns}]
         cert = serving.0.display(),
         key = serving.1.display(),
     )
+}
+
+/// The run's name for [`crate::phase::mark`]: its directory's (`chart-1234`), the node's
+/// directory being `<run>/node`.
+fn run_name(dir: &Path) -> String {
+    let run = if dir.ends_with("node") { dir.parent().unwrap_or(dir) } else { dir };
+    run.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
