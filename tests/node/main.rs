@@ -21,6 +21,31 @@ mod placement;
 mod traffic;
 
 const WAIT: Duration = Duration::from_secs(90);
+
+/// How many of these tests run at once unless `RUST_TEST_THREADS` or `--test-threads` say
+/// otherwise: all of them. libtest's default is one per CPU (2 here), but these tests mostly wait
+/// on clusters and pods, and with two at a time the traffic test queued behind the chart test
+/// for half a minute although its cluster had long been up. How much CPU they take at once is
+/// bounded where it is spent: see `testbed::node::NodeCluster` (cluster start-ups).
+const TEST_THREADS: &str = "8";
+
+/// Sets `RUST_TEST_THREADS` (see [`TEST_THREADS`]) before libtest reads it: a constructor in
+/// `.init_array`, run before `main`, while the process has one thread.
+#[allow(unsafe_code)] // an .init_array entry and set_var; see the SAFETY notes
+mod test_threads {
+    extern "C" fn set() {
+        if std::env::var_os("RUST_TEST_THREADS").is_none() {
+            // SAFETY: run by the loader before main, when no other thread exists that could
+            // read the environment at the same time.
+            unsafe { std::env::set_var("RUST_TEST_THREADS", super::TEST_THREADS) };
+        }
+    }
+
+    // SAFETY: a plain `extern "C" fn()` in .init_array is what the ELF loader calls there.
+    #[used]
+    #[unsafe(link_section = ".init_array")]
+    static SET: extern "C" fn() = set;
+}
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 #[tokio::test]
