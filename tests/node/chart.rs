@@ -16,7 +16,7 @@ use kube::{Api, Client};
 use testbed::binaries::{ensure_built, repo_root};
 use testbed::eventually;
 use testbed::fixtures::{apply, wait_ready};
-use testbed::node::NodeCluster;
+use testbed::node::{LaterImages, NodeCluster};
 use testbed::operator::apply_yaml_documents;
 use testbed::phase::mark;
 
@@ -67,33 +67,41 @@ async fn lease_holder(admin: &Client) -> Option<String> {
 #[tokio::test]
 async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_tenants() {
     // The image from this test build's operator binary (no second compile), packed while the
-    // cluster starts.
+    // cluster starts and imported into its node as soon as both are done, before the control
+    // plane is ready.
+    mark("chart: test begins");
     let root = repo_root();
     let build_root = root.clone();
-    let image = tokio::task::spawn_blocking(move || {
-        run(Command::new("bash")
+    let (packed, pack) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = Command::new("bash")
             .arg(build_root.join("tests/image/build.sh"))
             .args(["operator", "debug"])
             .env("IMAGE_BINARY", env!("CARGO_BIN_EXE_operator-under-test"))
-            .current_dir(&build_root));
+            .current_dir(&build_root)
+            .output();
+        let result = match out {
+            Ok(out) if out.status.success() => {
+                Ok(vec![build_root.join("target/image/citycloud-operator-debug.tar")])
+            }
+            Ok(out) => Err(format!(
+                "tests/image/build.sh operator debug: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )),
+            Err(e) => Err(format!("tests/image/build.sh: {e}")),
+        };
         mark("chart: image packed");
+        let _ = packed.send(result);
     });
-    mark("chart: test begins");
-    let cluster = NodeCluster::start("chart").await;
+    let later: LaterImages = Box::new(move || {
+        pack.recv()
+            .map_err(|_| "the image thread ended without a word".to_string())?
+    });
+    let cluster = NodeCluster::start_importing("chart", Some(later)).await;
     let _report = cluster.report();
-    mark("chart: cluster up");
+    mark("chart: cluster up, image imported");
     let admin = cluster.admin().await;
     let kubeconfig = cluster.cluster.admin_kubeconfig();
-    image.await.expect("image thread");
-    let archive = root.join("target/image/citycloud-operator-debug.tar");
-    let node = cluster.node.clone();
-    tokio::task::spawn_blocking(move || {
-        node.import_image(&archive)
-            .expect("importing the operator image");
-    })
-    .await
-    .expect("import thread");
-    mark("chart: image built and imported");
 
     // Provider namespaces first: the chart binds the operator's Secrets role in them.
     let platform = std::fs::read_to_string(root.join("deploy/samples/platform.yaml"))
@@ -101,6 +109,7 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
     apply_yaml_documents(&admin, &platform, "citycloud-tests")
         .await
         .expect("platform namespaces");
+    mark("chart: platform namespaces applied");
     let helm = ensure_built().expect("binaries").join("helm");
     let chart = root.join("charts/citycloud-operator");
     let (h, k, c) = (helm.clone(), kubeconfig.clone(), chart.clone());
@@ -112,6 +121,10 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
                 "--namespace",
                 NAMESPACE,
                 "--create-namespace",
+                // A standby (here the replacement pod, which may start before the deleted one
+                // has handed the Lease over) retries every third of this: 2 s, not 5 s.
+                "--set",
+                "leaderElection.leaseDurationSeconds=6",
                 "--kubeconfig",
             ])
             .arg(&k))

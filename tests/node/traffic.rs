@@ -415,7 +415,9 @@ async fn matrix(
                 }
             }
         })
-        .buffer_unordered(6)
+        // A blocked cell mostly sleeps (it retries for PROBE_MS): a dozen at once keep the
+        // node busy without queueing the matrix behind them.
+        .buffer_unordered(12)
         .collect()
         .await;
     let mut columns: Vec<Check> = (0..places.len()).map(Check::Place).collect();

@@ -455,9 +455,23 @@ pub struct StartOptions {
     pub images: Vec<PathBuf>,
 }
 
+/// Images made while the cluster starts (e.g. packed by a test): called on the image import
+/// thread after the images of [`StartOptions`], it waits for them and returns their archives.
+pub type LaterImages = Box<dyn FnOnce() -> Result<Vec<PathBuf>, String> + Send>;
+
 /// Starts a control plane in `dir` with a node in `dir/node`. containerd starts first and the
 /// images are imported while the control plane starts: neither needs the other.
 pub fn start(dir: &Path, lifetime: Lifetime, start: &StartOptions) -> Result<(ControlPlane, Node)> {
+    start_importing(dir, lifetime, start, None)
+}
+
+/// [`start`], also importing `later` images while the control plane starts.
+pub fn start_importing(
+    dir: &Path,
+    lifetime: Lifetime,
+    start: &StartOptions,
+    later: Option<LaterImages>,
+) -> Result<(ControlPlane, Node)> {
     let bin = ensure_built()?;
     let node_bin = ensure_node_built()?;
     mark(format!("{}: starting", run_name(dir)));
@@ -477,35 +491,51 @@ pub fn start(dir: &Path, lifetime: Lifetime, start: &StartOptions) -> Result<(Co
         node.stop();
         return Err(e);
     }
-    let (cp, imported) = std::thread::scope(|s| {
+    // Images come in two batches: the node's own (pause, CoreDNS, probe) before kubelet starts,
+    // and `later` ones, which may still be in the making, while the node components start.
+    let (cp, imported, later_imported) = std::thread::scope(|s| {
         let imports = s.spawn(|| node.import_images(&start.images));
+        let later_imports = later.map(|later| {
+            s.spawn(|| -> Result<()> {
+                let archives = later().map_err(Error::Build)?;
+                node.wait("containerd", || {
+                    node.exec(&["ctr", "--timeout", "1s", "version"]).is_ok()
+                })?;
+                for archive in archives {
+                    node.import_image(&archive)?;
+                }
+                mark(format!("{}: later images imported", run_name(dir)));
+                Ok(())
+            })
+        });
+        let joined = |t: std::thread::ScopedJoinHandle<'_, Result<()>>| {
+            t.join()
+                .unwrap_or_else(|_| Err(Error::Build("an image import thread panicked".into())))
+        };
+        // On this thread: an Owned child dies with the thread that spawned it.
         let cp = ControlPlane::start_with(dir, &bin, lifetime, &options);
-        let imported = imports
-            .join()
-            .unwrap_or_else(|_| Err(Error::Build("the image import thread panicked".into())));
-        (cp, imported)
+        let imported = joined(imports);
+        let imported = match (&cp, imported) {
+            (Ok(cp), Ok(())) => node.start_components(cp),
+            (_, imported) => imported,
+        };
+        let later_imported = later_imports.map(joined).unwrap_or(Ok(()));
+        (cp, imported, later_imported)
     });
-    let cp = match (cp, imported) {
-        (Ok(cp), Ok(())) => cp,
-        (cp, imported) => {
+    match (cp, imported.and(later_imported)) {
+        (Ok(cp), Ok(())) => Ok((cp, node)),
+        (cp, started) => {
             node.stop_components();
             if let Ok(cp) = &cp {
                 cp.stop();
             }
             node.stop();
-            return Err(cp
+            Err(cp
                 .err()
-                .or(imported.err())
-                .unwrap_or_else(|| Error::Build("the cluster with a node did not start".into())));
+                .or(started.err())
+                .unwrap_or_else(|| Error::Build("the cluster with a node did not start".into())))
         }
-    };
-    if let Err(e) = node.start_components(&cp) {
-        node.stop_components();
-        cp.stop();
-        node.stop();
-        return Err(e);
     }
-    Ok((cp, node))
 }
 
 /// Stops a cluster started detached (`make cluster-up NODE=1`): node components, control plane,
@@ -542,7 +572,7 @@ impl NodeCluster {
     pub async fn shared() -> Arc<NodeCluster> {
         let shared = tokio::task::spawn_blocking(|| {
             SHARED.get_or_init(|| {
-                let started = NodeCluster::start_blocking("node");
+                let started = NodeCluster::start_blocking("node", None);
                 if started.is_ok() {
                     #[allow(unsafe_code)] // libc: atexit, to stop the shared node at exit
                     // SAFETY: registers a plain function, run once at exit().
@@ -563,8 +593,13 @@ impl NodeCluster {
 
     /// A cluster with a node of this test's own.
     pub async fn start(label: &str) -> NodeCluster {
+        NodeCluster::start_importing(label, None).await
+    }
+
+    /// The same, importing `later` images while the control plane starts (see [`LaterImages`]).
+    pub async fn start_importing(label: &str, later: Option<LaterImages>) -> NodeCluster {
         let label = label.to_string();
-        tokio::task::spawn_blocking(move || NodeCluster::start_blocking(&label))
+        tokio::task::spawn_blocking(move || NodeCluster::start_blocking(&label, later))
             .await
             .expect("start-up thread")
             .unwrap_or_else(|e| panic!("the cluster with a node could not start: {e}"))
@@ -573,7 +608,7 @@ impl NodeCluster {
     /// Builds what is missing, starts the control plane with the repository's CRDs installed
     /// before kube-controller-manager (see [`Options::crds`]) and the node, imports the pause,
     /// CoreDNS and probe images, and waits until the node and the cluster DNS are Ready.
-    fn start_blocking(label: &str) -> Result<NodeCluster, String> {
+    fn start_blocking(label: &str, later: Option<LaterImages>) -> Result<NodeCluster, String> {
         let root = repo_root().join("target/testbed");
         crate::controlplane::prune_old_runs(&root);
         let dir = root.join(format!("{label}-{}", std::process::id()));
@@ -592,7 +627,7 @@ impl NodeCluster {
                     .unwrap_or_default(),
                 ..StartOptions::default()
             };
-            let started = start(&dir, Lifetime::Owned, &options)
+            let started = start_importing(&dir, Lifetime::Owned, &options, later)
                 .map(|(cp, node)| (Arc::new(cp), Arc::new(node)));
             if started.is_ok() {
                 mark(format!(
