@@ -27,7 +27,8 @@ const POOL: &str = "citycloud.io/pool";
 #[tokio::test]
 async fn a_tenant_with_node_placement_runs_on_its_pool_and_another_tenants_pod_cannot() {
     mark("placement: test begins");
-    let cluster = NodeCluster::start("placement").await;
+    // Its cluster starts after the others: this test is short, the chart and traffic tests long.
+    let cluster = NodeCluster::start_deferred("placement").await;
     let _report = cluster.report();
     let _end = Ends("placement");
     let admin = cluster.admin().await;

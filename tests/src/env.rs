@@ -104,14 +104,17 @@ impl TestEnv {
                 crate::operator::install_crds(&env.admin)
                     .await
                     .expect("installing the CRDs");
+                crate::phase::mark("operator setup: CRDs established");
                 let helm = helm();
                 crate::operator::install_admission_policies(&env.admin, &helm)
                     .await
                     .expect("installing the admission policies");
+                crate::phase::mark("operator setup: admission policies applied");
                 let kubeconfig =
                     crate::operator::install_operator_identity(&env.admin, &env.cluster, &helm)
                         .await
                         .expect("installing the operator's ServiceAccount and RBAC");
+                crate::phase::mark("operator setup: its identity applied");
                 let _ = OPERATOR_KUBECONFIG.set(kubeconfig.clone());
                 let _ = OPERATOR.set(crate::operator::RunningOperator::start_as(
                     kubeconfig,

@@ -453,6 +453,9 @@ pub struct StartOptions {
     pub crds: Option<PathBuf>,
     /// Image archives imported into the node besides pause and CoreDNS.
     pub images: Vec<PathBuf>,
+    /// Start the control plane only when no other of this process is starting (after a 2 s
+    /// grace): for a test with time to spare, so that the others' clusters come up sooner.
+    pub defer: bool,
 }
 
 /// Images made while the cluster starts (e.g. packed by a test): called on the image import
@@ -513,7 +516,10 @@ pub fn start_importing(
                 .unwrap_or_else(|_| Err(Error::Build("an image import thread panicked".into())))
         };
         // On this thread: an Owned child dies with the thread that spawned it.
+        let starting = Starting::begin(start.defer);
+        mark(format!("{}: starting the control plane", run_name(dir)));
         let cp = ControlPlane::start_with(dir, &bin, lifetime, &options);
+        drop(starting);
         let imported = joined(imports);
         let imported = match (&cp, imported) {
             (Ok(cp), Ok(())) => node.start_components(cp),
@@ -535,6 +541,45 @@ pub fn start_importing(
                 .or(started.err())
                 .unwrap_or_else(|| Error::Build("the cluster with a node did not start".into())))
         }
+    }
+}
+
+/// Control planes of this process being started, and a signal when one is done.
+static STARTING: (Mutex<usize>, std::sync::Condvar) = (Mutex::new(0), std::sync::Condvar::new());
+
+/// A control plane being started (see [`StartOptions::defer`]); done when dropped.
+struct Starting;
+
+impl Starting {
+    /// Starting a control plane (etcd, the API server's bootstrap, kube-controller-manager's
+    /// first sync) is the most CPU-hungry phase of a node test: on 2 cores three at once each
+    /// take about as long as two then one. A deferred start waits until no other is under way,
+    /// after a short grace in which the others (tests start together) make themselves known.
+    fn begin(defer: bool) -> Starting {
+        let (count, done) = &STARTING;
+        let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+        if defer {
+            let grace = Instant::now() + Duration::from_secs(2);
+            loop {
+                let now = Instant::now();
+                if now >= grace && *n == 0 {
+                    break;
+                }
+                let wait = grace.saturating_duration_since(now).max(Duration::from_millis(100));
+                n = done.wait_timeout(n, wait).unwrap_or_else(|e| e.into_inner()).0;
+            }
+        }
+        *n += 1;
+        Starting
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        let (count, done) = &STARTING;
+        let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        done.notify_all();
     }
 }
 
@@ -572,7 +617,7 @@ impl NodeCluster {
     pub async fn shared() -> Arc<NodeCluster> {
         let shared = tokio::task::spawn_blocking(|| {
             SHARED.get_or_init(|| {
-                let started = NodeCluster::start_blocking("node", None);
+                let started = NodeCluster::start_blocking("node", None, false);
                 if started.is_ok() {
                     #[allow(unsafe_code)] // libc: atexit, to stop the shared node at exit
                     // SAFETY: registers a plain function, run once at exit().
@@ -598,8 +643,18 @@ impl NodeCluster {
 
     /// The same, importing `later` images while the control plane starts (see [`LaterImages`]).
     pub async fn start_importing(label: &str, later: Option<LaterImages>) -> NodeCluster {
+        NodeCluster::start_with(label, later, false).await
+    }
+
+    /// A cluster of this test's own for a test with time to spare: its control plane starts
+    /// when no other is starting (see [`StartOptions::defer`]).
+    pub async fn start_deferred(label: &str) -> NodeCluster {
+        NodeCluster::start_with(label, None, true).await
+    }
+
+    async fn start_with(label: &str, later: Option<LaterImages>, defer: bool) -> NodeCluster {
         let label = label.to_string();
-        tokio::task::spawn_blocking(move || NodeCluster::start_blocking(&label, later))
+        tokio::task::spawn_blocking(move || NodeCluster::start_blocking(&label, later, defer))
             .await
             .expect("start-up thread")
             .unwrap_or_else(|e| panic!("the cluster with a node could not start: {e}"))
@@ -608,7 +663,11 @@ impl NodeCluster {
     /// Builds what is missing, starts the control plane with the repository's CRDs installed
     /// before kube-controller-manager (see [`Options::crds`]) and the node, imports the pause,
     /// CoreDNS and probe images, and waits until the node and the cluster DNS are Ready.
-    fn start_blocking(label: &str, later: Option<LaterImages>) -> Result<NodeCluster, String> {
+    fn start_blocking(
+        label: &str,
+        later: Option<LaterImages>,
+        defer: bool,
+    ) -> Result<NodeCluster, String> {
         let root = repo_root().join("target/testbed");
         crate::controlplane::prune_old_runs(&root);
         let dir = root.join(format!("{label}-{}", std::process::id()));
@@ -625,6 +684,7 @@ impl NodeCluster {
                 images: ensure_node_built()
                     .map(|bin| vec![bin.join("probe.tar")])
                     .unwrap_or_default(),
+                defer,
                 ..StartOptions::default()
             };
             let started = start_importing(&dir, Lifetime::Owned, &options, later)
