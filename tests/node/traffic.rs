@@ -415,9 +415,7 @@ async fn matrix(
                 }
             }
         })
-        // A blocked cell mostly sleeps (it retries for PROBE_MS): a dozen at once keep the
-        // node busy without queueing the matrix behind them.
-        .buffer_unordered(12)
+        .buffer_unordered(6)
         .collect()
         .await;
     let mut columns: Vec<Check> = (0..places.len()).map(Check::Place).collect();
