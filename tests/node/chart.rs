@@ -4,6 +4,7 @@
 //! pod, and `helm uninstall` leaving what it made. The node cluster has the CRDs before its
 //! controllers start (see `testbed::node::NodeCluster`), so helm finds them in place and skips
 //! them: tests/integration/chart.rs proves that the chart installs them.
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,7 +17,9 @@ use kube::{Api, Client};
 use testbed::binaries::{ensure_built, repo_root};
 use testbed::eventually;
 use testbed::fixtures::{apply, wait_ready};
-use testbed::node::{LaterImages, NodeCluster};
+use testbed::ControlPlane;
+use testbed::identity::client_from_kubeconfig;
+use testbed::node::{ControlPlaneWork, Hooks, LaterImages, NodeCluster};
 use testbed::operator::apply_yaml_documents;
 use testbed::phase::mark;
 
@@ -64,6 +67,54 @@ async fn lease_holder(admin: &Client) -> Option<String> {
         .holder_identity
 }
 
+/// Applies the platform samples (the chart binds the operator's Secrets role in their
+/// namespaces) and `helm install`s the chart with the image's default name (as the test's image
+/// is tagged), as the cluster's admin.
+fn install_chart(cp: &ControlPlane, root: &Path) -> Result<(), String> {
+    let kubeconfig = cp.admin_kubeconfig();
+    let platform = std::fs::read_to_string(root.join("deploy/samples/platform.yaml"))
+        .map_err(|e| format!("platform samples: {e}"))?;
+    let text = std::fs::read_to_string(&kubeconfig).map_err(|e| e.to_string())?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(async {
+            let admin = client_from_kubeconfig(&text)
+                .await
+                .map_err(|e| e.to_string())?;
+            apply_yaml_documents(&admin, &platform, "citycloud-tests")
+                .await
+                .map_err(|e| format!("platform namespaces: {e}"))
+        })?;
+    mark("chart: platform namespaces applied");
+    let helm = ensure_built().map_err(|e| e.to_string())?.join("helm");
+    let mut cmd = Command::new(&helm);
+    cmd.args(["install", RELEASE])
+        .arg(root.join("charts/citycloud-operator"))
+        .args([
+            "--namespace",
+            NAMESPACE,
+            "--create-namespace",
+            // A standby (here the replacement pod, which may start before the deleted one has
+            // handed the Lease over) retries every third of this: 2 s, not 5 s.
+            "--set",
+            "leaderElection.leaseDurationSeconds=6",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig);
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    mark("chart: helm install returned");
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_tenants() {
     // The image from this test build's operator binary (no second compile), packed while the
@@ -97,42 +148,21 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
         pack.recv()
             .map_err(|_| "the image thread ended without a word".to_string())?
     });
-    let cluster = NodeCluster::start_importing("chart", Some(later)).await;
+    // The chart is installed as soon as the API server and the controllers are: its pod waits
+    // for the node (and the image) while kubelet, kube-proxy and kube-router start.
+    let install_root = root.clone();
+    let install: ControlPlaneWork = Box::new(move |cp| install_chart(cp, &install_root));
+    let hooks = Hooks {
+        later_images: Some(later),
+        on_control_plane: Some(install),
+    };
+    let cluster = NodeCluster::start_with_hooks("chart", hooks).await;
     let _report = cluster.report();
-    mark("chart: cluster up, image imported");
+    mark("chart: cluster up, image imported, chart installed");
     let admin = cluster.admin().await;
     let kubeconfig = cluster.cluster.admin_kubeconfig();
-
-    // Provider namespaces first: the chart binds the operator's Secrets role in them.
-    let platform = std::fs::read_to_string(root.join("deploy/samples/platform.yaml"))
-        .expect("platform samples");
-    apply_yaml_documents(&admin, &platform, "citycloud-tests")
-        .await
-        .expect("platform namespaces");
-    mark("chart: platform namespaces applied");
     let helm = ensure_built().expect("binaries").join("helm");
-    let chart = root.join("charts/citycloud-operator");
-    let (h, k, c) = (helm.clone(), kubeconfig.clone(), chart.clone());
-    tokio::task::spawn_blocking(move || {
-        run(Command::new(&h)
-            .args(["install", RELEASE])
-            .arg(&c)
-            .args([
-                "--namespace",
-                NAMESPACE,
-                "--create-namespace",
-                // A standby (here the replacement pod, which may start before the deleted one
-                // has handed the Lease over) retries every third of this: 2 s, not 5 s.
-                "--set",
-                "leaderElection.leaseDurationSeconds=6",
-                "--kubeconfig",
-            ])
-            .arg(&k))
-    })
-    .await
-    .expect("helm thread");
 
-    mark("chart: helm install returned");
     // Ready means its readiness probe (/readyz) passes in the pod.
     let first = eventually("the operator pod Ready", WAIT, || async {
         ready_pods(&admin).await.into_iter().next()

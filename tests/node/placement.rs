@@ -36,13 +36,14 @@ async fn a_tenant_with_node_placement_runs_on_its_pool_and_another_tenants_pod_c
 
     // The operator of this cluster, as the shared one runs (the chart's identity and RBAC).
     let helm = ensure_built().expect("binaries").join("helm");
-    install_crds(&admin).await.expect("CRDs");
-    install_admission_policies(&admin, &helm)
-        .await
-        .expect("admission policies");
-    let kubeconfig = install_operator_identity(&admin, &cluster.cluster, &helm)
-        .await
-        .expect("operator identity");
+    let (crds, policies, identity) = tokio::join!(
+        install_crds(&admin),
+        install_admission_policies(&admin, &helm),
+        install_operator_identity(&admin, &cluster.cluster, &helm),
+    );
+    crds.expect("CRDs");
+    policies.expect("admission policies");
+    let kubeconfig = identity.expect("operator identity");
     let _operator = RunningOperator::start_as(kubeconfig, Some(chart_identity()));
 
     mark("placement: operator running");

@@ -101,20 +101,18 @@ impl TestEnv {
     pub async fn with_operator_on(env: TestEnv) -> Self {
         SETUP
             .get_or_init(|| async {
-                crate::operator::install_crds(&env.admin)
-                    .await
-                    .expect("installing the CRDs");
-                crate::phase::mark("operator setup: CRDs established");
+                // Independent of each other: at once (helm renders off this thread).
                 let helm = helm();
-                crate::operator::install_admission_policies(&env.admin, &helm)
-                    .await
-                    .expect("installing the admission policies");
-                crate::phase::mark("operator setup: admission policies applied");
+                let (crds, policies, identity) = tokio::join!(
+                    crate::operator::install_crds(&env.admin),
+                    crate::operator::install_admission_policies(&env.admin, &helm),
+                    crate::operator::install_operator_identity(&env.admin, &env.cluster, &helm),
+                );
+                crds.expect("installing the CRDs");
+                policies.expect("installing the admission policies");
                 let kubeconfig =
-                    crate::operator::install_operator_identity(&env.admin, &env.cluster, &helm)
-                        .await
-                        .expect("installing the operator's ServiceAccount and RBAC");
-                crate::phase::mark("operator setup: its identity applied");
+                    identity.expect("installing the operator's ServiceAccount and RBAC");
+                crate::phase::mark("operator setup: CRDs, admission policies, identity applied");
                 let _ = OPERATOR_KUBECONFIG.set(kubeconfig.clone());
                 let _ = OPERATOR.set(crate::operator::RunningOperator::start_as(
                     kubeconfig,

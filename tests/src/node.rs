@@ -462,19 +462,34 @@ pub struct StartOptions {
 /// thread after the images of [`StartOptions`], it waits for them and returns their archives.
 pub type LaterImages = Box<dyn FnOnce() -> Result<Vec<PathBuf>, String> + Send>;
 
+/// Work on the control plane as soon as it is ready, done while the node's components start
+/// (e.g. installing a chart: its pods wait for the node anyway); its error fails the start.
+pub type ControlPlaneWork = Box<dyn FnOnce(&ControlPlane) -> Result<(), String> + Send>;
+
+/// What a caller of [`start_with_hooks`] has done while the cluster starts.
+#[derive(Default)]
+pub struct Hooks {
+    pub later_images: Option<LaterImages>,
+    pub on_control_plane: Option<ControlPlaneWork>,
+}
+
 /// Starts a control plane in `dir` with a node in `dir/node`. containerd starts first and the
 /// images are imported while the control plane starts: neither needs the other.
 pub fn start(dir: &Path, lifetime: Lifetime, start: &StartOptions) -> Result<(ControlPlane, Node)> {
-    start_importing(dir, lifetime, start, None)
+    start_with_hooks(dir, lifetime, start, Hooks::default())
 }
 
-/// [`start`], also importing `later` images while the control plane starts.
-pub fn start_importing(
+/// [`start`], with `hooks` run while it starts.
+pub fn start_with_hooks(
     dir: &Path,
     lifetime: Lifetime,
     start: &StartOptions,
-    later: Option<LaterImages>,
+    hooks: Hooks,
 ) -> Result<(ControlPlane, Node)> {
+    let Hooks {
+        later_images: later,
+        on_control_plane,
+    } = hooks;
     let bin = ensure_built()?;
     let node_bin = ensure_node_built()?;
     mark(format!("{}: starting", run_name(dir)));
@@ -513,7 +528,7 @@ pub fn start_importing(
         });
         let joined = |t: std::thread::ScopedJoinHandle<'_, Result<()>>| {
             t.join()
-                .unwrap_or_else(|_| Err(Error::Build("an image import thread panicked".into())))
+                .unwrap_or_else(|_| Err(Error::Build("a start-up thread panicked".into())))
         };
         // On this thread: an Owned child dies with the thread that spawned it.
         let starting = Starting::begin(start.defer);
@@ -522,7 +537,22 @@ pub fn start_importing(
         drop(starting);
         let imported = joined(imports);
         let imported = match (&cp, imported) {
-            (Ok(cp), Ok(())) => node.start_components(cp),
+            (Ok(cp), Ok(())) => std::thread::scope(|inner| {
+                let work = on_control_plane.map(|work| {
+                    inner.spawn(move || {
+                        let done = work(cp).map_err(Error::Build);
+                        mark(format!("{}: work on the control plane done", run_name(dir)));
+                        done
+                    })
+                });
+                let started = node.start_components(cp);
+                let worked = work.map_or(Ok(()), |w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(Error::Build("the work on the control plane panicked".into()))
+                    })
+                });
+                started.and(worked)
+            }),
             (_, imported) => imported,
         };
         let later_imported = later_imports.map(joined).unwrap_or(Ok(()));
@@ -617,7 +647,7 @@ impl NodeCluster {
     pub async fn shared() -> Arc<NodeCluster> {
         let shared = tokio::task::spawn_blocking(|| {
             SHARED.get_or_init(|| {
-                let started = NodeCluster::start_blocking("node", None, false);
+                let started = NodeCluster::start_blocking("node", Hooks::default(), false);
                 if started.is_ok() {
                     #[allow(unsafe_code)] // libc: atexit, to stop the shared node at exit
                     // SAFETY: registers a plain function, run once at exit().
@@ -638,23 +668,23 @@ impl NodeCluster {
 
     /// A cluster with a node of this test's own.
     pub async fn start(label: &str) -> NodeCluster {
-        NodeCluster::start_importing(label, None).await
+        NodeCluster::start_with(label, Hooks::default(), false).await
     }
 
-    /// The same, importing `later` images while the control plane starts (see [`LaterImages`]).
-    pub async fn start_importing(label: &str, later: Option<LaterImages>) -> NodeCluster {
-        NodeCluster::start_with(label, later, false).await
+    /// The same, with `hooks` run while it starts (see [`Hooks`]).
+    pub async fn start_with_hooks(label: &str, hooks: Hooks) -> NodeCluster {
+        NodeCluster::start_with(label, hooks, false).await
     }
 
     /// A cluster of this test's own for a test with time to spare: its control plane starts
     /// when no other is starting (see [`StartOptions::defer`]).
     pub async fn start_deferred(label: &str) -> NodeCluster {
-        NodeCluster::start_with(label, None, true).await
+        NodeCluster::start_with(label, Hooks::default(), true).await
     }
 
-    async fn start_with(label: &str, later: Option<LaterImages>, defer: bool) -> NodeCluster {
+    async fn start_with(label: &str, hooks: Hooks, defer: bool) -> NodeCluster {
         let label = label.to_string();
-        tokio::task::spawn_blocking(move || NodeCluster::start_blocking(&label, later, defer))
+        tokio::task::spawn_blocking(move || NodeCluster::start_blocking(&label, hooks, defer))
             .await
             .expect("start-up thread")
             .unwrap_or_else(|e| panic!("the cluster with a node could not start: {e}"))
@@ -665,7 +695,7 @@ impl NodeCluster {
     /// CoreDNS and probe images, and waits until the node and the cluster DNS are Ready.
     fn start_blocking(
         label: &str,
-        later: Option<LaterImages>,
+        hooks: Hooks,
         defer: bool,
     ) -> Result<NodeCluster, String> {
         let root = repo_root().join("target/testbed");
@@ -687,7 +717,7 @@ impl NodeCluster {
                 defer,
                 ..StartOptions::default()
             };
-            let started = start_importing(&dir, Lifetime::Owned, &options, later)
+            let started = start_with_hooks(&dir, Lifetime::Owned, &options, hooks)
                 .map(|(cp, node)| (Arc::new(cp), Arc::new(node)));
             if started.is_ok() {
                 mark(format!(
