@@ -647,7 +647,13 @@ impl NodeCluster {
     pub async fn shared() -> Arc<NodeCluster> {
         let shared = tokio::task::spawn_blocking(|| {
             SHARED.get_or_init(|| {
-                let started = NodeCluster::start_blocking("node", Hooks::default(), false);
+                // What the operator needs is installed while the node starts: the traffic
+                // test (tests/node/traffic.rs) runs one on this cluster.
+                let hooks = Hooks {
+                    on_control_plane: Some(Box::new(crate::TestEnv::prepare_operator)),
+                    ..Hooks::default()
+                };
+                let started = NodeCluster::start_blocking("node", hooks, false);
                 if started.is_ok() {
                     #[allow(unsafe_code)] // libc: atexit, to stop the shared node at exit
                     // SAFETY: registers a plain function, run once at exit().
