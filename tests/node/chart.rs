@@ -14,10 +14,10 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client};
+use testbed::ControlPlane;
 use testbed::binaries::{ensure_built, repo_root};
 use testbed::eventually;
 use testbed::fixtures::{apply, wait_ready};
-use testbed::ControlPlane;
 use testbed::identity::client_from_kubeconfig;
 use testbed::node::{ControlPlaneWork, Hooks, LaterImages, NodeCluster};
 use testbed::operator::apply_yaml_documents;
@@ -132,9 +132,9 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
             .current_dir(&build_root)
             .output();
         let result = match out {
-            Ok(out) if out.status.success() => {
-                Ok(vec![build_root.join("target/image/citycloud-operator-debug.tar")])
-            }
+            Ok(out) if out.status.success() => Ok(vec![
+                build_root.join("target/image/citycloud-operator-debug.tar"),
+            ]),
             Ok(out) => Err(format!(
                 "tests/image/build.sh operator debug: {}",
                 String::from_utf8_lossy(&out.stderr)

@@ -13,8 +13,8 @@ use kube::api::{DeleteParams, LogParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use testbed::eventually;
-use testbed::phase::mark;
 use testbed::node::{NODE_IP, NODE_NAME, NodeCluster};
+use testbed::phase::mark;
 
 mod chart;
 mod placement;

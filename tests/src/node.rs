@@ -548,7 +548,9 @@ pub fn start_with_hooks(
                 let started = node.start_components(cp);
                 let worked = work.map_or(Ok(()), |w| {
                     w.join().unwrap_or_else(|_| {
-                        Err(Error::Build("the work on the control plane panicked".into()))
+                        Err(Error::Build(
+                            "the work on the control plane panicked".into(),
+                        ))
                     })
                 });
                 started.and(worked)
@@ -595,8 +597,13 @@ impl Starting {
                 if now >= grace && *n == 0 {
                     break;
                 }
-                let wait = grace.saturating_duration_since(now).max(Duration::from_millis(100));
-                n = done.wait_timeout(n, wait).unwrap_or_else(|e| e.into_inner()).0;
+                let wait = grace
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(100));
+                n = done
+                    .wait_timeout(n, wait)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
         }
         *n += 1;
@@ -699,11 +706,7 @@ impl NodeCluster {
     /// Builds what is missing, starts the control plane with the repository's CRDs installed
     /// before kube-controller-manager (see [`Options::crds`]) and the node, imports the pause,
     /// CoreDNS and probe images, and waits until the node and the cluster DNS are Ready.
-    fn start_blocking(
-        label: &str,
-        hooks: Hooks,
-        defer: bool,
-    ) -> Result<NodeCluster, String> {
+    fn start_blocking(label: &str, hooks: Hooks, defer: bool) -> Result<NodeCluster, String> {
         let root = repo_root().join("target/testbed");
         crate::controlplane::prune_old_runs(&root);
         let dir = root.join(format!("{label}-{}", std::process::id()));
@@ -1014,7 +1017,11 @@ clusterDNS: [{dns}]
 /// The run's name for [`crate::phase::mark`]: its directory's (`chart-1234`), the node's
 /// directory being `<run>/node`.
 fn run_name(dir: &Path) -> String {
-    let run = if dir.ends_with("node") { dir.parent().unwrap_or(dir) } else { dir };
+    let run = if dir.ends_with("node") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
     run.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()

@@ -35,8 +35,5 @@ fn process_age() -> Option<Duration> {
 
 /// Prints `label` with the seconds since the test process started.
 pub fn mark(label: impl Display) {
-    eprintln!(
-        "[phase {:6.1}s] {label}",
-        origin().elapsed().as_secs_f64()
-    );
+    eprintln!("[phase {:6.1}s] {label}", origin().elapsed().as_secs_f64());
 }
