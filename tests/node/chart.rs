@@ -118,8 +118,8 @@ fn install_chart(cp: &ControlPlane, root: &Path) -> Result<(), String> {
 #[tokio::test]
 async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_tenants() {
     // The image from this test build's operator binary (no second compile), packed while the
-    // cluster starts and imported into its node as soon as both are done, before the control
-    // plane is ready.
+    // cluster starts and imported into its node as soon as it is packed, while the cluster
+    // goes on starting.
     mark("chart: test begins");
     let root = repo_root();
     let build_root = root.clone();
