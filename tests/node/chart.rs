@@ -4,6 +4,7 @@
 //! pod, and `helm uninstall` leaving what it made. The node cluster has the CRDs before its
 //! controllers start (see `testbed::node::NodeCluster`), so helm finds them in place and skips
 //! them: tests/integration/chart.rs proves that the chart installs them.
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -13,11 +14,14 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client};
+use testbed::ControlPlane;
 use testbed::binaries::{ensure_built, repo_root};
 use testbed::eventually;
 use testbed::fixtures::{apply, wait_ready};
-use testbed::node::NodeCluster;
+use testbed::identity::client_from_kubeconfig;
+use testbed::node::{ControlPlaneWork, Hooks, LaterImages, NodeCluster};
 use testbed::operator::apply_yaml_documents;
+use testbed::phase::mark;
 
 const RELEASE: &str = "citycloud-operator";
 const NAMESPACE: &str = "citycloud-system";
@@ -63,56 +67,101 @@ async fn lease_holder(admin: &Client) -> Option<String> {
         .holder_identity
 }
 
+/// Applies the platform samples (the chart binds the operator's Secrets role in their
+/// namespaces) and `helm install`s the chart with the image's default name (as the test's image
+/// is tagged), as the cluster's admin.
+fn install_chart(cp: &ControlPlane, root: &Path) -> Result<(), String> {
+    let kubeconfig = cp.admin_kubeconfig();
+    let platform = std::fs::read_to_string(root.join("deploy/samples/platform.yaml"))
+        .map_err(|e| format!("platform samples: {e}"))?;
+    let text = std::fs::read_to_string(&kubeconfig).map_err(|e| e.to_string())?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(async {
+            let admin = client_from_kubeconfig(&text)
+                .await
+                .map_err(|e| e.to_string())?;
+            apply_yaml_documents(&admin, &platform, "citycloud-tests")
+                .await
+                .map_err(|e| format!("platform namespaces: {e}"))
+        })?;
+    mark("chart: platform namespaces applied");
+    let helm = ensure_built().map_err(|e| e.to_string())?.join("helm");
+    let mut cmd = Command::new(&helm);
+    cmd.args(["install", RELEASE])
+        .arg(root.join("charts/citycloud-operator"))
+        .args([
+            "--namespace",
+            NAMESPACE,
+            "--create-namespace",
+            // A standby (here the replacement pod, which may start before the deleted one has
+            // handed the Lease over) retries every third of this: 2 s, not 5 s.
+            "--set",
+            "leaderElection.leaseDurationSeconds=6",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig);
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    mark("chart: helm install returned");
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_tenants() {
     // The image from this test build's operator binary (no second compile), packed while the
-    // cluster starts.
+    // cluster starts and imported into its node as soon as it is packed, while the cluster
+    // goes on starting.
+    mark("chart: test begins");
     let root = repo_root();
     let build_root = root.clone();
-    let image = tokio::task::spawn_blocking(move || {
-        run(Command::new("bash")
+    let (packed, pack) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = Command::new("bash")
             .arg(build_root.join("tests/image/build.sh"))
             .args(["operator", "debug"])
             .env("IMAGE_BINARY", env!("CARGO_BIN_EXE_operator-under-test"))
-            .current_dir(&build_root));
+            .current_dir(&build_root)
+            .output();
+        let result = match out {
+            Ok(out) if out.status.success() => Ok(vec![
+                build_root.join("target/image/citycloud-operator-debug.tar"),
+            ]),
+            Ok(out) => Err(format!(
+                "tests/image/build.sh operator debug: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )),
+            Err(e) => Err(format!("tests/image/build.sh: {e}")),
+        };
+        mark("chart: image packed");
+        let _ = packed.send(result);
     });
-    let cluster = NodeCluster::start("chart").await;
+    let later: LaterImages = Box::new(move || {
+        pack.recv()
+            .map_err(|_| "the image thread ended without a word".to_string())?
+    });
+    // The chart is installed as soon as the API server and the controllers are: its pod waits
+    // for the node (and the image) while kubelet, kube-proxy and kube-router start.
+    let install_root = root.clone();
+    let install: ControlPlaneWork = Box::new(move |cp| install_chart(cp, &install_root));
+    let hooks = Hooks {
+        later_images: Some(later),
+        on_control_plane: Some(install),
+    };
+    let cluster = NodeCluster::start_with_hooks("chart", hooks).await;
     let _report = cluster.report();
+    mark("chart: cluster up, image imported, chart installed");
     let admin = cluster.admin().await;
     let kubeconfig = cluster.cluster.admin_kubeconfig();
-    image.await.expect("image thread");
-    let archive = root.join("target/image/citycloud-operator-debug.tar");
-    let node = cluster.node.clone();
-    tokio::task::spawn_blocking(move || {
-        node.import_image(&archive)
-            .expect("importing the operator image");
-    })
-    .await
-    .expect("import thread");
-
-    // Provider namespaces first: the chart binds the operator's Secrets role in them.
-    let platform = std::fs::read_to_string(root.join("deploy/samples/platform.yaml"))
-        .expect("platform samples");
-    apply_yaml_documents(&admin, &platform, "citycloud-tests")
-        .await
-        .expect("platform namespaces");
     let helm = ensure_built().expect("binaries").join("helm");
-    let chart = root.join("charts/citycloud-operator");
-    let (h, k, c) = (helm.clone(), kubeconfig.clone(), chart.clone());
-    tokio::task::spawn_blocking(move || {
-        run(Command::new(&h)
-            .args(["install", RELEASE])
-            .arg(&c)
-            .args([
-                "--namespace",
-                NAMESPACE,
-                "--create-namespace",
-                "--kubeconfig",
-            ])
-            .arg(&k))
-    })
-    .await
-    .expect("helm thread");
 
     // Ready means its readiness probe (/readyz) passes in the pod.
     let first = eventually("the operator pod Ready", WAIT, || async {
@@ -124,6 +173,7 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
     })
     .await;
 
+    mark("chart: operator pod Ready, holding the Lease");
     apply::<citycloud::api::QuotaProfile>(
         &admin,
         "{apiVersion: citycloud.io/v1alpha1, kind: QuotaProfile, metadata: {name: chart}, \
@@ -141,6 +191,7 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
     .expect("tenant");
     wait_ready(&admin, "so-chart").await;
 
+    mark("chart: tenant Ready");
     // Its pod lost: the Deployment's new pod takes the Lease over and keeps reconciling.
     Api::<Pod>::namespaced(admin.clone(), NAMESPACE)
         .delete(&first, &DeleteParams::default())
@@ -150,12 +201,14 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
         ready_pods(&admin).await.into_iter().find(|p| *p != first)
     })
     .await;
+    mark("chart: second operator pod Ready");
     eventually("the new pod holding the Lease", WAIT, || async {
         lease_holder(&admin)
             .await
             .filter(|h| h.starts_with(&second))
     })
     .await;
+    mark("chart: second pod holds the Lease");
     apply::<Tenant>(
         &admin,
         "{apiVersion: citycloud.io/v1alpha1, kind: Tenant, metadata: {name: so-chart}, \
@@ -174,6 +227,7 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
     .await;
     wait_ready(&admin, "so-chart").await;
 
+    mark("chart: change reconciled by the second pod");
     // helm uninstall: the operator goes, the Tenant (CRDs are kept) and its namespaces stay.
     let (h, k) = (helm.clone(), kubeconfig.clone());
     tokio::task::spawn_blocking(move || {
@@ -200,6 +254,7 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
             .then_some(())
     })
     .await;
+    mark("chart: helm uninstall done, Deployment gone");
     // Its pods gone too: the garbage collector has acted on what the uninstall deleted.
     eventually("the operator's pods gone", WAIT, || async {
         Api::<Pod>::namespaced(admin.clone(), NAMESPACE)
@@ -211,6 +266,7 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
             .then_some(())
     })
     .await;
+    mark("chart: operator pods gone");
     let tenant = Api::<Tenant>::all(admin.clone())
         .get("so-chart")
         .await
@@ -226,4 +282,5 @@ async fn the_chart_runs_the_operator_image_on_the_node_and_uninstalls_leaving_te
             "{ns} is being deleted"
         );
     }
+    mark("chart: test ends");
 }

@@ -14,17 +14,45 @@ use kube::{Api, Client};
 use serde_json::json;
 use testbed::eventually;
 use testbed::node::{NODE_IP, NODE_NAME, NodeCluster};
+use testbed::phase::mark;
 
 mod chart;
 mod placement;
 mod traffic;
 
 const WAIT: Duration = Duration::from_secs(90);
+
+/// How many of these tests run at once unless `RUST_TEST_THREADS` or `--test-threads` say
+/// otherwise: all of them. libtest's default is one per CPU (2 here), but these tests mostly wait
+/// on clusters and pods, and with two at a time the traffic test queued behind the chart test
+/// for half a minute although its cluster had long been up. How much CPU they take at once is
+/// bounded where it is spent: see `testbed::node::NodeCluster` (cluster start-ups).
+const TEST_THREADS: &str = "8";
+
+/// Sets `RUST_TEST_THREADS` (see [`TEST_THREADS`]) before libtest reads it: a constructor in
+/// `.init_array`, run before `main`, while the process has one thread.
+#[allow(unsafe_code)] // an .init_array entry and set_var; see the SAFETY notes
+mod test_threads {
+    extern "C" fn set() {
+        if std::env::var_os("RUST_TEST_THREADS").is_none() {
+            // SAFETY: run by the loader before main, when no other thread exists that could
+            // read the environment at the same time.
+            unsafe { std::env::set_var("RUST_TEST_THREADS", super::TEST_THREADS) };
+        }
+    }
+
+    // SAFETY: a plain `extern "C" fn()` in .init_array is what the ELF loader calls there.
+    #[used]
+    #[unsafe(link_section = ".init_array")]
+    static SET: extern "C" fn() = set;
+}
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 #[tokio::test]
 async fn the_node_is_ready_and_the_kubernetes_service_has_a_real_endpoint() {
+    mark("the_node_is: test begins");
     let cluster = NodeCluster::shared().await;
+    let _end = Ends("the_node_is");
     let _report = cluster.report();
     let admin = cluster.admin().await;
 
@@ -68,7 +96,9 @@ async fn the_node_is_ready_and_the_kubernetes_service_has_a_real_endpoint() {
 
 #[tokio::test]
 async fn pods_reach_the_api_server_and_the_api_server_reaches_the_kubelet() {
+    mark("pods_reach_the: test begins");
     let cluster = NodeCluster::shared().await;
+    let _end = Ends("pods_reach_the");
     let _report = cluster.report();
     let admin = cluster.admin().await;
     let ns = namespace(&admin, "api").await;
@@ -91,7 +121,9 @@ async fn pods_reach_the_api_server_and_the_api_server_reaches_the_kubelet() {
 
 #[tokio::test]
 async fn a_deny_all_network_policy_blocks_other_namespaces_until_an_allow_policy() {
+    mark("a_deny_all: test begins");
     let cluster = NodeCluster::shared().await;
+    let _end = Ends("a_deny_all");
     let _report = cluster.report();
     let admin = cluster.admin().await;
     let (a, b, c) = tokio::join!(
@@ -173,6 +205,15 @@ async fn a_deny_all_network_policy_blocks_other_namespaces_until_an_allow_policy
         || async { (!answered(&from_b).await).then_some(()) },
     )
     .await;
+}
+
+/// Marks a test's end (see [`mark`]) when dropped.
+pub(crate) struct Ends(pub(crate) &'static str);
+
+impl Drop for Ends {
+    fn drop(&mut self) {
+        mark(format!("{}: test ends", self.0));
+    }
 }
 
 /// A namespace enforcing the restricted Pod Security level (the probe complies).

@@ -19,28 +19,34 @@ use testbed::operator::{
 };
 use testbed::{TestEnv, eventually};
 
-use super::{WAIT, pod};
+use super::{Ends, WAIT, pod};
+use testbed::phase::mark;
 
 const POOL: &str = "citycloud.io/pool";
 
 #[tokio::test]
 async fn a_tenant_with_node_placement_runs_on_its_pool_and_another_tenants_pod_cannot() {
-    let cluster = NodeCluster::start("placement").await;
+    mark("placement: test begins");
+    // Its cluster starts after the others: this test is short, the chart and traffic tests long.
+    let cluster = NodeCluster::start_deferred("placement").await;
     let _report = cluster.report();
+    let _end = Ends("placement");
     let admin = cluster.admin().await;
     let env = TestEnv::on(cluster.cluster.clone()).await;
 
     // The operator of this cluster, as the shared one runs (the chart's identity and RBAC).
     let helm = ensure_built().expect("binaries").join("helm");
-    install_crds(&admin).await.expect("CRDs");
-    install_admission_policies(&admin, &helm)
-        .await
-        .expect("admission policies");
-    let kubeconfig = install_operator_identity(&admin, &cluster.cluster, &helm)
-        .await
-        .expect("operator identity");
+    let (crds, policies, identity) = tokio::join!(
+        install_crds(&admin),
+        install_admission_policies(&admin, &helm),
+        install_operator_identity(&admin, &cluster.cluster, &helm),
+    );
+    crds.expect("CRDs");
+    policies.expect("admission policies");
+    let kubeconfig = identity.expect("operator identity");
     let _operator = RunningOperator::start_as(kubeconfig, Some(chart_identity()));
 
+    mark("placement: operator running");
     // The node becomes police's pool: only pods tolerating the taint may be scheduled there.
     let pool = "police";
     Api::<Node>::all(admin.clone())
@@ -98,6 +104,7 @@ async fn a_tenant_with_node_placement_runs_on_its_pool_and_another_tenants_pod_c
     wait_ready(&admin, &police).await;
     wait_ready(&admin, &other).await;
 
+    mark("placement: tenants Ready");
     // Police's owner starts a pod that says nothing about nodes: its namespace fills in the
     // pool's selector and toleration, and it runs on the pool.
     let police_owner = env.user(&env.name("pia"), &[&police_admins]).await;
@@ -132,6 +139,7 @@ async fn a_tenant_with_node_placement_runs_on_its_pool_and_another_tenants_pod_c
     .await;
     assert_eq!(on, NODE_NAME);
 
+    mark("placement: police's pod running");
     // Another tenant's owner starts the same pod: no node it tolerates, so it stays Pending, and
     // the scheduler says why.
     let other_owner = env.user(&env.name("oscar"), &[&other_admins]).await;

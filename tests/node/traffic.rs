@@ -20,7 +20,8 @@ use testbed::fixtures::{CONVERGE, apply, apply_in, code, wait_ready};
 use testbed::node::{Node, NodeCluster};
 use testbed::{TestEnv, eventually};
 
-use super::{exec_probe, probe_pod};
+use super::{Ends, exec_probe, probe_pod};
+use testbed::phase::mark;
 
 /// How long one probe tries (it retries every 200 ms within it): kube-router REJECTs, so a
 /// blocked attempt fails at once, and a new client pod's address reaches kube-router's ipsets
@@ -84,10 +85,13 @@ fn expected_beyond_dns(from: &Place) -> bool {
 
 #[tokio::test]
 async fn isolation_is_proved_by_traffic_between_tenants_platform_and_provider() {
+    mark("traffic: test begins");
     let cluster = NodeCluster::shared().await;
     let _report = cluster.report();
+    let _end = Ends("traffic");
     let env = TestEnv::with_operator_on(TestEnv::on(cluster.cluster.clone()).await).await;
     let admin = env.admin.clone();
+    mark("traffic: operator running");
 
     let profile = env.name("traffic");
     apply::<QuotaProfile>(
@@ -171,6 +175,7 @@ async fn isolation_is_proved_by_traffic_between_tenants_platform_and_provider() 
     })
     .await;
 
+    mark("traffic: tenants Ready");
     // Restricted Pod Security: a non-compliant pod is refused, the compliant probes run.
     let refused = Api::<Pod>::namespaced(admin.clone(), &format!("{t1}-prod"))
         .create(
@@ -264,6 +269,7 @@ async fn isolation_is_proved_by_traffic_between_tenants_platform_and_provider() 
     .await;
     assert!(attempt.is_err(), "t2's owner re-opened egress: {attempt:?}");
 
+    mark("traffic: probe pods running");
     // Before any claim: the whole matrix (t2 -> anything shows egress stays closed).
     let all: Vec<(usize, usize)> = (0..places.len())
         .flat_map(|i| {
@@ -302,6 +308,7 @@ async fn isolation_is_proved_by_traffic_between_tenants_platform_and_provider() 
     let node = &cluster.node;
     let mut failures = matrix(node, &places, &all, None, Some(&dns), "no claim").await;
 
+    mark("traffic: matrix and DNS checked");
     // t1 claims the service from t1-prod (as its owner): t1-prod gets in, no one else.
     let claims = Api::<SharedServiceClaim>::namespaced(admin.clone(), &t1_prod);
     let ana_client = env.user(&ana, &[]).await;
@@ -336,6 +343,7 @@ async fn isolation_is_proved_by_traffic_between_tenants_platform_and_provider() 
     )
     .await;
 
+    mark("traffic: claim checked");
     // The claim deleted: revoked again.
     claims
         .delete("gw", &DeleteParams::default())

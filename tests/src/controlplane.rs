@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::identity::Identity;
+use crate::phase::mark;
 use crate::{Error, Result, io_err};
 
 /// The user the admin kubeconfig authenticates as (group `system:masters`).
@@ -274,8 +275,10 @@ impl ControlPlane {
             .collect::<Vec<_>>(),
         )?;
         cp.wait_ready("kube-apiserver", || cp.api_ready())?;
+        mark(format!("{}: kube-apiserver ready", cp.run_name()));
         if let Some(crds) = &options.crds {
             cp.install_crds(crds)?;
+            mark(format!("{}: CRDs served", cp.run_name()));
         }
         cp.spawn(
             "kube-controller-manager",
@@ -304,7 +307,17 @@ impl ControlPlane {
         )?;
         cp.wait_ready("kube-controller-manager", || {
             cp.default_service_account_exists()
-        })
+        })?;
+        mark(format!("{}: kube-controller-manager ready", cp.run_name()));
+        Ok(())
+    }
+
+    /// This run's name for [`crate::phase::mark`] (its directory's).
+    fn run_name(&self) -> String {
+        self.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 
     /// Attaches to a control plane started elsewhere (e.g. by `make cluster-up`).

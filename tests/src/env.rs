@@ -14,6 +14,8 @@ static SETUP: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 static OPERATOR: OnceLock<crate::operator::RunningOperator> = OnceLock::new();
 /// The kubeconfig of the operator's ServiceAccount (see [`TestEnv::with_operator`]).
 static OPERATOR_KUBECONFIG: OnceLock<String> = OnceLock::new();
+/// What [`prepare_operator`] installed: the API server's URL and the operator's kubeconfig.
+static PREPARED: OnceLock<(String, String)> = OnceLock::new();
 
 /// The control plane of this test run: the one `CITYCLOUD_CLUSTER` names, else one started
 /// on first use and stopped when the test process exits.
@@ -101,17 +103,15 @@ impl TestEnv {
     pub async fn with_operator_on(env: TestEnv) -> Self {
         SETUP
             .get_or_init(|| async {
-                crate::operator::install_crds(&env.admin)
-                    .await
-                    .expect("installing the CRDs");
-                let helm = helm();
-                crate::operator::install_admission_policies(&env.admin, &helm)
-                    .await
-                    .expect("installing the admission policies");
-                let kubeconfig =
-                    crate::operator::install_operator_identity(&env.admin, &env.cluster, &helm)
+                let kubeconfig = match PREPARED.get() {
+                    Some((server, kubeconfig)) if *server == env.cluster.server => {
+                        kubeconfig.clone()
+                    }
+                    _ => install_operator_prerequisites(&env.admin, &env.cluster)
                         .await
-                        .expect("installing the operator's ServiceAccount and RBAC");
+                        .unwrap_or_else(|e| panic!("{e}")),
+                };
+                crate::phase::mark("operator setup: CRDs, admission policies, identity applied");
                 let _ = OPERATOR_KUBECONFIG.set(kubeconfig.clone());
                 let _ = OPERATOR.set(crate::operator::RunningOperator::start_as(
                     kubeconfig,
@@ -120,6 +120,25 @@ impl TestEnv {
             })
             .await;
         env
+    }
+
+    /// Installs on `cp`, ahead of the test that will ask for it, what [`TestEnv::with_operator_on`]
+    /// needs before it starts the operator — the CRDs, the admission policies, the operator's
+    /// identity — e.g. while a node starts (see `crate::node::Hooks`). Blocking: its own runtime.
+    pub fn prepare_operator(cp: &ControlPlane) -> Result<(), String> {
+        let text = std::fs::read_to_string(cp.admin_kubeconfig()).map_err(|e| e.to_string())?;
+        let kubeconfig = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(async {
+                let admin = client_from_kubeconfig(&text)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                install_operator_prerequisites(&admin, cp).await
+            })?;
+        let _ = PREPARED.set((cp.server.clone(), kubeconfig));
+        Ok(())
     }
 
     /// Another operator, as the shared one runs (the chart's ServiceAccount and identity):
@@ -211,6 +230,23 @@ where
     })
     .await;
     found.unwrap_or_else(|()| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// The CRDs, the admission policies and the operator's identity (its kubeconfig returned):
+/// independent of each other, so at once (helm renders off the runtime's thread).
+async fn install_operator_prerequisites(
+    admin: &kube::Client,
+    cp: &ControlPlane,
+) -> Result<String, String> {
+    let helm = helm();
+    let (crds, policies, identity) = tokio::join!(
+        crate::operator::install_crds(admin),
+        crate::operator::install_admission_policies(admin, &helm),
+        crate::operator::install_operator_identity(admin, cp, &helm),
+    );
+    crds.map_err(|e| format!("installing the CRDs: {e}"))?;
+    policies.map_err(|e| format!("installing the admission policies: {e}"))?;
+    identity.map_err(|e| format!("installing the operator's ServiceAccount and RBAC: {e}"))
 }
 
 fn operator_kubeconfig() -> String {

@@ -16,6 +16,7 @@ pub mod launch;
 pub mod metrics_reader;
 pub mod node;
 pub mod operator;
+pub mod phase;
 pub mod poll;
 pub mod relay;
 

@@ -21,6 +21,7 @@ use crate::binaries::{ensure_built, ensure_node_built, repo_root};
 use crate::controlplane::{
     ControlPlane, KUBELET_CLIENT_USER, Lifetime, NodeNetwork, Options, set_lifetime,
 };
+use crate::phase::mark;
 use crate::{Error, Result, io_err};
 
 /// The node's name (Node object, kubelet's --hostname-override).
@@ -171,6 +172,7 @@ impl Node {
         {
             self.import_image(archive)?;
         }
+        mark(format!("{}: images imported", run_name(&self.dir)));
         Ok(())
     }
 
@@ -204,6 +206,7 @@ impl Node {
         )?;
 
         let started = Instant::now();
+        mark(format!("{}: starting kubelet", run_name(&self.dir)));
         self.spawn(
             "kubelet",
             &self.bin.join("kubelet"),
@@ -224,10 +227,11 @@ impl Node {
             ],
         )?;
         self.wait("kubelet", || node_ready(cp))?;
-        eprintln!(
-            "node {NODE_NAME} Ready {:.1}s after kubelet started",
+        mark(format!(
+            "{}: node Ready {:.1}s after kubelet started",
+            run_name(&self.dir),
             started.elapsed().as_secs_f64()
-        );
+        ));
         // The cluster DNS pod starts while kube-proxy and kube-router do; CoreDNS retries until
         // the `kubernetes` Service answers, and is Ready once it has synced.
         apply_manifest(cp, &dns_manifest()?)?;
@@ -273,15 +277,17 @@ impl Node {
             self.exec(&["iptables", "-w", "-S", "KUBE-ROUTER-FORWARD"])
                 .is_ok()
         })?;
-        eprintln!(
-            "node {NODE_NAME}: Services and NetworkPolicies enforced {:.1}s after kubelet started",
+        mark(format!(
+            "{}: Services and NetworkPolicies enforced {:.1}s after kubelet started",
+            run_name(&self.dir),
             started.elapsed().as_secs_f64()
-        );
+        ));
         self.wait("coredns", || dns_ready(cp))?;
-        eprintln!(
-            "node {NODE_NAME}: cluster DNS ({DNS_IP}) Ready {:.1}s after kubelet started",
+        mark(format!(
+            "{}: cluster DNS ({DNS_IP}) Ready {:.1}s after kubelet started",
+            run_name(&self.dir),
             started.elapsed().as_secs_f64()
-        );
+        ));
         Ok(())
     }
 
@@ -447,14 +453,48 @@ pub struct StartOptions {
     pub crds: Option<PathBuf>,
     /// Image archives imported into the node besides pause and CoreDNS.
     pub images: Vec<PathBuf>,
+    /// Start the control plane only when no other of this process is starting (after a 2 s
+    /// grace): for a test with time to spare, so that the others' clusters come up sooner.
+    pub defer: bool,
+}
+
+/// Images made while the cluster starts (e.g. packed by a test): called on the image import
+/// thread after the images of [`StartOptions`], it waits for them and returns their archives.
+pub type LaterImages = Box<dyn FnOnce() -> Result<Vec<PathBuf>, String> + Send>;
+
+/// Work on the control plane as soon as it is ready, done while the node's components start
+/// (e.g. installing a chart: its pods wait for the node anyway); its error fails the start.
+pub type ControlPlaneWork = Box<dyn FnOnce(&ControlPlane) -> Result<(), String> + Send>;
+
+/// What a caller of [`start_with_hooks`] has done while the cluster starts.
+#[derive(Default)]
+pub struct Hooks {
+    pub later_images: Option<LaterImages>,
+    pub on_control_plane: Option<ControlPlaneWork>,
 }
 
 /// Starts a control plane in `dir` with a node in `dir/node`. containerd starts first and the
 /// images are imported while the control plane starts: neither needs the other.
 pub fn start(dir: &Path, lifetime: Lifetime, start: &StartOptions) -> Result<(ControlPlane, Node)> {
+    start_with_hooks(dir, lifetime, start, Hooks::default())
+}
+
+/// [`start`], with `hooks` run while it starts.
+pub fn start_with_hooks(
+    dir: &Path,
+    lifetime: Lifetime,
+    start: &StartOptions,
+    hooks: Hooks,
+) -> Result<(ControlPlane, Node)> {
+    let Hooks {
+        later_images: later,
+        on_control_plane,
+    } = hooks;
     let bin = ensure_built()?;
     let node_bin = ensure_node_built()?;
+    mark(format!("{}: starting", run_name(dir)));
     let node = Node::create(&dir.join("node"), &node_bin, lifetime)?;
+    mark(format!("{}: node namespaces created", run_name(dir)));
     let options = Options {
         node: Some(NodeNetwork {
             netns: node.netns(),
@@ -469,35 +509,115 @@ pub fn start(dir: &Path, lifetime: Lifetime, start: &StartOptions) -> Result<(Co
         node.stop();
         return Err(e);
     }
-    let (cp, imported) = std::thread::scope(|s| {
+    // Images come in two batches: the node's own (pause, CoreDNS, probe) before kubelet starts,
+    // and `later` ones, which may still be in the making, while the node components start.
+    let (cp, imported, later_imported) = std::thread::scope(|s| {
         let imports = s.spawn(|| node.import_images(&start.images));
+        let later_imports = later.map(|later| {
+            s.spawn(|| -> Result<()> {
+                let archives = later().map_err(Error::Build)?;
+                node.wait("containerd", || {
+                    node.exec(&["ctr", "--timeout", "1s", "version"]).is_ok()
+                })?;
+                for archive in archives {
+                    node.import_image(&archive)?;
+                }
+                mark(format!("{}: later images imported", run_name(dir)));
+                Ok(())
+            })
+        });
+        let joined = |t: std::thread::ScopedJoinHandle<'_, Result<()>>| {
+            t.join()
+                .unwrap_or_else(|_| Err(Error::Build("a start-up thread panicked".into())))
+        };
+        // On this thread: an Owned child dies with the thread that spawned it.
+        let starting = Starting::begin(start.defer);
+        mark(format!("{}: starting the control plane", run_name(dir)));
         let cp = ControlPlane::start_with(dir, &bin, lifetime, &options);
-        let imported = imports
-            .join()
-            .unwrap_or_else(|_| Err(Error::Build("the image import thread panicked".into())));
-        (cp, imported)
+        drop(starting);
+        let imported = joined(imports);
+        let imported = match (&cp, imported) {
+            (Ok(cp), Ok(())) => std::thread::scope(|inner| {
+                let work = on_control_plane.map(|work| {
+                    inner.spawn(move || {
+                        let done = work(cp).map_err(Error::Build);
+                        mark(format!("{}: work on the control plane done", run_name(dir)));
+                        done
+                    })
+                });
+                let started = node.start_components(cp);
+                let worked = work.map_or(Ok(()), |w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(Error::Build(
+                            "the work on the control plane panicked".into(),
+                        ))
+                    })
+                });
+                started.and(worked)
+            }),
+            (_, imported) => imported,
+        };
+        let later_imported = later_imports.map(joined).unwrap_or(Ok(()));
+        (cp, imported, later_imported)
     });
-    let cp = match (cp, imported) {
-        (Ok(cp), Ok(())) => cp,
-        (cp, imported) => {
+    match (cp, imported.and(later_imported)) {
+        (Ok(cp), Ok(())) => Ok((cp, node)),
+        (cp, started) => {
             node.stop_components();
             if let Ok(cp) = &cp {
                 cp.stop();
             }
             node.stop();
-            return Err(cp
+            Err(cp
                 .err()
-                .or(imported.err())
-                .unwrap_or_else(|| Error::Build("the cluster with a node did not start".into())));
+                .or(started.err())
+                .unwrap_or_else(|| Error::Build("the cluster with a node did not start".into())))
         }
-    };
-    if let Err(e) = node.start_components(&cp) {
-        node.stop_components();
-        cp.stop();
-        node.stop();
-        return Err(e);
     }
-    Ok((cp, node))
+}
+
+/// Control planes of this process being started, and a signal when one is done.
+static STARTING: (Mutex<usize>, std::sync::Condvar) = (Mutex::new(0), std::sync::Condvar::new());
+
+/// A control plane being started (see [`StartOptions::defer`]); done when dropped.
+struct Starting;
+
+impl Starting {
+    /// Starting a control plane (etcd, the API server's bootstrap, kube-controller-manager's
+    /// first sync) is the most CPU-hungry phase of a node test: on 2 cores three at once each
+    /// take about as long as two then one. A deferred start waits until no other is under way,
+    /// after a short grace in which the others (tests start together) make themselves known.
+    fn begin(defer: bool) -> Starting {
+        let (count, done) = &STARTING;
+        let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+        if defer {
+            let grace = Instant::now() + Duration::from_secs(2);
+            loop {
+                let now = Instant::now();
+                if now >= grace && *n == 0 {
+                    break;
+                }
+                let wait = grace
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(100));
+                n = done
+                    .wait_timeout(n, wait)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+        *n += 1;
+        Starting
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        let (count, done) = &STARTING;
+        let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        done.notify_all();
+    }
 }
 
 /// Stops a cluster started detached (`make cluster-up NODE=1`): node components, control plane,
@@ -534,7 +654,20 @@ impl NodeCluster {
     pub async fn shared() -> Arc<NodeCluster> {
         let shared = tokio::task::spawn_blocking(|| {
             SHARED.get_or_init(|| {
-                let started = NodeCluster::start_blocking("node");
+                // What the operator needs is installed while the node starts: the traffic
+                // test (tests/node/traffic.rs) runs one on this cluster.
+                let hooks = Hooks {
+                    // Not fatal here: the other tests do not need it, and the traffic test
+                    // installs it again (and says what fails) when it was not.
+                    on_control_plane: Some(Box::new(|cp| {
+                        if let Err(e) = crate::TestEnv::prepare_operator(cp) {
+                            eprintln!("preparing the operator on the node cluster: {e}");
+                        }
+                        Ok(())
+                    })),
+                    ..Hooks::default()
+                };
+                let started = NodeCluster::start_blocking("node", hooks, false);
                 if started.is_ok() {
                     #[allow(unsafe_code)] // libc: atexit, to stop the shared node at exit
                     // SAFETY: registers a plain function, run once at exit().
@@ -555,8 +688,23 @@ impl NodeCluster {
 
     /// A cluster with a node of this test's own.
     pub async fn start(label: &str) -> NodeCluster {
+        NodeCluster::start_with(label, Hooks::default(), false).await
+    }
+
+    /// The same, with `hooks` run while it starts (see [`Hooks`]).
+    pub async fn start_with_hooks(label: &str, hooks: Hooks) -> NodeCluster {
+        NodeCluster::start_with(label, hooks, false).await
+    }
+
+    /// A cluster of this test's own for a test with time to spare: its control plane starts
+    /// when no other is starting (see [`StartOptions::defer`]).
+    pub async fn start_deferred(label: &str) -> NodeCluster {
+        NodeCluster::start_with(label, Hooks::default(), true).await
+    }
+
+    async fn start_with(label: &str, hooks: Hooks, defer: bool) -> NodeCluster {
         let label = label.to_string();
-        tokio::task::spawn_blocking(move || NodeCluster::start_blocking(&label))
+        tokio::task::spawn_blocking(move || NodeCluster::start_blocking(&label, hooks, defer))
             .await
             .expect("start-up thread")
             .unwrap_or_else(|e| panic!("the cluster with a node could not start: {e}"))
@@ -565,7 +713,7 @@ impl NodeCluster {
     /// Builds what is missing, starts the control plane with the repository's CRDs installed
     /// before kube-controller-manager (see [`Options::crds`]) and the node, imports the pause,
     /// CoreDNS and probe images, and waits until the node and the cluster DNS are Ready.
-    fn start_blocking(label: &str) -> Result<NodeCluster, String> {
+    fn start_blocking(label: &str, hooks: Hooks, defer: bool) -> Result<NodeCluster, String> {
         let root = repo_root().join("target/testbed");
         crate::controlplane::prune_old_runs(&root);
         let dir = root.join(format!("{label}-{}", std::process::id()));
@@ -582,15 +730,16 @@ impl NodeCluster {
                 images: ensure_node_built()
                     .map(|bin| vec![bin.join("probe.tar")])
                     .unwrap_or_default(),
+                defer,
                 ..StartOptions::default()
             };
-            let started = start(&dir, Lifetime::Owned, &options)
+            let started = start_with_hooks(&dir, Lifetime::Owned, &options, hooks)
                 .map(|(cp, node)| (Arc::new(cp), Arc::new(node)));
             if started.is_ok() {
-                eprintln!(
+                mark(format!(
                     "cluster {name} with a node started in {:.1}s",
                     begun.elapsed().as_secs_f64()
-                );
+                ));
             }
             let keep = started
                 .as_ref()
@@ -870,6 +1019,19 @@ clusterDNS: [{dns}]
         cert = serving.0.display(),
         key = serving.1.display(),
     )
+}
+
+/// The run's name for [`crate::phase::mark`]: its directory's (`chart-1234`), the node's
+/// directory being `<run>/node`.
+fn run_name(dir: &Path) -> String {
+    let run = if dir.ends_with("node") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
+    run.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {

@@ -196,7 +196,9 @@ pub async fn install_admission_policies(
     admin: &kube::Client,
     helm: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let text = render_admission_policies(helm)?;
+    // helm runs off the runtime's thread: the caller may do other things meanwhile.
+    let helm = helm.to_path_buf();
+    let text = tokio::task::spawn_blocking(move || render_admission_policies(&helm)).await??;
     apply_yaml_documents(admin, &text, "citycloud-tests").await?;
     Ok(())
 }
@@ -269,17 +271,21 @@ pub async fn install_operator_identity(
     let namespace =
         format!("{{apiVersion: v1, kind: Namespace, metadata: {{name: {RELEASE_NAMESPACE}}}}}");
     apply_yaml_documents(admin, &namespace, "citycloud-tests").await?;
-    let rbac = render_chart(
-        helm,
-        &[
-            "templates/serviceaccount.yaml",
-            "templates/clusterrole.yaml",
-            "templates/clusterrole-secrets.yaml",
-            "templates/role-leases.yaml",
-        ],
-        // Each test grants its own platform namespaces (see `grant_provider_namespace`).
-        &["providerNamespaces=[]".to_string()],
-    )?;
+    let helm = helm.to_path_buf();
+    let rbac = tokio::task::spawn_blocking(move || {
+        render_chart(
+            &helm,
+            &[
+                "templates/serviceaccount.yaml",
+                "templates/clusterrole.yaml",
+                "templates/clusterrole-secrets.yaml",
+                "templates/role-leases.yaml",
+            ],
+            // Each test grants its own platform namespaces (see `grant_provider_namespace`).
+            &["providerNamespaces=[]".to_string()],
+        )
+    })
+    .await??;
     apply_yaml_documents(admin, &rbac, "citycloud-tests").await?;
     let request: TokenRequest =
         serde_json::from_value(serde_json::json!({"spec": {"expirationSeconds": 86400}}))?;
