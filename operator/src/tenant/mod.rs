@@ -6,6 +6,7 @@ pub mod dereference;
 pub mod placement;
 pub mod plan;
 pub mod report;
+pub mod settling;
 pub mod status;
 pub mod validate;
 pub mod workloads;
@@ -45,6 +46,8 @@ pub struct TenantContext {
     pub caches: cache::Caches,
     /// Whether the API server enforces nodePlacement, as last checked per namespace.
     pub placement: placement::Verdicts,
+    /// New tenants' first steps, whose watch echoes need no reconcile each.
+    pub settling: Arc<settling::Settling>,
 }
 
 /// A watch of one kind: every event goes to `follow` (the cache reconciles read), and the
@@ -161,6 +164,8 @@ pub async fn run(
     // A Tenant is reconciled when its spec, finalizers or deletion change, or when someone
     // else changed its status; not on the echo of the status this controller wrote.
     let shared_status = ctx.shared.clone();
+    let settling = Arc::new(settling::Settling::default());
+    let echoes = settling.clone();
     // A child created, deleted or given another budget changes what its parent's own
     // namespaces may share: its events reconcile the parent too (through this channel).
     let children = cache::Children::default();
@@ -184,7 +189,7 @@ pub async fn run(
     .default_backoff()
     .touched_objects()
     .predicate_filter(
-        move |t: &Tenant| Some(trigger_hash(t, &shared_status)),
+        move |t: &Tenant| Some(trigger_hash(t, &shared_status, &echoes)),
         Default::default(),
     );
     let controller = Controller::for_stream(tenant_changes, tenants.clone())
@@ -251,6 +256,7 @@ pub async fn run(
             pending,
         },
         placement: placement::Verdicts::default(),
+        settling: settling.clone(),
     });
     // The generation each profile was last seen at: its status (the tenant count, rewritten
     // as tenants come and go) changes nothing for its tenants; only its spec does.
@@ -263,7 +269,13 @@ pub async fn run(
         .watches_stream(network_policy_changes, by_tenant_label)
         .watches_stream(cluster_role_changes, by_tenant_label)
         .watches_stream(cluster_role_binding_changes, by_tenant_label)
-        .watches_stream(quota_changes, by_tenant_label)
+        // While a new tenant waits for its quotas to be enforced, only the last one's event.
+        .watches_stream(quota_changes, move |quota| {
+            settling
+                .quota_event_matters(&quota)
+                .then(|| by_tenant_label(quota))
+                .flatten()
+        })
         .watches_stream(profile_changes, move |profile| {
             let name = profile.name_any();
             let generation = profile.metadata.generation;
@@ -339,10 +351,17 @@ async fn reconcile(tenant: Arc<Tenant>, context: Arc<TenantContext>) -> Result<A
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
     let ctx = &context.base;
-    reconciler::finalized(ctx, tenant, FINALIZER, |event| async {
+    let settling = &context.settling;
+    // A new tenant gets its finalizer and its objects in one reconcile; the finalizer's echo
+    // is then no news (see `trigger_hash`).
+    let adding = |t: &Tenant| settling.adding_finalizer(t);
+    reconciler::finalized_at_once(ctx, tenant, FINALIZER, adding, |event| async {
         match event {
-            Finalizer::Apply(t) => provision(&t, ctx, &context.caches, &context.placement).await,
-            Finalizer::Cleanup(t) => cleanup(&t, ctx).await,
+            Finalizer::Apply(t) => provision(&t, ctx, &context).await,
+            Finalizer::Cleanup(t) => {
+                settling.forget(&t.name_any());
+                cleanup(&t, ctx).await
+            }
         }
     })
     .await
@@ -355,13 +374,11 @@ impl reconciler::Controls for TenantContext {
 }
 
 /// dereference → validate → plan (the budget split) → build → apply → status.
-async fn provision(
-    tenant: &Tenant,
-    ctx: &Context,
-    caches: &cache::Caches,
-    verdicts: &placement::Verdicts,
-) -> Result<Action> {
+async fn provision(tenant: &Tenant, ctx: &Context, context: &TenantContext) -> Result<Action> {
+    let (caches, verdicts) = (&context.caches, &context.placement);
     let name = tenant.name_any();
+    // Quota events from here on are news until this reconcile says what it waits for.
+    context.settling.reconciling(&name);
     let mut found = dereference::dereference(&ctx.client, caches, tenant)
         .await
         .at("reading", format!("the inputs of Tenant {name}"))?;
@@ -389,7 +406,7 @@ async fn provision(
         plan: &plan,
         applied: &applied,
     };
-    report::update_status(ctx, caches, verdicts, tenant, done).await
+    report::update_status(ctx, caches, verdicts, &context.settling, tenant, done).await
 }
 
 /// The plan step: the budget split ([`plan::plan`], pure) over what the process knows — the
@@ -443,12 +460,19 @@ fn children_budgets(caches: &cache::Caches, parent: &str) -> carve::Children {
 }
 
 /// What of a Tenant is worth a reconcile when it changes (see `run`).
-fn trigger_hash(t: &Tenant, shared: &crate::context::Shared) -> u64 {
+fn trigger_hash(t: &Tenant, shared: &crate::context::Shared, settling: &settling::Settling) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     t.metadata.generation.hash(&mut h);
     t.metadata.deletion_timestamp.is_some().hash(&mut h);
-    t.metadata.finalizers.hash(&mut h);
+    // The echo of the finalizer we added (and applied right after) hashes as the tenant did
+    // before it: no second reconcile. Any other change of the finalizers is news.
+    let echo = settling.is_finalizer_echo(t);
+    t.finalizers()
+        .iter()
+        .filter(|f| !(echo && f.as_str() == FINALIZER))
+        .collect::<Vec<_>>()
+        .hash(&mut h);
     // Annotations steer it too (budget reservations for children, adopting retained data);
     // labels, because whoever selects tenants by them expects the change to be seen.
     t.metadata.annotations.hash(&mut h);

@@ -13,7 +13,7 @@ use super::apply::{self, Applied};
 use super::dereference::Dereferenced;
 use super::plan::Plan;
 use super::validate::Validated;
-use super::{RESYNC, cache, placement, status};
+use super::{RESYNC, cache, placement, settling, status};
 use crate::Result;
 use crate::api::conditions::tenant as cond;
 use crate::api::{SharedServiceClaim, Tenant, TenantStatus};
@@ -36,6 +36,7 @@ pub async fn update_status(
     ctx: &Context,
     caches: &cache::Caches,
     verdicts: &placement::Verdicts,
+    settling: &settling::Settling,
     tenant: &Tenant,
     done: Done<'_>,
 ) -> Result<Action> {
@@ -123,6 +124,10 @@ pub async fn update_status(
     let first_status_wait = status::first_status_can_wait(tenant, &conds, awaiting_since, now.0);
     if new != previous && first_status_wait.is_none() {
         write_status(ctx, tenant, &new).await?;
+    }
+    if first_status_wait.is_some() {
+        // Reconciled again when the last of them is enforced, not at each (see `settling`).
+        settling.await_quotas(&name, &applied.awaiting_quota);
     }
     let ready = new
         .conditions
