@@ -378,7 +378,7 @@ async fn provision(tenant: &Tenant, ctx: &Context, context: &TenantContext) -> R
     let (caches, verdicts) = (&context.caches, &context.placement);
     let name = tenant.name_any();
     // Quota events from here on are news until this reconcile says what it waits for.
-    context.settling.reconciling(&name);
+    context.settling.reconciling(&name, tenant.status.is_none());
     let mut found = dereference::dereference(&ctx.client, caches, tenant)
         .await
         .at("reading", format!("the inputs of Tenant {name}"))?;

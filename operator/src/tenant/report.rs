@@ -125,10 +125,8 @@ pub async fn update_status(
     if new != previous && first_status_wait.is_none() {
         write_status(ctx, tenant, &new).await?;
     }
-    if first_status_wait.is_some() {
-        // Reconciled again when the last of them is enforced, not at each (see `settling`).
-        settling.await_quotas(&name, &applied.awaiting_quota);
-    }
+    // Reconciled again when the last of the quotas is enforced, not at each (see `settling`).
+    let again = settling.reconciled(&name, first_status_wait.is_some(), &applied.awaiting_quota);
     let ready = new
         .conditions
         .iter()
@@ -141,7 +139,10 @@ pub async fn update_status(
         tracing::debug!(ready, "up to date");
     }
     let demand = &ctx.shared.demand;
-    let after = if plan.allocation.settling {
+    let after = if again {
+        // What it waited for came while it ran.
+        Duration::ZERO
+    } else if plan.allocation.settling {
         // A raise waits for another namespace's lowered hard to be enforced.
         Duration::from_secs(1)
     } else if placement.as_ref().is_some_and(|p| !p.settled) {

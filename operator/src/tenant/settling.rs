@@ -13,14 +13,27 @@ use crate::api::Tenant;
 use crate::api::finalizers::TENANT as FINALIZER;
 use crate::api::labels::TENANT;
 
+/// A new tenant's quota events, held back.
+enum Wait {
+    /// Its reconcile runs: every quota event is held back (the reconcile may have read the
+    /// quotas before it); the namespaces whose quota was seen enforced meanwhile, and whether
+    /// any event was held back at all.
+    Reconciling {
+        enforced: BTreeSet<String>,
+        held: bool,
+    },
+    /// Its reconcile ended waiting for the quotas of these namespaces to be enforced.
+    Awaiting(BTreeSet<String>),
+}
+
 #[derive(Default)]
 pub struct Settling {
     /// Tenants this process is adding its finalizer to: the first watch event showing it is
     /// the echo of that patch (or something newer, whose other changes still count).
     finalizer_added: Mutex<HashSet<String>>,
-    /// New tenants (no status yet) whose first status waits for their quotas to be enforced,
-    /// with the namespaces whose quota is not yet (as their last reconcile read them).
-    awaiting: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// New tenants (no status yet) being reconciled, or whose first status waits for their
+    /// quotas to be enforced (see [`Wait`]).
+    awaiting: Mutex<HashMap<String, Wait>>,
 }
 
 impl Settling {
@@ -45,57 +58,94 @@ impl Settling {
         m.remove(&tenant.name_any())
     }
 
-    /// A reconcile of `tenant` begins: every quota event from now on is news until it says
-    /// what it still waits for (an event during the reconcile may come after its read).
-    pub fn reconciling(&self, tenant: &str) {
+    /// A reconcile of `tenant` begins. For a new tenant (`new`: no status yet) its quota events
+    /// are held back until [`Settling::reconciled`] says whether they bring anything it did not
+    /// see; for any other, every quota event is news.
+    pub fn reconciling(&self, tenant: &str, new: bool) {
         if let Ok(mut m) = self.awaiting.lock() {
-            m.remove(tenant);
+            if new {
+                m.insert(
+                    tenant.to_string(),
+                    Wait::Reconciling {
+                        enforced: BTreeSet::new(),
+                        held: false,
+                    },
+                );
+            } else {
+                m.remove(tenant);
+            }
         }
     }
 
-    /// The reconcile of the new `tenant` ends waiting for the quotas of `namespaces` to be
-    /// enforced, its first status deferred until they are.
-    pub fn await_quotas(&self, tenant: &str, namespaces: &[String]) {
-        if namespaces.is_empty() {
-            return;
+    /// The reconcile of `tenant` ends: deferring its first status until the quotas of
+    /// `awaiting` are enforced (`deferred`), or not. Whether it must be reconciled again at
+    /// once: every quota it waits for was enforced while it ran, or (not deferring) a quota
+    /// event was held back meanwhile.
+    pub fn reconciled(&self, tenant: &str, deferred: bool, awaiting: &[String]) -> bool {
+        let Ok(mut m) = self.awaiting.lock() else {
+            return true;
+        };
+        let Some(Wait::Reconciling { enforced, held }) = m.remove(tenant) else {
+            return false;
+        };
+        if !deferred {
+            return held;
         }
-        if let Ok(mut m) = self.awaiting.lock() {
-            m.insert(tenant.to_string(), namespaces.iter().cloned().collect());
+        let left: BTreeSet<String> = awaiting
+            .iter()
+            .filter(|ns| !enforced.contains(*ns))
+            .cloned()
+            .collect();
+        if left.is_empty() {
+            return true;
         }
+        m.insert(tenant.to_string(), Wait::Awaiting(left));
+        false
     }
 
     /// Whether a quota's watch event is worth a reconcile of its tenant. Not while that new
     /// tenant still waits for another of its quotas to be enforced: that one's event brings
     /// the reconcile that grants access and writes the first status, in one go, instead of
-    /// one reconcile (a quota LIST, an access grant, an Event) per quota. Anything else is
-    /// news: a tenant not waiting, a quota not waited for, the last one enforced. An event
-    /// of a waited-for quota that is not enforced (our own write's echo; a deletion) waits
-    /// with the rest; the deferred status's deadline reconciles the tenant at the latest.
+    /// one reconcile (a quota LIST, an access grant, an Event) per quota. Not while a new
+    /// tenant's reconcile runs (see [`Settling::reconciled`]). Anything else is news: a
+    /// tenant not waiting, a quota not waited for, the last one enforced. An event of a
+    /// waited-for quota that is not enforced (our own write's echo; a deletion) waits with
+    /// the rest; the deferred status's deadline reconciles the tenant at the latest.
     pub fn quota_event_matters(&self, quota: &ResourceQuota) -> bool {
         let Some(tenant) = quota.labels().get(TENANT) else {
             return true;
         };
-        let Ok(mut m) = self.awaiting.lock() else {
+        let (Ok(mut m), Some(ns)) = (self.awaiting.lock(), quota.namespace()) else {
             return true;
         };
-        let Some(waiting) = m.get_mut(tenant) else {
-            return true;
-        };
-        let Some(ns) = quota.namespace() else {
-            return true;
-        };
-        if !waiting.contains(&ns) {
-            return true;
+        let enforced = crate::quota::enforced(quota, Some(quota));
+        match m.get_mut(tenant) {
+            None => true,
+            Some(Wait::Reconciling {
+                enforced: seen,
+                held,
+            }) => {
+                *held = true;
+                if enforced {
+                    seen.insert(ns);
+                }
+                false
+            }
+            Some(Wait::Awaiting(waiting)) => {
+                if !waiting.contains(&ns) {
+                    return true;
+                }
+                if !enforced {
+                    return false;
+                }
+                waiting.remove(&ns);
+                if waiting.is_empty() {
+                    m.remove(tenant);
+                    return true;
+                }
+                false
+            }
         }
-        if !crate::quota::enforced(quota, Some(quota)) {
-            return false;
-        }
-        waiting.remove(&ns);
-        if waiting.is_empty() {
-            m.remove(tenant);
-            return true;
-        }
-        false
     }
 
     /// Forgets a deleted tenant.
@@ -103,7 +153,9 @@ impl Settling {
         if let Ok(mut m) = self.finalizer_added.lock() {
             m.remove(tenant);
         }
-        self.reconciling(tenant);
+        if let Ok(mut m) = self.awaiting.lock() {
+            m.remove(tenant);
+        }
     }
 }
 
@@ -127,7 +179,8 @@ mod tests {
     fn a_new_tenant_is_reconciled_once_all_its_quotas_are_enforced_not_once_per_quota() {
         let s = Settling::default();
         assert!(s.quota_event_matters(&quota("a-dev", true)), "not waiting");
-        s.await_quotas("a", &["a-dev".into(), "a-prod".into()]);
+        s.reconciling("a", true);
+        assert!(!s.reconciled("a", true, &["a-dev".into(), "a-prod".into()]));
         assert!(!s.quota_event_matters(&quota("a-dev", false)), "echo");
         assert!(!s.quota_event_matters(&quota("a-dev", true)), "one of two");
         assert!(
@@ -142,12 +195,30 @@ mod tests {
     }
 
     #[test]
-    fn quota_events_during_a_reconcile_are_news() {
+    fn quota_events_held_back_during_a_reconcile_are_not_lost() {
         let s = Settling::default();
-        s.await_quotas("a", &["a-dev".into(), "a-prod".into()]);
-        // The next reconcile began: what it read may be older than this event.
-        s.reconciling("a");
-        assert!(s.quota_event_matters(&quota("a-dev", true)));
+        // Enforced while the reconcile ran (after its read): waited for no longer.
+        s.reconciling("a", true);
+        assert!(!s.quota_event_matters(&quota("a-dev", true)));
+        assert!(!s.reconciled("a", true, &["a-dev".into(), "a-prod".into()]));
+        assert!(
+            s.quota_event_matters(&quota("a-prod", true)),
+            "the last one"
+        );
+        // All of them: reconciled again at once.
+        s.reconciling("a", true);
+        assert!(!s.quota_event_matters(&quota("a-dev", true)));
+        assert!(s.reconciled("a", true, &["a-dev".into()]));
+        // Not deferring its status (a failure shown at once): any held event brings it back.
+        s.reconciling("a", true);
+        assert!(!s.quota_event_matters(&quota("a-dev", false)));
+        assert!(s.reconciled("a", false, &[]));
+        s.reconciling("a", true);
+        assert!(!s.reconciled("a", false, &[]), "nothing held back");
+        // A tenant with a status: nothing is held back.
+        s.reconciling("a", false);
+        assert!(s.quota_event_matters(&quota("a-dev", false)));
+        assert!(!s.reconciled("a", false, &[]));
     }
 
     #[test]
