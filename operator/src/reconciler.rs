@@ -98,13 +98,12 @@ where
 /// the finalizer is added first (nothing is created before it is stored), then `steps` runs
 /// on the object as the API server answered the patch. kube-runtime's helper stops after
 /// adding it and leaves the apply to the reconcile its watch echo brings: a second reconcile
-/// (and a round trip through the queue) per new object. `adding` is told just before the
-/// patch goes out, so the controller can tell that echo from news.
+/// (and a round trip through the queue) per new object; the controller should not count
+/// that echo as news.
 pub async fn finalized_at_once<K, Fut>(
     ctx: &Context,
     object: Arc<K>,
     finalizer_name: &str,
-    adding: impl FnOnce(&K),
     steps: impl FnOnce(Event<K>) -> Fut,
 ) -> Result<Action>
 where
@@ -113,7 +112,7 @@ where
 {
     let api = object.api(ctx.client.clone());
     reconcile(ctx, object, |o| async move {
-        let o = match add_finalizer(&api, &o, finalizer_name, adding).await {
+        let o = match add_finalizer(&api, &o, finalizer_name).await {
             Ok(Some(patched)) => Arc::new(patched),
             Ok(None) => o,
             Err(e) => {
@@ -135,14 +134,12 @@ async fn add_finalizer<K: Reconciled>(
     api: &Api<K>,
     object: &K,
     finalizer_name: &str,
-    adding: impl FnOnce(&K),
 ) -> std::result::Result<Option<K>, kube::Error> {
     if object.meta().deletion_timestamp.is_some()
         || object.finalizers().iter().any(|f| f == finalizer_name)
     {
         return Ok(None);
     }
-    adding(object);
     let patch = if object.finalizers().is_empty() {
         serde_json::json!([
             {"op": "test", "path": "/metadata/finalizers", "value": null},

@@ -165,7 +165,6 @@ pub async fn run(
     // else changed its status; not on the echo of the status this controller wrote.
     let shared_status = ctx.shared.clone();
     let settling = Arc::new(settling::Settling::default());
-    let echoes = settling.clone();
     // A child created, deleted or given another budget changes what its parent's own
     // namespaces may share: its events reconcile the parent too (through this channel).
     let children = cache::Children::default();
@@ -189,7 +188,7 @@ pub async fn run(
     .default_backoff()
     .touched_objects()
     .predicate_filter(
-        move |t: &Tenant| Some(trigger_hash(t, &shared_status, &echoes)),
+        move |t: &Tenant| Some(trigger_hash(t, &shared_status)),
         Default::default(),
     );
     let controller = Controller::for_stream(tenant_changes, tenants.clone())
@@ -354,8 +353,7 @@ async fn reconcile(tenant: Arc<Tenant>, context: Arc<TenantContext>) -> Result<A
     let settling = &context.settling;
     // A new tenant gets its finalizer and its objects in one reconcile; the finalizer's echo
     // is then no news (see `trigger_hash`).
-    let adding = |t: &Tenant| settling.adding_finalizer(t);
-    reconciler::finalized_at_once(ctx, tenant, FINALIZER, adding, |event| async {
+    reconciler::finalized_at_once(ctx, tenant, FINALIZER, |event| async {
         match event {
             Finalizer::Apply(t) => provision(&t, ctx, &context).await,
             Finalizer::Cleanup(t) => {
@@ -460,19 +458,21 @@ fn children_budgets(caches: &cache::Caches, parent: &str) -> carve::Children {
 }
 
 /// What of a Tenant is worth a reconcile when it changes (see `run`).
-fn trigger_hash(t: &Tenant, shared: &crate::context::Shared, settling: &settling::Settling) -> u64 {
+fn trigger_hash(t: &Tenant, shared: &crate::context::Shared) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     t.metadata.generation.hash(&mut h);
     t.metadata.deletion_timestamp.is_some().hash(&mut h);
-    // The echo of the finalizer we added (and applied right after) hashes as the tenant did
-    // before it: no second reconcile. Any other change of the finalizers is news.
-    let echo = settling.is_finalizer_echo(t);
+    // Our finalizer arriving is no news: the reconcile that added it went on with the tenant
+    // it returned (see `reconciler::finalized_at_once`). Its going away is, once the tenant
+    // was provisioned (has a status; before that a reconcile comes anyway): it is put back.
+    let has_ours = t.finalizers().iter().any(|f| f == FINALIZER);
     t.finalizers()
         .iter()
-        .filter(|f| !(echo && f.as_str() == FINALIZER))
+        .filter(|f| f.as_str() != FINALIZER)
         .collect::<Vec<_>>()
         .hash(&mut h);
+    (!has_ours && t.status.is_some()).hash(&mut h);
     // Annotations steer it too (budget reservations for children, adopting retained data);
     // labels, because whoever selects tenants by them expects the change to be seen.
     t.metadata.annotations.hash(&mut h);
@@ -532,4 +532,32 @@ async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     apply::release_namespaces(ctx, tenant, &labelled, &[]).await?;
     ctx.shared.forget_tenant(&name);
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_finalizer_this_controller_adds_is_no_news_but_taking_it_away_is() {
+        let shared = crate::context::Shared::default();
+        let mut t: Tenant = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a", "generation": 1},
+            "spec": {"displayName": "A", "owners": [{"kind": "Group", "name": "g"}]},
+        }))
+        .expect("a tenant");
+        let created = trigger_hash(&t, &shared);
+        t.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+        assert_eq!(trigger_hash(&t, &shared), created, "the echo of adding it");
+        t.status = Some(TenantStatus::default());
+        let provisioned = trigger_hash(&t, &shared);
+        t.metadata.finalizers = Some(vec![]);
+        assert_ne!(
+            trigger_hash(&t, &shared),
+            provisioned,
+            "taken away: put back"
+        );
+        t.metadata.finalizers = Some(vec![FINALIZER.to_string(), "other/x".to_string()]);
+        assert_ne!(trigger_hash(&t, &shared), provisioned, "someone else's");
+    }
 }

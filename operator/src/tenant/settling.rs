@@ -1,16 +1,14 @@
 //! What the Tenant controller remembers while a new tenant settles, so that the watch events
-//! its own first steps cause do not each bring another reconcile: the echo of the finalizer
-//! it added, and kube-controller-manager enforcing the new quotas one by one.
+//! its first steps cause do not each bring another reconcile: kube-controller-manager
+//! enforcing the new quotas one by one.
 //!
 //! In memory only: after a restart every tenant is reconciled once anyway.
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::ResourceQuota;
 use kube::ResourceExt;
 
-use crate::api::Tenant;
-use crate::api::finalizers::TENANT as FINALIZER;
 use crate::api::labels::TENANT;
 
 /// A new tenant's quota events, held back.
@@ -28,36 +26,12 @@ enum Wait {
 
 #[derive(Default)]
 pub struct Settling {
-    /// Tenants this process is adding its finalizer to: the first watch event showing it is
-    /// the echo of that patch (or something newer, whose other changes still count).
-    finalizer_added: Mutex<HashSet<String>>,
     /// New tenants (no status yet) being reconciled, or whose first status waits for their
     /// quotas to be enforced (see [`Wait`]).
     awaiting: Mutex<HashMap<String, Wait>>,
 }
 
 impl Settling {
-    /// The finalizer is about to be added to `tenant` (remembered before the patch goes out:
-    /// its echo may come back before its answer).
-    pub fn adding_finalizer(&self, tenant: &Tenant) {
-        if let Ok(mut m) = self.finalizer_added.lock() {
-            m.insert(tenant.name_any());
-        }
-    }
-
-    /// Whether `tenant` (a watch event) shows the finalizer this process added, for the first
-    /// time: the reconcile that added it went on with it, so its arrival is no news. Used
-    /// once; an event without it (one from before the patch) leaves the record alone.
-    pub fn is_finalizer_echo(&self, tenant: &Tenant) -> bool {
-        let Ok(mut m) = self.finalizer_added.lock() else {
-            return false;
-        };
-        if m.is_empty() || !tenant.finalizers().iter().any(|f| f == FINALIZER) {
-            return false;
-        }
-        m.remove(&tenant.name_any())
-    }
-
     /// A reconcile of `tenant` begins. For a new tenant (`new`: no status yet) its quota events
     /// are held back until [`Settling::reconciled`] says whether they bring anything it did not
     /// see; for any other, every quota event is news.
@@ -150,9 +124,6 @@ impl Settling {
 
     /// Forgets a deleted tenant.
     pub fn forget(&self, tenant: &str) {
-        if let Ok(mut m) = self.finalizer_added.lock() {
-            m.remove(tenant);
-        }
         if let Ok(mut m) = self.awaiting.lock() {
             m.remove(tenant);
         }
@@ -219,23 +190,5 @@ mod tests {
         s.reconciling("a", false);
         assert!(s.quota_event_matters(&quota("a-dev", false)));
         assert!(!s.reconciled("a", false, &[]));
-    }
-
-    #[test]
-    fn the_first_event_showing_the_finalizer_added_is_its_echo_and_only_that_one() {
-        let s = Settling::default();
-        let mut t: Tenant = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "a", "resourceVersion": "7"},
-            "spec": {"displayName": "A", "owners": [{"kind": "Group", "name": "g"}]},
-        }))
-        .expect("a tenant");
-        s.adding_finalizer(&t);
-        assert!(!s.is_finalizer_echo(&t), "an event from before the patch");
-        t.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
-        assert!(s.is_finalizer_echo(&t));
-        assert!(!s.is_finalizer_echo(&t), "used once");
-        let mut other = t.clone();
-        other.metadata.name = Some("b".into());
-        assert!(!s.is_finalizer_echo(&other), "not being added to b");
     }
 }
