@@ -477,13 +477,20 @@ fn trigger_hash(t: &Tenant, shared: &crate::context::Shared) -> u64 {
     // labels, because whoever selects tenants by them expects the change to be seen.
     t.metadata.annotations.hash(&mut h);
     t.metadata.labels.hash(&mut h);
+    // The status counts when someone else wrote it. Ours (the last one this process wrote,
+    // or none yet on a new tenant) hashes alike whatever it says: the echo of our first
+    // status write is no change from the tenant without one.
     let status = status_hash(t.status.as_ref());
     let ours = shared
         .tenant_status_written
         .lock()
         .ok()
         .and_then(|w| w.get(&t.name_any()).copied());
-    if ours != Some(status) {
+    let mine = match ours {
+        Some(written) => written == status,
+        None => t.status.is_none(),
+    };
+    if !mine {
         status.hash(&mut h);
     }
     h.finish()
@@ -559,5 +566,37 @@ mod tests {
         );
         t.metadata.finalizers = Some(vec![FINALIZER.to_string(), "other/x".to_string()]);
         assert_ne!(trigger_hash(&t, &shared), provisioned, "someone else's");
+    }
+
+    #[test]
+    fn the_echo_of_our_status_is_no_news_and_someone_elses_status_is() {
+        let shared = crate::context::Shared::default();
+        let mut t: Tenant = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a", "generation": 1, "finalizers": [FINALIZER]},
+            "spec": {"displayName": "A", "owners": [{"kind": "Group", "name": "g"}]},
+        }))
+        .expect("a tenant");
+        let created = trigger_hash(&t, &shared);
+        let mut written = TenantStatus {
+            observed_generation: Some(1),
+            ..Default::default()
+        };
+        // What `Reconciled::writing` records before the write.
+        shared
+            .tenant_status_written
+            .lock()
+            .expect("not poisoned")
+            .insert("a".into(), status_hash(Some(&written)));
+        t.status = Some(written.clone());
+        assert_eq!(
+            trigger_hash(&t, &shared),
+            created,
+            "our first status's echo"
+        );
+        written.observed_generation = Some(7);
+        t.status = Some(written);
+        assert_ne!(trigger_hash(&t, &shared), created, "someone else's");
+        t.status = None;
+        assert_ne!(trigger_hash(&t, &shared), created, "ours taken away");
     }
 }

@@ -126,7 +126,19 @@ pub async fn update_status(
         write_status(ctx, tenant, &new).await?;
     }
     // Reconciled again when the last of the quotas is enforced, not at each (see `settling`).
-    let again = settling.reconciled(&name, first_status_wait.is_some(), &applied.awaiting_quota);
+    // What it found enforced: any held-back event about another quota is news to it.
+    let enforced: Vec<String> = applied
+        .namespaces
+        .iter()
+        .filter(|ns| !applied.awaiting_quota.contains(ns))
+        .cloned()
+        .collect();
+    let again = settling.reconciled(
+        &name,
+        first_status_wait.is_some(),
+        &applied.awaiting_quota,
+        &enforced,
+    );
     let ready = new
         .conditions
         .iter()

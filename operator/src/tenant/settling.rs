@@ -15,10 +15,10 @@ use crate::api::labels::TENANT;
 enum Wait {
     /// Its reconcile runs: every quota event is held back (the reconcile may have read the
     /// quotas before it); the namespaces whose quota was seen enforced meanwhile, and whether
-    /// any event was held back at all.
+    /// any other event was held back.
     Reconciling {
         enforced: BTreeSet<String>,
-        held: bool,
+        other: bool,
     },
     /// Its reconcile ended waiting for the quotas of these namespaces to be enforced.
     Awaiting(BTreeSet<String>),
@@ -42,7 +42,7 @@ impl Settling {
                     tenant.to_string(),
                     Wait::Reconciling {
                         enforced: BTreeSet::new(),
-                        held: false,
+                        other: false,
                     },
                 );
             } else {
@@ -54,20 +54,31 @@ impl Settling {
     /// The reconcile of `tenant` ends: deferring its first status until the quotas of
     /// `awaiting` are enforced (`deferred`), or not. Whether it must be reconciled again at
     /// once: every quota it waits for was enforced while it ran, or (not deferring) a quota
-    /// event was held back meanwhile.
-    pub fn reconciled(&self, tenant: &str, deferred: bool, awaiting: &[String]) -> bool {
+    /// event was held back meanwhile that it may not have seen: any but the enforcement of a
+    /// quota it found enforced already (`enforced`, the namespaces it granted access to).
+    pub fn reconciled(
+        &self,
+        tenant: &str,
+        deferred: bool,
+        awaiting: &[String],
+        enforced: &[String],
+    ) -> bool {
         let Ok(mut m) = self.awaiting.lock() else {
             return true;
         };
-        let Some(Wait::Reconciling { enforced, held }) = m.remove(tenant) else {
+        let Some(Wait::Reconciling {
+            enforced: seen,
+            other,
+        }) = m.remove(tenant)
+        else {
             return false;
         };
         if !deferred {
-            return held;
+            return other || seen.iter().any(|ns| !enforced.contains(ns));
         }
         let left: BTreeSet<String> = awaiting
             .iter()
-            .filter(|ns| !enforced.contains(*ns))
+            .filter(|ns| !seen.contains(*ns))
             .cloned()
             .collect();
         if left.is_empty() {
@@ -97,11 +108,12 @@ impl Settling {
             None => true,
             Some(Wait::Reconciling {
                 enforced: seen,
-                held,
+                other,
             }) => {
-                *held = true;
                 if enforced {
                     seen.insert(ns);
+                } else {
+                    *other = true;
                 }
                 false
             }
@@ -151,7 +163,7 @@ mod tests {
         let s = Settling::default();
         assert!(s.quota_event_matters(&quota("a-dev", true)), "not waiting");
         s.reconciling("a", true);
-        assert!(!s.reconciled("a", true, &["a-dev".into(), "a-prod".into()]));
+        assert!(!s.reconciled("a", true, &["a-dev".into(), "a-prod".into()], &[]));
         assert!(!s.quota_event_matters(&quota("a-dev", false)), "echo");
         assert!(!s.quota_event_matters(&quota("a-dev", true)), "one of two");
         assert!(
@@ -168,10 +180,11 @@ mod tests {
     #[test]
     fn quota_events_held_back_during_a_reconcile_are_not_lost() {
         let s = Settling::default();
+        let both = ["a-dev".to_string(), "a-prod".to_string()];
         // Enforced while the reconcile ran (after its read): waited for no longer.
         s.reconciling("a", true);
         assert!(!s.quota_event_matters(&quota("a-dev", true)));
-        assert!(!s.reconciled("a", true, &["a-dev".into(), "a-prod".into()]));
+        assert!(!s.reconciled("a", true, &both, &[]));
         assert!(
             s.quota_event_matters(&quota("a-prod", true)),
             "the last one"
@@ -179,16 +192,23 @@ mod tests {
         // All of them: reconciled again at once.
         s.reconciling("a", true);
         assert!(!s.quota_event_matters(&quota("a-dev", true)));
-        assert!(s.reconciled("a", true, &["a-dev".into()]));
-        // Not deferring its status (a failure shown at once): any held event brings it back.
+        assert!(s.reconciled("a", true, &["a-dev".into()], &["a-prod".into()]));
+        // Not deferring its status: an event it may not have seen brings it back...
         s.reconciling("a", true);
         assert!(!s.quota_event_matters(&quota("a-dev", false)));
-        assert!(s.reconciled("a", false, &[]));
+        assert!(s.reconciled("a", false, &[], &both));
         s.reconciling("a", true);
-        assert!(!s.reconciled("a", false, &[]), "nothing held back");
+        assert!(!s.quota_event_matters(&quota("a-dev", true)));
+        assert!(s.reconciled("a", false, &[], &["a-prod".into()]));
+        // ...the enforcement of a quota it found enforced does not.
+        s.reconciling("a", true);
+        assert!(!s.quota_event_matters(&quota("a-dev", true)));
+        assert!(!s.reconciled("a", false, &[], &both));
+        s.reconciling("a", true);
+        assert!(!s.reconciled("a", false, &[], &[]), "nothing held back");
         // A tenant with a status: nothing is held back.
         s.reconciling("a", false);
         assert!(s.quota_event_matters(&quota("a-dev", false)));
-        assert!(!s.reconciled("a", false, &[]));
+        assert!(!s.reconciled("a", false, &[], &[]));
     }
 }
