@@ -94,6 +94,70 @@ where
     .await
 }
 
+/// [`finalized`], but a new object gets its finalizer and is applied in the same reconcile:
+/// the finalizer is added first (nothing is created before it is stored), then `steps` runs
+/// on the object as the API server answered the patch. kube-runtime's helper stops after
+/// adding it and leaves the apply to the reconcile its watch echo brings: a second reconcile
+/// (and a round trip through the queue) per new object; the controller should not count
+/// that echo as news.
+pub async fn finalized_at_once<K, Fut>(
+    ctx: &Context,
+    object: Arc<K>,
+    finalizer_name: &str,
+    steps: impl FnOnce(Event<K>) -> Fut,
+) -> Result<Action>
+where
+    K: Reconciled + 'static,
+    Fut: Future<Output = Result<Action>>,
+{
+    let api = object.api(ctx.client.clone());
+    reconcile(ctx, object, |o| async move {
+        let o = match add_finalizer(&api, &o, finalizer_name).await {
+            Ok(Some(patched)) => Arc::new(patched),
+            Ok(None) => o,
+            Err(e) => {
+                return crate::finalizers::outcome(Err(
+                    kube::runtime::finalizer::Error::AddFinalizer(e),
+                ));
+            }
+        };
+        crate::finalizers::outcome(finalizer(&api, finalizer_name, o, steps).await)
+    })
+    .await
+}
+
+/// Adds `finalizer_name` to an object that is not being deleted and lacks it, with the JSON
+/// patch kube-runtime's helper sends (a `test` of the list as last seen, so a concurrent
+/// change fails it instead of being overwritten); the object as stored after, or `None` when
+/// there was nothing to add.
+async fn add_finalizer<K: Reconciled>(
+    api: &Api<K>,
+    object: &K,
+    finalizer_name: &str,
+) -> std::result::Result<Option<K>, kube::Error> {
+    if object.meta().deletion_timestamp.is_some()
+        || object.finalizers().iter().any(|f| f == finalizer_name)
+    {
+        return Ok(None);
+    }
+    let patch = if object.finalizers().is_empty() {
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [finalizer_name]},
+        ])
+    } else {
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": object.finalizers()},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer_name},
+        ])
+    };
+    // The patch type (json_patch's) is known to kube only: built from its JSON form.
+    let patch = Patch::Json::<()>(serde_json::from_value(patch).map_err(kube::Error::SerdeError)?);
+    api.patch(&object.name_any(), &PatchParams::default(), &patch)
+        .await
+        .map(Some)
+}
+
 /// A controller's context: what reaches the process-wide state (the backoff delays live
 /// there, so a controller's error policy needs nothing of its own).
 pub trait Controls {

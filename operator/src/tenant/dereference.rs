@@ -62,10 +62,18 @@ pub async fn dereference(
     // Our namespaces come from the cache; only names not (yet) labelled as ours need a read,
     // to find someone else's namespace of that name before we would take it over. The reads
     // go out together, and with the quota LIST below: one round trip, not one per name.
+    // Nor names we applied moments ago whose echo the cache has not shown yet (a new tenant's
+    // next reconcile, when its quotas are enforced): those namespaces are ours, as written.
+    // (Unless the tenant lists more environments than its profile allows: which of them
+    // exist then decides which are skipped, see `validate::excess_environments`.)
     let wanted = tenant.namespaces();
+    let within_max = profiles
+        .get(&tenant.spec.quota_profile)
+        .is_none_or(|p| usize::try_from(p.spec.max_environments).is_ok_and(|m| wanted.len() <= m));
     let unknown: Vec<String> = wanted
         .iter()
         .filter(|ns| !labelled.iter().any(|n| &n.name_any() == *ns))
+        .filter(|ns| !(within_max && caches.pending.touched::<Namespace>(None, ns)))
         .cloned()
         .collect();
     let reads = futures::future::try_join_all(unknown.iter().map(|ns| ns_api.get_opt(ns)));

@@ -6,6 +6,7 @@ pub mod dereference;
 pub mod placement;
 pub mod plan;
 pub mod report;
+pub mod settling;
 pub mod status;
 pub mod validate;
 pub mod workloads;
@@ -45,6 +46,8 @@ pub struct TenantContext {
     pub caches: cache::Caches,
     /// Whether the API server enforces nodePlacement, as last checked per namespace.
     pub placement: placement::Verdicts,
+    /// New tenants' first steps, whose watch echoes need no reconcile each.
+    pub settling: Arc<settling::Settling>,
 }
 
 /// A watch of one kind: every event goes to `follow` (the cache reconciles read), and the
@@ -161,6 +164,7 @@ pub async fn run(
     // A Tenant is reconciled when its spec, finalizers or deletion change, or when someone
     // else changed its status; not on the echo of the status this controller wrote.
     let shared_status = ctx.shared.clone();
+    let settling = Arc::new(settling::Settling::default());
     // A child created, deleted or given another budget changes what its parent's own
     // namespaces may share: its events reconcile the parent too (through this channel).
     let children = cache::Children::default();
@@ -251,6 +255,7 @@ pub async fn run(
             pending,
         },
         placement: placement::Verdicts::default(),
+        settling: settling.clone(),
     });
     // The generation each profile was last seen at: its status (the tenant count, rewritten
     // as tenants come and go) changes nothing for its tenants; only its spec does.
@@ -263,7 +268,13 @@ pub async fn run(
         .watches_stream(network_policy_changes, by_tenant_label)
         .watches_stream(cluster_role_changes, by_tenant_label)
         .watches_stream(cluster_role_binding_changes, by_tenant_label)
-        .watches_stream(quota_changes, by_tenant_label)
+        // While a new tenant waits for its quotas to be enforced, only the last one's event.
+        .watches_stream(quota_changes, move |quota| {
+            settling
+                .quota_event_matters(&quota)
+                .then(|| by_tenant_label(quota))
+                .flatten()
+        })
         .watches_stream(profile_changes, move |profile| {
             let name = profile.name_any();
             let generation = profile.metadata.generation;
@@ -339,10 +350,16 @@ async fn reconcile(tenant: Arc<Tenant>, context: Arc<TenantContext>) -> Result<A
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
     let ctx = &context.base;
-    reconciler::finalized(ctx, tenant, FINALIZER, |event| async {
+    let settling = &context.settling;
+    // A new tenant gets its finalizer and its objects in one reconcile; the finalizer's echo
+    // is then no news (see `trigger_hash`).
+    reconciler::finalized_at_once(ctx, tenant, FINALIZER, |event| async {
         match event {
-            Finalizer::Apply(t) => provision(&t, ctx, &context.caches, &context.placement).await,
-            Finalizer::Cleanup(t) => cleanup(&t, ctx).await,
+            Finalizer::Apply(t) => provision(&t, ctx, &context).await,
+            Finalizer::Cleanup(t) => {
+                settling.forget(&t.name_any());
+                cleanup(&t, ctx).await
+            }
         }
     })
     .await
@@ -355,13 +372,11 @@ impl reconciler::Controls for TenantContext {
 }
 
 /// dereference → validate → plan (the budget split) → build → apply → status.
-async fn provision(
-    tenant: &Tenant,
-    ctx: &Context,
-    caches: &cache::Caches,
-    verdicts: &placement::Verdicts,
-) -> Result<Action> {
+async fn provision(tenant: &Tenant, ctx: &Context, context: &TenantContext) -> Result<Action> {
+    let (caches, verdicts) = (&context.caches, &context.placement);
     let name = tenant.name_any();
+    // Quota events from here on are news until this reconcile says what it waits for.
+    context.settling.reconciling(&name, tenant.status.is_none());
     let mut found = dereference::dereference(&ctx.client, caches, tenant)
         .await
         .at("reading", format!("the inputs of Tenant {name}"))?;
@@ -389,7 +404,7 @@ async fn provision(
         plan: &plan,
         applied: &applied,
     };
-    report::update_status(ctx, caches, verdicts, tenant, done).await
+    report::update_status(ctx, caches, verdicts, &context.settling, tenant, done).await
 }
 
 /// The plan step: the budget split ([`plan::plan`], pure) over what the process knows — the
@@ -467,18 +482,34 @@ fn trigger_hash(t: &Tenant, shared: &crate::context::Shared) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     t.metadata.generation.hash(&mut h);
     t.metadata.deletion_timestamp.is_some().hash(&mut h);
-    t.metadata.finalizers.hash(&mut h);
+    // Our finalizer arriving is no news: the reconcile that added it went on with the tenant
+    // it returned (see `reconciler::finalized_at_once`). Its going away is, once the tenant
+    // was provisioned (has a status; before that a reconcile comes anyway): it is put back.
+    let has_ours = t.finalizers().iter().any(|f| f == FINALIZER);
+    t.finalizers()
+        .iter()
+        .filter(|f| f.as_str() != FINALIZER)
+        .collect::<Vec<_>>()
+        .hash(&mut h);
+    (!has_ours && t.status.is_some()).hash(&mut h);
     // Annotations steer it too (budget reservations for children, adopting retained data);
     // labels, because whoever selects tenants by them expects the change to be seen.
     t.metadata.annotations.hash(&mut h);
     t.metadata.labels.hash(&mut h);
+    // The status counts when someone else wrote it. Ours (the last one this process wrote,
+    // or none yet on a new tenant) hashes alike whatever it says: the echo of our first
+    // status write is no change from the tenant without one.
     let status = status_hash(t.status.as_ref());
     let ours = shared
         .tenant_status_written
         .lock()
         .ok()
         .and_then(|w| w.get(&t.name_any()).copied());
-    if ours != Some(status) {
+    let mine = match ours {
+        Some(written) => written == status,
+        None => t.status.is_none(),
+    };
+    if !mine {
         status.hash(&mut h);
     }
     h.finish()
@@ -527,4 +558,64 @@ async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     apply::release_namespaces(ctx, tenant, &labelled, &[]).await?;
     ctx.shared.forget_tenant(&name);
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_finalizer_this_controller_adds_is_no_news_but_taking_it_away_is() {
+        let shared = crate::context::Shared::default();
+        let mut t: Tenant = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a", "generation": 1},
+            "spec": {"displayName": "A", "owners": [{"kind": "Group", "name": "g"}]},
+        }))
+        .expect("a tenant");
+        let created = trigger_hash(&t, &shared);
+        t.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+        assert_eq!(trigger_hash(&t, &shared), created, "the echo of adding it");
+        t.status = Some(TenantStatus::default());
+        let provisioned = trigger_hash(&t, &shared);
+        t.metadata.finalizers = Some(vec![]);
+        assert_ne!(
+            trigger_hash(&t, &shared),
+            provisioned,
+            "taken away: put back"
+        );
+        t.metadata.finalizers = Some(vec![FINALIZER.to_string(), "other/x".to_string()]);
+        assert_ne!(trigger_hash(&t, &shared), provisioned, "someone else's");
+    }
+
+    #[test]
+    fn the_echo_of_our_status_is_no_news_and_someone_elses_status_is() {
+        let shared = crate::context::Shared::default();
+        let mut t: Tenant = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a", "generation": 1, "finalizers": [FINALIZER]},
+            "spec": {"displayName": "A", "owners": [{"kind": "Group", "name": "g"}]},
+        }))
+        .expect("a tenant");
+        let created = trigger_hash(&t, &shared);
+        let mut written = TenantStatus {
+            observed_generation: Some(1),
+            ..Default::default()
+        };
+        // What `Reconciled::writing` records before the write.
+        shared
+            .tenant_status_written
+            .lock()
+            .expect("not poisoned")
+            .insert("a".into(), status_hash(Some(&written)));
+        t.status = Some(written.clone());
+        assert_eq!(
+            trigger_hash(&t, &shared),
+            created,
+            "our first status's echo"
+        );
+        written.observed_generation = Some(7);
+        t.status = Some(written);
+        assert_ne!(trigger_hash(&t, &shared), created, "someone else's");
+        t.status = None;
+        assert_ne!(trigger_hash(&t, &shared), created, "ours taken away");
+    }
 }

@@ -13,7 +13,7 @@ use super::apply::{self, Applied};
 use super::dereference::Dereferenced;
 use super::plan::Plan;
 use super::validate::Validated;
-use super::{RESYNC, cache, placement, status};
+use super::{RESYNC, cache, placement, settling, status};
 use crate::Result;
 use crate::api::conditions::tenant as cond;
 use crate::api::{SharedServiceClaim, Tenant, TenantStatus};
@@ -36,6 +36,7 @@ pub async fn update_status(
     ctx: &Context,
     caches: &cache::Caches,
     verdicts: &placement::Verdicts,
+    settling: &settling::Settling,
     tenant: &Tenant,
     done: Done<'_>,
 ) -> Result<Action> {
@@ -124,6 +125,20 @@ pub async fn update_status(
     if new != previous && first_status_wait.is_none() {
         write_status(ctx, tenant, &new).await?;
     }
+    // Reconciled again when the last of the quotas is enforced, not at each (see `settling`).
+    // What it found enforced: any held-back event about another quota is news to it.
+    let enforced: Vec<String> = applied
+        .namespaces
+        .iter()
+        .filter(|ns| !applied.awaiting_quota.contains(ns))
+        .cloned()
+        .collect();
+    let again = settling.reconciled(
+        &name,
+        first_status_wait.is_some(),
+        &applied.awaiting_quota,
+        &enforced,
+    );
     let ready = new
         .conditions
         .iter()
@@ -136,7 +151,10 @@ pub async fn update_status(
         tracing::debug!(ready, "up to date");
     }
     let demand = &ctx.shared.demand;
-    let after = if plan.allocation.settling {
+    let after = if again {
+        // What it waited for came while it ran.
+        Duration::ZERO
+    } else if plan.allocation.settling {
         // A raise waits for another namespace's lowered hard to be enforced.
         Duration::from_secs(1)
     } else if placement.as_ref().is_some_and(|p| !p.settled) {

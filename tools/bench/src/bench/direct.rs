@@ -1,6 +1,7 @@
 //! Measurement 2: the API server's own limit on this machine. The operator's objects for N
 //! more tenants (computed with its `build`, under the `<run>-d` prefix) applied by a tight
 //! client: server-side apply, no reads, many requests in flight, no operator running.
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -8,6 +9,7 @@ use citycloud::api::{QuotaProfile, Tenant};
 use citycloud::apply::{APPLIED_HASH, hash_of};
 use citycloud::tenant::build::NamespaceResources;
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::ResourceQuota;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
@@ -34,6 +36,15 @@ pub struct Direct {
     pub api: ApiCounts,
     /// Seconds since the start, namespaces with all their objects applied.
     pub series: Vec<(f64, usize)>,
+    /// Seconds until every one of its ResourceQuotas was enforced (kube-controller-manager
+    /// had set its status for every resource it limits: `citycloud::quota::enforced`, the
+    /// test the operator's Ready waits for). The raw `secs` stops at the last write's answer,
+    /// an earlier end point than the operator's Ready; this is the same end point.
+    pub enforced_secs: Option<f64>,
+    /// Seconds since the start, namespaces whose quota was seen enforced (those enforced
+    /// before the last write answered are counted at that moment: the watch starts then, so
+    /// that it cannot slow the raw measurement).
+    pub enforced_series: Vec<(f64, usize)>,
 }
 
 impl Direct {
@@ -42,6 +53,10 @@ impl Direct {
     }
     pub fn objects_per_sec(&self) -> f64 {
         self.objects as f64 / self.secs
+    }
+    /// Namespaces/s to the operator's end point (every quota enforced).
+    pub fn enforced_namespaces_per_sec(&self) -> Option<f64> {
+        self.enforced_secs.map(|s| self.namespaces as f64 / s)
     }
 }
 
@@ -59,12 +74,16 @@ pub async fn run(
 ) -> anyhow::Result<Direct> {
     let envs = objects::environments(args.environments());
     let mut units = Vec::new();
+    let mut quotas = BTreeMap::new();
     let mut total_objects = 0;
     for i in args.first()..args.tenants() {
         let name = names.direct_tenant(i);
         let tenant: Tenant = serde_json::from_value(objects::tenant(names, &name, i, &envs))?;
         let desired = objects::desired(&tenant, profile);
         total_objects += objects::count(&desired);
+        for n in &desired.namespaces {
+            quotas.insert(n.namespace.name_any(), n.quota.clone());
+        }
         units.extend(
             desired
                 .namespaces
@@ -113,6 +132,17 @@ pub async fn run(
     let objects: usize = applied.iter().sum();
     let api = ApiCounts::read(admin).await.since(&api_before);
     eprintln!("[{elapsed:6.1}s] direct: {objects} objects applied");
+    let enforced = until_enforced(admin, &quotas, start, elapsed).await;
+    let (enforced_secs, enforced_series) = match enforced {
+        Ok((secs, series)) => {
+            eprintln!("[{secs:6.1}s] direct: every ResourceQuota enforced");
+            (Some(secs), series)
+        }
+        Err(e) => {
+            eprintln!("direct: waiting for the quotas to be enforced: {e:#}");
+            (None, Vec::new())
+        }
+    };
     Ok(Direct {
         series,
         tenants: args.measured(),
@@ -122,7 +152,57 @@ pub async fn run(
         secs: elapsed,
         machine_busy,
         api,
+        enforced_secs,
+        enforced_series,
     })
+}
+
+/// Waits until kube-controller-manager enforces every quota in `desired` (by namespace), as
+/// [`citycloud::quota::enforced`] tells (the operator's own test before granting access):
+/// seconds since `start` when the last one was, and the namespaces enforced over time. Called
+/// once the last write answered (`applied_secs`), so its watch cannot slow the writes.
+async fn until_enforced(
+    admin: &kube::Client,
+    desired: &BTreeMap<String, ResourceQuota>,
+    start: Instant,
+    applied_secs: f64,
+) -> anyhow::Result<(f64, Vec<(f64, usize)>)> {
+    use kube::runtime::watcher::{self, Event};
+    let api = Api::<ResourceQuota>::all(admin.clone());
+    let config = watcher::Config::default().labels(objects::MANAGED);
+    let mut enforced = BTreeSet::new();
+    let mut series = vec![(applied_secs, 0)];
+    let mut last = applied_secs;
+    let mut events = std::pin::pin!(watcher::watcher(api, config));
+    let wait = async {
+        while let Some(event) = events.next().await {
+            let quota = match event? {
+                Event::Apply(q) | Event::InitApply(q) => q,
+                _ => continue,
+            };
+            let Some(ns) = quota.namespace() else {
+                continue;
+            };
+            let Some(wanted) = desired.get(&ns) else {
+                continue;
+            };
+            if quota.name_any() == wanted.name_any()
+                && citycloud::quota::enforced(wanted, Some(&quota))
+                && enforced.insert(ns)
+            {
+                last = secs(start).max(applied_secs);
+                series.push((last, enforced.len()));
+                if enforced.len() == desired.len() {
+                    return Ok::<_, anyhow::Error>(());
+                }
+            }
+        }
+        anyhow::bail!("the ResourceQuota watch ended")
+    };
+    tokio::time::timeout(TIMEOUT, wait)
+        .await
+        .context("timed out")??;
+    Ok((last, series))
 }
 
 /// Objects applied, and whether the unit was a namespace (with everything in it).

@@ -1,0 +1,214 @@
+//! What the Tenant controller remembers while a new tenant settles, so that the watch events
+//! its first steps cause do not each bring another reconcile: kube-controller-manager
+//! enforcing the new quotas one by one.
+//!
+//! In memory only: after a restart every tenant is reconciled once anyway.
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use k8s_openapi::api::core::v1::ResourceQuota;
+use kube::ResourceExt;
+
+use crate::api::labels::TENANT;
+
+/// A new tenant's quota events, held back.
+enum Wait {
+    /// Its reconcile runs: every quota event is held back (the reconcile may have read the
+    /// quotas before it); the namespaces whose quota was seen enforced meanwhile, and whether
+    /// any other event was held back.
+    Reconciling {
+        enforced: BTreeSet<String>,
+        other: bool,
+    },
+    /// Its reconcile ended waiting for the quotas of these namespaces to be enforced.
+    Awaiting(BTreeSet<String>),
+}
+
+#[derive(Default)]
+pub struct Settling {
+    /// New tenants (no status yet) being reconciled, or whose first status waits for their
+    /// quotas to be enforced (see [`Wait`]).
+    awaiting: Mutex<HashMap<String, Wait>>,
+}
+
+impl Settling {
+    /// A reconcile of `tenant` begins. For a new tenant (`new`: no status yet) its quota events
+    /// are held back until [`Settling::reconciled`] says whether they bring anything it did not
+    /// see; for any other, every quota event is news.
+    pub fn reconciling(&self, tenant: &str, new: bool) {
+        if let Ok(mut m) = self.awaiting.lock() {
+            if new {
+                m.insert(
+                    tenant.to_string(),
+                    Wait::Reconciling {
+                        enforced: BTreeSet::new(),
+                        other: false,
+                    },
+                );
+            } else {
+                m.remove(tenant);
+            }
+        }
+    }
+
+    /// The reconcile of `tenant` ends: deferring its first status until the quotas of
+    /// `awaiting` are enforced (`deferred`), or not. Whether it must be reconciled again at
+    /// once: every quota it waits for was enforced while it ran, or (not deferring) a quota
+    /// event was held back meanwhile that it may not have seen: any but the enforcement of a
+    /// quota it found enforced already (`enforced`, the namespaces it granted access to).
+    pub fn reconciled(
+        &self,
+        tenant: &str,
+        deferred: bool,
+        awaiting: &[String],
+        enforced: &[String],
+    ) -> bool {
+        let Ok(mut m) = self.awaiting.lock() else {
+            return true;
+        };
+        let Some(Wait::Reconciling {
+            enforced: seen,
+            other,
+        }) = m.remove(tenant)
+        else {
+            return false;
+        };
+        if !deferred {
+            return other || seen.iter().any(|ns| !enforced.contains(ns));
+        }
+        let left: BTreeSet<String> = awaiting
+            .iter()
+            .filter(|ns| !seen.contains(*ns))
+            .cloned()
+            .collect();
+        if left.is_empty() {
+            return true;
+        }
+        m.insert(tenant.to_string(), Wait::Awaiting(left));
+        false
+    }
+
+    /// Whether a quota's watch event is worth a reconcile of its tenant. Not while that new
+    /// tenant still waits for another of its quotas to be enforced: that one's event brings
+    /// the reconcile that grants access and writes the first status, in one go, instead of
+    /// one reconcile (a quota LIST, an access grant, an Event) per quota. Not while a new
+    /// tenant's reconcile runs (see [`Settling::reconciled`]). Anything else is news: a
+    /// tenant not waiting, a quota not waited for, the last one enforced. An event of a
+    /// waited-for quota that is not enforced (our own write's echo; a deletion) waits with
+    /// the rest; the deferred status's deadline reconciles the tenant at the latest.
+    pub fn quota_event_matters(&self, quota: &ResourceQuota) -> bool {
+        let Some(tenant) = quota.labels().get(TENANT) else {
+            return true;
+        };
+        let (Ok(mut m), Some(ns)) = (self.awaiting.lock(), quota.namespace()) else {
+            return true;
+        };
+        let enforced = crate::quota::enforced(quota, Some(quota));
+        match m.get_mut(tenant) {
+            None => true,
+            Some(Wait::Reconciling {
+                enforced: seen,
+                other,
+            }) => {
+                if enforced {
+                    seen.insert(ns);
+                } else {
+                    *other = true;
+                }
+                false
+            }
+            Some(Wait::Awaiting(waiting)) => {
+                if !waiting.contains(&ns) {
+                    return true;
+                }
+                if !enforced {
+                    return false;
+                }
+                waiting.remove(&ns);
+                if waiting.is_empty() {
+                    m.remove(tenant);
+                    return true;
+                }
+                false
+            }
+        }
+    }
+
+    /// Forgets a deleted tenant.
+    pub fn forget(&self, tenant: &str) {
+        if let Ok(mut m) = self.awaiting.lock() {
+            m.remove(tenant);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quota(ns: &str, enforced: bool) -> ResourceQuota {
+        let mut q = serde_json::json!({
+            "metadata": {"name": "citycloud-quota", "namespace": ns,
+                         "labels": {TENANT: "a"}},
+            "spec": {"hard": {"pods": "10"}},
+        });
+        if enforced {
+            q["status"] = serde_json::json!({"hard": {"pods": "10"}, "used": {"pods": "0"}});
+        }
+        serde_json::from_value(q).expect("a quota")
+    }
+
+    #[test]
+    fn a_new_tenant_is_reconciled_once_all_its_quotas_are_enforced_not_once_per_quota() {
+        let s = Settling::default();
+        assert!(s.quota_event_matters(&quota("a-dev", true)), "not waiting");
+        s.reconciling("a", true);
+        assert!(!s.reconciled("a", true, &["a-dev".into(), "a-prod".into()], &[]));
+        assert!(!s.quota_event_matters(&quota("a-dev", false)), "echo");
+        assert!(!s.quota_event_matters(&quota("a-dev", true)), "one of two");
+        assert!(
+            s.quota_event_matters(&quota("b-dev", true)),
+            "a quota not waited for"
+        );
+        assert!(
+            s.quota_event_matters(&quota("a-prod", true)),
+            "the last one"
+        );
+        assert!(s.quota_event_matters(&quota("a-dev", true)), "done waiting");
+    }
+
+    #[test]
+    fn quota_events_held_back_during_a_reconcile_are_not_lost() {
+        let s = Settling::default();
+        let both = ["a-dev".to_string(), "a-prod".to_string()];
+        // Enforced while the reconcile ran (after its read): waited for no longer.
+        s.reconciling("a", true);
+        assert!(!s.quota_event_matters(&quota("a-dev", true)));
+        assert!(!s.reconciled("a", true, &both, &[]));
+        assert!(
+            s.quota_event_matters(&quota("a-prod", true)),
+            "the last one"
+        );
+        // All of them: reconciled again at once.
+        s.reconciling("a", true);
+        assert!(!s.quota_event_matters(&quota("a-dev", true)));
+        assert!(s.reconciled("a", true, &["a-dev".into()], &["a-prod".into()]));
+        // Not deferring its status: an event it may not have seen brings it back...
+        s.reconciling("a", true);
+        assert!(!s.quota_event_matters(&quota("a-dev", false)));
+        assert!(s.reconciled("a", false, &[], &both));
+        s.reconciling("a", true);
+        assert!(!s.quota_event_matters(&quota("a-dev", true)));
+        assert!(s.reconciled("a", false, &[], &["a-prod".into()]));
+        // ...the enforcement of a quota it found enforced does not.
+        s.reconciling("a", true);
+        assert!(!s.quota_event_matters(&quota("a-dev", true)));
+        assert!(!s.reconciled("a", false, &[], &both));
+        s.reconciling("a", true);
+        assert!(!s.reconciled("a", false, &[], &[]), "nothing held back");
+        // A tenant with a status: nothing is held back.
+        s.reconciling("a", false);
+        assert!(s.quota_event_matters(&quota("a-dev", false)));
+        assert!(!s.reconciled("a", false, &[], &[]));
+    }
+}
