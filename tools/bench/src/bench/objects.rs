@@ -155,7 +155,8 @@ pub fn desired(tenant: &Tenant, profile: &QuotaProfile) -> TenantResources {
         .filter_map(|n| Some((n.namespace.metadata.name?, n.quota.spec?.hard?)))
         .collect();
     let budget = profile.tenant_budget(tenant.spec.quota_overrides.as_ref());
-    inputs.allocations = citycloud::quota::allocate(&budget, &caps, &BTreeMap::new(), |_| 0).hard;
+    inputs.allocations =
+        citycloud::quota::allocate(&budget, &caps, &BTreeMap::new(), |_| 0, |_| false).hard;
     build(tenant, &inputs)
 }
 
