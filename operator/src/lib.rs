@@ -18,6 +18,7 @@ pub mod digest;
 pub mod events;
 pub mod finalizers;
 pub mod gauges;
+pub mod keyed;
 pub mod leader;
 pub mod metrics;
 pub mod metrics_auth;

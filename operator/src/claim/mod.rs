@@ -41,6 +41,7 @@ use crate::api::{
     Credentials, SharedService, SharedServiceClaim, SharedServiceClaimStatus, Tenant,
 };
 use crate::context::Context;
+use crate::keyed::Keyed;
 use crate::metrics::{ClaimLabels, Metrics};
 use crate::{Result, reconciler};
 
@@ -67,19 +68,35 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let controller = Controller::new(
-        Api::<SharedServiceClaim>::all(client.clone()),
-        watcher::Config::default(),
+    // The claims by namespace, id and service, kept from the claims' own watch: every mapper
+    // below finds its claims by one lookup, not a scan of every claim.
+    let index = Keyed::new(claim_keys);
+    let follower = index.clone();
+    let (claims, writer) = reflector::store();
+    let claim_changes = reflector::reflector(
+        writer,
+        watcher(
+            Api::<SharedServiceClaim>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .modify(|c| c.managed_fields_mut().clear())
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                follower.follow(event);
+            }
+        }),
     )
-    .with_config(Config::default().concurrency(concurrency));
-    let claims = controller.store();
+    .default_backoff()
+    .touched_objects();
+    let controller = Controller::for_stream(claim_changes, claims.clone())
+        .with_config(Config::default().concurrency(concurrency));
     let (claim_tx, claim_rx) = unbounded();
 
     // SharedServices: a change (created, access changed, deleted) re-reconciles the claims
     // naming it; the store maps a Service to the SharedServices that point at it.
     let (catalogue, writer) = reflector::store::<SharedService>();
     let catalogue_task = {
-        let (claims, claim_tx) = (claims.clone(), claim_tx.clone());
+        let (index, claim_tx) = (index.clone(), claim_tx.clone());
         let stream = reflector::reflector(
             writer,
             watcher(
@@ -95,7 +112,7 @@ pub async fn run(
                 .touched_objects()
                 .for_each(move |service| {
                     if let Ok(service) = service {
-                        for claim in naming(&claims, &service.name_any()) {
+                        for claim in naming(&index, &service.name_any()) {
                             let _ = claim_tx.unbounded_send(claim);
                         }
                     }
@@ -106,12 +123,12 @@ pub async fn run(
 
     let context = Arc::new(ClaimContext {
         base: ctx,
-        watches: watch::BindingWatches::new(client.clone(), claims.clone(), claim_tx, services),
+        watches: watch::BindingWatches::new(client.clone(), claims, index.clone(), claim_tx, services),
         states: ClaimStates::default(),
         catalogue: catalogue.clone(),
     });
     let (by_tenant, by_namespace, by_policy, by_service) =
-        (claims.clone(), claims.clone(), claims.clone(), claims);
+        (index.clone(), index.clone(), index.clone(), index);
     controller
         .watches(
             Api::<Tenant>::all(client.clone()),
@@ -137,12 +154,7 @@ pub async fn run(
                     .get(CLAIM_LABEL)
                     .cloned()
                     .unwrap_or_default();
-                by_policy
-                    .state()
-                    .iter()
-                    .filter(|c| claim_id(&c.namespace().unwrap_or_default(), &c.name_any()) == id)
-                    .map(|c| ObjectRef::from_obj(&**c))
-                    .collect::<Vec<_>>()
+                by_policy.under(&id_key(&id))
             },
         )
         .watches(
@@ -166,26 +178,54 @@ pub async fn run(
     catalogue_task.abort();
 }
 
+/// A claim's keys in the claim index: its namespace, its id (the label on what is made for
+/// it) and the SharedService it names.
+fn claim_keys(c: &SharedServiceClaim) -> Vec<String> {
+    let ns = c.namespace().unwrap_or_default();
+    vec![
+        namespace_key(&ns),
+        id_key(&claim_id(&ns, &c.name_any())),
+        format!("service:{}", c.service_name()),
+    ]
+}
+
+fn namespace_key(ns: &str) -> String {
+    format!("namespace:{ns}")
+}
+
+fn id_key(id: &str) -> String {
+    format!("id:{id}")
+}
+
 /// The claims that name the SharedService `service`.
-fn naming(claims: &Store<SharedServiceClaim>, service: &str) -> Vec<ObjectRef<SharedServiceClaim>> {
-    claims
-        .state()
-        .iter()
-        .filter(|c| c.service_name() == service)
-        .map(|c| ObjectRef::from_obj(&**c))
-        .collect()
+fn naming(claims: &Keyed<SharedServiceClaim>, service: &str) -> Vec<ObjectRef<SharedServiceClaim>> {
+    claims.under(&format!("service:{service}"))
+}
+
+/// The claims whose id is `id`.
+pub(crate) fn claims_with_id(
+    claims: &Keyed<SharedServiceClaim>,
+    id: &str,
+) -> Vec<ObjectRef<SharedServiceClaim>> {
+    claims.under(&id_key(id))
+}
+
+/// The claims in `namespace`.
+pub(crate) fn claims_in(
+    claims: &Keyed<SharedServiceClaim>,
+    namespace: &str,
+) -> Vec<ObjectRef<SharedServiceClaim>> {
+    claims.under(&namespace_key(namespace))
 }
 
 /// The claims in any of `namespaces`.
 fn in_namespaces(
-    claims: &Store<SharedServiceClaim>,
+    claims: &Keyed<SharedServiceClaim>,
     namespaces: &[String],
 ) -> Vec<ObjectRef<SharedServiceClaim>> {
-    claims
-        .state()
+    namespaces
         .iter()
-        .filter(|c| c.namespace().is_some_and(|ns| namespaces.contains(&ns)))
-        .map(|c| ObjectRef::from_obj(&**c))
+        .flat_map(|ns| claims.under(&namespace_key(ns)))
         .collect()
 }
 

@@ -70,8 +70,15 @@ where
     let pending = pending.clone();
     let mut listed = false;
     watcher(Api::<K>::all(client.clone()), config.clone())
-        // The cache keeps what comparing needs, not the managed fields (memory).
-        .modify(|o| o.managed_fields_mut().clear())
+        // The cache keeps what comparing needs: not the managed fields, nor the uid and
+        // creation time nothing reads from it (memory: ~90 bytes of ~20,000 objects at 1,000
+        // tenants).
+        .modify(|o| {
+            let meta = o.meta_mut();
+            meta.managed_fields = None;
+            meta.uid = None;
+            meta.creation_timestamp = None;
+        })
         .default_backoff()
         .filter_map(move |event| {
             let out = match event {
