@@ -32,6 +32,7 @@ pub mod shared_service;
 pub mod telemetry;
 pub mod tenant;
 pub mod tenant_request;
+pub mod watching;
 
 /// The operator's version, as `citycloud-operator version` prints it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

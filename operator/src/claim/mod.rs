@@ -77,7 +77,7 @@ pub async fn run(
         writer,
         watcher(
             Api::<SharedServiceClaim>::all(client.clone()),
-            watcher::Config::default(),
+            crate::watching::config(),
         )
         .modify(|c| c.managed_fields_mut().clear())
         .inspect(move |event| {
@@ -101,7 +101,7 @@ pub async fn run(
             writer,
             watcher(
                 Api::<SharedService>::all(client.clone()),
-                watcher::Config::default(),
+                crate::watching::config(),
             )
             // The store keeps what mapping needs, not the managed fields (memory).
             .modify(|s| s.managed_fields_mut().clear()),
@@ -132,7 +132,7 @@ pub async fn run(
     controller
         .watches(
             Api::<Tenant>::all(client.clone()),
-            watcher::Config::default(),
+            crate::watching::config(),
             move |tenant| {
                 let mut namespaces = tenant.namespaces();
                 namespaces.extend(tenant.status.iter().flat_map(|s| s.namespaces.clone()));
@@ -141,12 +141,12 @@ pub async fn run(
         )
         .watches(
             Api::<Namespace>::all(client.clone()),
-            watcher::Config::default().labels(TENANT),
+            crate::watching::config().labels(TENANT),
             move |ns| in_namespaces(&by_namespace, &[ns.name_any()]),
         )
         .watches(
             Api::<NetworkPolicy>::all(client.clone()),
-            watcher::Config::default()
+            crate::watching::config()
                 .labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE},{CLAIM_LABEL}")),
             move |policy| {
                 let id = policy
@@ -159,7 +159,7 @@ pub async fn run(
         )
         .watches(
             Api::<Service>::all(client),
-            watcher::Config::default(),
+            crate::watching::config(),
             move |svc| {
                 let (ns, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
                 catalogue

@@ -61,7 +61,7 @@ impl BindingWatches {
         }
         // Metadata only: the watch never carries a Secret's data (the tokens).
         let api = Api::<PartialObjectMeta<Secret>>::namespaced(self.client.clone(), namespace);
-        let config = watcher::Config::default()
+        let config = crate::watching::config()
             .labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE},{CLAIM_LABEL}"));
         let (claims, index, claim_tx, service_tx) = (
             self.claims.clone(),

@@ -37,7 +37,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     // those it uses now; nothing else of a Tenant matters here.
     let recounts = watcher(
         Api::<Tenant>::all(client.clone()),
-        watcher::Config::default(),
+        crate::watching::config(),
     )
     .default_backoff()
     .flat_map(move |event| {
@@ -53,7 +53,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let context = Arc::new(ProfileContext { base: ctx, users });
     Controller::new(
         Api::<QuotaProfile>::all(client.clone()),
-        watcher::Config::default(),
+        crate::watching::config(),
     )
     // Tenants come in bursts: one count per profile per second is plenty.
     .with_config(Config::default().debounce(Duration::from_secs(1)))

@@ -63,7 +63,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         writer,
         watcher(
             Api::<TenantRequest>::all(client.clone()),
-            watcher::Config::default(),
+            crate::watching::config(),
         )
         .modify(|r| r.managed_fields_mut().clear())
         .inspect(move |event| {
@@ -78,7 +78,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         // A Tenant becoming Ready (Provisioned), or a parent's reservations changing.
         .watches(
             Api::<Tenant>::all(client.clone()),
-            watcher::Config::default(),
+            crate::watching::config(),
             move |t| naming.under(&t.name_any()),
         )
         .graceful_shutdown_on(shutdown)
