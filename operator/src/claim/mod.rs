@@ -87,7 +87,7 @@ pub async fn run(
         }),
     )
     .default_backoff()
-    .touched_objects();
+    .applied_objects();
     let controller = Controller::for_stream(claim_changes, claims.clone())
         .with_config(Config::default().concurrency(concurrency));
     let (claim_tx, claim_rx) = unbounded();

@@ -58,7 +58,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     // finds its requests by one lookup, not a scan of every request.
     let naming = Keyed::new(tenants_of);
     let follower = naming.clone();
-    let (writer_store, writer) = reflector::store();
+    let (store, writer) = reflector::store();
     let requests = reflector(
         writer,
         watcher(
@@ -73,8 +73,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         }),
     )
     .default_backoff()
-    .touched_objects();
-    Controller::for_stream(requests, writer_store)
+    .applied_objects();
+    Controller::for_stream(requests, store)
         // A Tenant becoming Ready (Provisioned), or a parent's reservations changing.
         .watches(
             Api::<Tenant>::all(client.clone()),
