@@ -46,7 +46,10 @@ impl Index {
             return;
         }
         for key in &keys {
-            self.under.entry(key.clone()).or_default().insert(id.clone());
+            self.under
+                .entry(key.clone())
+                .or_default()
+                .insert(id.clone());
         }
         self.keys_of.insert(id, keys);
     }
@@ -120,7 +123,10 @@ where
             watcher::Event::InitDone => {
                 let relisted = index.relist.take().unwrap_or_default();
                 for (id, keys) in &index.keys_of {
-                    note(Some(keys), relisted.get(id).map(Vec::as_slice).unwrap_or_default());
+                    note(
+                        Some(keys),
+                        relisted.get(id).map(Vec::as_slice).unwrap_or_default(),
+                    );
                 }
                 for (id, keys) in &relisted {
                     if !index.keys_of.contains_key(id) {
@@ -214,7 +220,11 @@ mod tests {
         assert_eq!(index.follow(&Event::Apply(cm("b", "y", &["k1"]))), ["k1"]);
         assert_eq!(index.count("k1"), 2);
         // The same keys again (another field changed): no key changed.
-        assert!(index.follow(&Event::Apply(cm("b", "y", &["k1"]))).is_empty());
+        assert!(
+            index
+                .follow(&Event::Apply(cm("b", "y", &["k1"])))
+                .is_empty()
+        );
         // x moved from k1, k2 to k3.
         assert_eq!(
             index.follow(&Event::Apply(cm("a", "x", &["k3"]))),

@@ -336,9 +336,10 @@ async fn a_profile_counts_its_tenants_and_recounts_the_one_a_tenant_leaves() {
     let profiles = Api::<QuotaProfile>::all(env.admin.clone());
     let counted = |want: [(&String, i32); 2]| {
         let profiles = profiles.clone();
+        let want = want.map(|(p, n)| (p.clone(), n));
         async move {
             for (p, n) in want {
-                let status = profiles.get(p).await.ok()?.status?;
+                let status = profiles.get(&p).await.ok()?.status?;
                 (status.tenants == n).then_some(())?;
             }
             Some(())
@@ -349,9 +350,11 @@ async fn a_profile_counts_its_tenants_and_recounts_the_one_a_tenant_leaves() {
     })
     .await;
     tenant(&t2, &p2, "y").apply(&env.admin).await.unwrap();
-    eventually("the moved tenant counted where it went only", CONVERGE, || {
-        counted([(&p1, 1), (&p2, 1)])
-    })
+    eventually(
+        "the moved tenant counted where it went only",
+        CONVERGE,
+        || counted([(&p1, 1), (&p2, 1)]),
+    )
     .await;
     Api::<Tenant>::all(env.admin.clone())
         .delete(&t1, &DeleteParams::default())

@@ -123,7 +123,13 @@ pub async fn run(
 
     let context = Arc::new(ClaimContext {
         base: ctx,
-        watches: watch::BindingWatches::new(client.clone(), claims, index.clone(), claim_tx, services),
+        watches: watch::BindingWatches::new(
+            client.clone(),
+            claims,
+            index.clone(),
+            claim_tx,
+            services,
+        ),
         states: ClaimStates::default(),
         catalogue: catalogue.clone(),
     });

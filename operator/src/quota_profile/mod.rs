@@ -71,8 +71,7 @@ async fn reconcile(profile: Arc<QuotaProfile>, context: Arc<ProfileContext>) -> 
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
     let users = &context.users;
-    reconciler::reconcile(ctx, profile, |p| async move { count(&p, ctx, users).await })
-    .await
+    reconciler::reconcile(ctx, profile, |p| async move { count(&p, ctx, users).await }).await
 }
 
 impl reconciler::Controls for ProfileContext {
