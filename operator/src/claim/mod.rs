@@ -16,7 +16,7 @@ pub mod watch;
 #[cfg(test)]
 mod fixtures;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -386,8 +386,13 @@ struct ClaimStates {
 struct StatesInner {
     /// "<namespace>/<name>" → (service label, bound).
     claims: BTreeMap<String, (String, bool)>,
-    /// The label sets published, so one whose count drops to zero is removed.
-    published: BTreeSet<(String, &'static str)>,
+    /// Claims per label set, kept as claims come and go: a reconcile updates the label sets
+    /// it moves a claim between, not a recount of every claim.
+    counts: BTreeMap<(String, &'static str), i64>,
+}
+
+fn state_of(bound: bool) -> &'static str {
+    if bound { "bound" } else { "refused" }
 }
 
 impl ClaimStates {
@@ -396,37 +401,40 @@ impl ClaimStates {
     fn set(&self, metrics: &Metrics, key: String, service: Option<&str>, bound: bool) {
         if let Ok(mut inner) = self.inner.lock() {
             let service = service.unwrap_or(UNKNOWN_SERVICE).to_string();
-            inner.claims.insert(key, (service, bound));
-            inner.publish(metrics);
+            let before = inner.claims.insert(key, (service.clone(), bound));
+            if before.as_ref() != Some(&(service.clone(), bound)) {
+                if let Some((s, b)) = before {
+                    inner.add(metrics, (s, state_of(b)), -1);
+                }
+                inner.add(metrics, (service, state_of(bound)), 1);
+            }
         }
     }
 
     fn forget(&self, metrics: &Metrics, key: &str) {
-        if let Ok(mut inner) = self.inner.lock() {
-            inner.claims.remove(key);
-            inner.publish(metrics);
+        if let Ok(mut inner) = self.inner.lock()
+            && let Some((s, b)) = inner.claims.remove(key)
+        {
+            inner.add(metrics, (s, state_of(b)), -1);
         }
     }
 }
 
 impl StatesInner {
-    fn publish(&mut self, metrics: &Metrics) {
-        let mut counts: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
-        for (service, bound) in self.claims.values() {
-            let state = if *bound { "bound" } else { "refused" };
-            *counts.entry((service.clone(), state)).or_default() += 1;
-        }
-        let labels = |(service, state): &(String, &'static str)| ClaimLabels {
-            service: service.clone(),
-            state,
+    /// Moves one label set's count by `by`; a set whose count reaches zero is removed.
+    fn add(&mut self, metrics: &Metrics, key: (String, &'static str), by: i64) {
+        let labels = ClaimLabels {
+            service: key.0.clone(),
+            state: key.1,
         };
-        for gone in self.published.iter().filter(|k| !counts.contains_key(*k)) {
-            metrics.claims.remove(&labels(gone));
+        let count = self.counts.entry(key.clone()).or_default();
+        *count += by;
+        if *count <= 0 {
+            self.counts.remove(&key);
+            metrics.claims.remove(&labels);
+        } else {
+            metrics.claims.get_or_create(&labels).set(*count);
         }
-        for (key, count) in &counts {
-            metrics.claims.get_or_create(&labels(key)).set(*count);
-        }
-        self.published = counts.into_keys().collect();
     }
 }
 
