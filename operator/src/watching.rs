@@ -5,7 +5,8 @@
 //! once when the operator starts: at thousands of tenants the start, not the steady state, is
 //! where memory peaks. Where the API server can stream that state as watch events instead
 //! (WatchList: on by default since Kubernetes 1.34, off in 1.33), every watch asks for it, and
-//! no more than one object per watch is in flight.
+//! no more than one object per watch is in flight. `CITYCLOUD_WATCH_LIST=0` in the
+//! environment keeps paged lists (to compare, or to rule this out when debugging).
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -33,6 +34,11 @@ pub fn config() -> watcher::Config {
 /// selector that matches nothing: a server that streams answers with the bookmark that ends
 /// the (empty) initial state; one that does not refuses the request or sends an error.
 pub async fn probe(client: &kube::Client) -> bool {
+    if std::env::var("CITYCLOUD_WATCH_LIST").is_ok_and(|v| v == "0") {
+        let _ = STREAMING.set(false);
+        tracing::info!("CITYCLOUD_WATCH_LIST=0: listing in pages");
+        return false;
+    }
     let api = Api::<QuotaProfile>::all(client.clone());
     let params = WatchParams::streaming_lists()
         .labels("citycloud.io/watch-list-probe=none")
