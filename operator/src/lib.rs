@@ -18,6 +18,7 @@ pub mod digest;
 pub mod events;
 pub mod finalizers;
 pub mod gauges;
+pub mod keyed;
 pub mod leader;
 pub mod metrics;
 pub mod metrics_auth;
@@ -31,6 +32,7 @@ pub mod shared_service;
 pub mod telemetry;
 pub mod tenant;
 pub mod tenant_request;
+pub mod watching;
 
 /// The operator's version, as `citycloud-operator version` prints it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

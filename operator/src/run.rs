@@ -101,6 +101,8 @@ pub async fn run(
     let renewal =
         elector.map(|e| tokio::spawn(keep_leading(e, stop_tx.clone(), lost.clone(), stopped())));
 
+    // Before the first watch starts: how watches list (memory at startup).
+    crate::watching::probe(&client).await;
     let ctx = Context::new(client, shared.clone(), options.identity.clone());
     let tenants = tokio::spawn(crate::tenant::run(
         ctx.clone(),

@@ -1,7 +1,7 @@
 //! Tenants, as a platform engineer applies them and as agency users live with them.
 use std::collections::BTreeMap;
 
-use citycloud::api::Tenant;
+use citycloud::api::{QuotaProfile, Tenant};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -319,6 +319,51 @@ async fn a_profile_change_reaches_every_tenant_using_it() {
         })
         .await;
     }
+}
+
+/// The profile controller counts from an index kept from the Tenant watch: a tenant moving to
+/// another profile recounts the one it left at once (not at the next resync), and a deleted
+/// tenant is counted out.
+#[tokio::test]
+async fn a_profile_counts_its_tenants_and_recounts_the_one_a_tenant_leaves() {
+    let env = TestEnv::with_operator().await;
+    let (t1, t2) = (env.name("ca"), env.name("cb"));
+    let (p1, p2) = (env.name("count-a"), env.name("count-b"));
+    env.apply_profile(profile(&p1, "2")).await;
+    env.apply_profile(profile(&p2, "2")).await;
+    tenant(&t1, &p1, "x").apply(&env.admin).await.unwrap();
+    tenant(&t2, &p1, "y").apply(&env.admin).await.unwrap();
+    let profiles = Api::<QuotaProfile>::all(env.admin.clone());
+    let counted = |want: [(&String, i32); 2]| {
+        let profiles = profiles.clone();
+        let want = want.map(|(p, n)| (p.clone(), n));
+        async move {
+            for (p, n) in want {
+                let status = profiles.get(&p).await.ok()?.status?;
+                (status.tenants == n).then_some(())?;
+            }
+            Some(())
+        }
+    };
+    eventually("both tenants counted", CONVERGE, || {
+        counted([(&p1, 2), (&p2, 0)])
+    })
+    .await;
+    tenant(&t2, &p2, "y").apply(&env.admin).await.unwrap();
+    eventually(
+        "the moved tenant counted where it went only",
+        CONVERGE,
+        || counted([(&p1, 1), (&p2, 1)]),
+    )
+    .await;
+    Api::<Tenant>::all(env.admin.clone())
+        .delete(&t1, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the deleted tenant counted out", CONVERGE, || {
+        counted([(&p1, 0), (&p2, 1)])
+    })
+    .await;
 }
 
 #[tokio::test]

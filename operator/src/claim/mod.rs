@@ -16,7 +16,7 @@ pub mod watch;
 #[cfg(test)]
 mod fixtures;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +41,7 @@ use crate::api::{
     Credentials, SharedService, SharedServiceClaim, SharedServiceClaimStatus, Tenant,
 };
 use crate::context::Context;
+use crate::keyed::Keyed;
 use crate::metrics::{ClaimLabels, Metrics};
 use crate::{Result, reconciler};
 
@@ -67,24 +68,40 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let controller = Controller::new(
-        Api::<SharedServiceClaim>::all(client.clone()),
-        watcher::Config::default(),
+    // The claims by namespace, id and service, kept from the claims' own watch: every mapper
+    // below finds its claims by one lookup, not a scan of every claim.
+    let index = Keyed::new(claim_keys);
+    let follower = index.clone();
+    let (claims, writer) = reflector::store();
+    let claim_changes = reflector::reflector(
+        writer,
+        watcher(
+            Api::<SharedServiceClaim>::all(client.clone()),
+            crate::watching::config(),
+        )
+        .modify(|c| c.managed_fields_mut().clear())
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                follower.follow(event);
+            }
+        }),
     )
-    .with_config(Config::default().concurrency(concurrency));
-    let claims = controller.store();
+    .default_backoff()
+    .applied_objects();
+    let controller = Controller::for_stream(claim_changes, claims.clone())
+        .with_config(Config::default().concurrency(concurrency));
     let (claim_tx, claim_rx) = unbounded();
 
     // SharedServices: a change (created, access changed, deleted) re-reconciles the claims
     // naming it; the store maps a Service to the SharedServices that point at it.
     let (catalogue, writer) = reflector::store::<SharedService>();
     let catalogue_task = {
-        let (claims, claim_tx) = (claims.clone(), claim_tx.clone());
+        let (index, claim_tx) = (index.clone(), claim_tx.clone());
         let stream = reflector::reflector(
             writer,
             watcher(
                 Api::<SharedService>::all(client.clone()),
-                watcher::Config::default(),
+                crate::watching::config(),
             )
             // The store keeps what mapping needs, not the managed fields (memory).
             .modify(|s| s.managed_fields_mut().clear()),
@@ -95,7 +112,7 @@ pub async fn run(
                 .touched_objects()
                 .for_each(move |service| {
                     if let Ok(service) = service {
-                        for claim in naming(&claims, &service.name_any()) {
+                        for claim in naming(&index, &service.name_any()) {
                             let _ = claim_tx.unbounded_send(claim);
                         }
                     }
@@ -106,16 +123,22 @@ pub async fn run(
 
     let context = Arc::new(ClaimContext {
         base: ctx,
-        watches: watch::BindingWatches::new(client.clone(), claims.clone(), claim_tx, services),
+        watches: watch::BindingWatches::new(
+            client.clone(),
+            claims,
+            index.clone(),
+            claim_tx,
+            services,
+        ),
         states: ClaimStates::default(),
         catalogue: catalogue.clone(),
     });
     let (by_tenant, by_namespace, by_policy, by_service) =
-        (claims.clone(), claims.clone(), claims.clone(), claims);
+        (index.clone(), index.clone(), index.clone(), index);
     controller
         .watches(
             Api::<Tenant>::all(client.clone()),
-            watcher::Config::default(),
+            crate::watching::config(),
             move |tenant| {
                 let mut namespaces = tenant.namespaces();
                 namespaces.extend(tenant.status.iter().flat_map(|s| s.namespaces.clone()));
@@ -124,12 +147,12 @@ pub async fn run(
         )
         .watches(
             Api::<Namespace>::all(client.clone()),
-            watcher::Config::default().labels(TENANT),
+            crate::watching::config().labels(TENANT),
             move |ns| in_namespaces(&by_namespace, &[ns.name_any()]),
         )
         .watches(
             Api::<NetworkPolicy>::all(client.clone()),
-            watcher::Config::default()
+            crate::watching::config()
                 .labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE},{CLAIM_LABEL}")),
             move |policy| {
                 let id = policy
@@ -137,17 +160,12 @@ pub async fn run(
                     .get(CLAIM_LABEL)
                     .cloned()
                     .unwrap_or_default();
-                by_policy
-                    .state()
-                    .iter()
-                    .filter(|c| claim_id(&c.namespace().unwrap_or_default(), &c.name_any()) == id)
-                    .map(|c| ObjectRef::from_obj(&**c))
-                    .collect::<Vec<_>>()
+                by_policy.under(&id_key(&id))
             },
         )
         .watches(
             Api::<Service>::all(client),
-            watcher::Config::default(),
+            crate::watching::config(),
             move |svc| {
                 let (ns, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
                 catalogue
@@ -166,26 +184,54 @@ pub async fn run(
     catalogue_task.abort();
 }
 
+/// A claim's keys in the claim index: its namespace, its id (the label on what is made for
+/// it) and the SharedService it names.
+fn claim_keys(c: &SharedServiceClaim) -> Vec<String> {
+    let ns = c.namespace().unwrap_or_default();
+    vec![
+        namespace_key(&ns),
+        id_key(&claim_id(&ns, &c.name_any())),
+        format!("service:{}", c.service_name()),
+    ]
+}
+
+fn namespace_key(ns: &str) -> String {
+    format!("namespace:{ns}")
+}
+
+fn id_key(id: &str) -> String {
+    format!("id:{id}")
+}
+
 /// The claims that name the SharedService `service`.
-fn naming(claims: &Store<SharedServiceClaim>, service: &str) -> Vec<ObjectRef<SharedServiceClaim>> {
-    claims
-        .state()
-        .iter()
-        .filter(|c| c.service_name() == service)
-        .map(|c| ObjectRef::from_obj(&**c))
-        .collect()
+fn naming(claims: &Keyed<SharedServiceClaim>, service: &str) -> Vec<ObjectRef<SharedServiceClaim>> {
+    claims.under(&format!("service:{service}"))
+}
+
+/// The claims whose id is `id`.
+pub(crate) fn claims_with_id(
+    claims: &Keyed<SharedServiceClaim>,
+    id: &str,
+) -> Vec<ObjectRef<SharedServiceClaim>> {
+    claims.under(&id_key(id))
+}
+
+/// The claims in `namespace`.
+pub(crate) fn claims_in(
+    claims: &Keyed<SharedServiceClaim>,
+    namespace: &str,
+) -> Vec<ObjectRef<SharedServiceClaim>> {
+    claims.under(&namespace_key(namespace))
 }
 
 /// The claims in any of `namespaces`.
 fn in_namespaces(
-    claims: &Store<SharedServiceClaim>,
+    claims: &Keyed<SharedServiceClaim>,
     namespaces: &[String],
 ) -> Vec<ObjectRef<SharedServiceClaim>> {
-    claims
-        .state()
+    namespaces
         .iter()
-        .filter(|c| c.namespace().is_some_and(|ns| namespaces.contains(&ns)))
-        .map(|c| ObjectRef::from_obj(&**c))
+        .flat_map(|ns| claims.under(&namespace_key(ns)))
         .collect()
 }
 
@@ -340,8 +386,13 @@ struct ClaimStates {
 struct StatesInner {
     /// "<namespace>/<name>" → (service label, bound).
     claims: BTreeMap<String, (String, bool)>,
-    /// The label sets published, so one whose count drops to zero is removed.
-    published: BTreeSet<(String, &'static str)>,
+    /// Claims per label set, kept as claims come and go: a reconcile updates the label sets
+    /// it moves a claim between, not a recount of every claim.
+    counts: BTreeMap<(String, &'static str), i64>,
+}
+
+fn state_of(bound: bool) -> &'static str {
+    if bound { "bound" } else { "refused" }
 }
 
 impl ClaimStates {
@@ -350,37 +401,40 @@ impl ClaimStates {
     fn set(&self, metrics: &Metrics, key: String, service: Option<&str>, bound: bool) {
         if let Ok(mut inner) = self.inner.lock() {
             let service = service.unwrap_or(UNKNOWN_SERVICE).to_string();
-            inner.claims.insert(key, (service, bound));
-            inner.publish(metrics);
+            let before = inner.claims.insert(key, (service.clone(), bound));
+            if before.as_ref() != Some(&(service.clone(), bound)) {
+                if let Some((s, b)) = before {
+                    inner.add(metrics, (s, state_of(b)), -1);
+                }
+                inner.add(metrics, (service, state_of(bound)), 1);
+            }
         }
     }
 
     fn forget(&self, metrics: &Metrics, key: &str) {
-        if let Ok(mut inner) = self.inner.lock() {
-            inner.claims.remove(key);
-            inner.publish(metrics);
+        if let Ok(mut inner) = self.inner.lock()
+            && let Some((s, b)) = inner.claims.remove(key)
+        {
+            inner.add(metrics, (s, state_of(b)), -1);
         }
     }
 }
 
 impl StatesInner {
-    fn publish(&mut self, metrics: &Metrics) {
-        let mut counts: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
-        for (service, bound) in self.claims.values() {
-            let state = if *bound { "bound" } else { "refused" };
-            *counts.entry((service.clone(), state)).or_default() += 1;
-        }
-        let labels = |(service, state): &(String, &'static str)| ClaimLabels {
-            service: service.clone(),
-            state,
+    /// Moves one label set's count by `by`; a set whose count reaches zero is removed.
+    fn add(&mut self, metrics: &Metrics, key: (String, &'static str), by: i64) {
+        let labels = ClaimLabels {
+            service: key.0.clone(),
+            state: key.1,
         };
-        for gone in self.published.iter().filter(|k| !counts.contains_key(*k)) {
-            metrics.claims.remove(&labels(gone));
+        let count = self.counts.entry(key.clone()).or_default();
+        *count += by;
+        if *count <= 0 {
+            self.counts.remove(&key);
+            metrics.claims.remove(&labels);
+        } else {
+            metrics.claims.get_or_create(&labels).set(*count);
         }
-        for (key, count) in &counts {
-            metrics.claims.get_or_create(&labels(key)).set(*count);
-        }
-        self.published = counts.into_keys().collect();
     }
 }
 

@@ -19,14 +19,15 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::task::AbortHandle;
 
-use super::build::claim_id;
 use crate::api::labels::CLAIM as CLAIM_LABEL;
 use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE};
 use crate::api::{SharedService, SharedServiceClaim};
+use crate::keyed::Keyed;
 
 pub struct BindingWatches {
     client: Client,
     claims: Store<SharedServiceClaim>,
+    index: Keyed<SharedServiceClaim>,
     claim_tx: UnboundedSender<ObjectRef<SharedServiceClaim>>,
     service_tx: UnboundedSender<ObjectRef<SharedService>>,
     running: Mutex<BTreeMap<String, AbortHandle>>,
@@ -36,12 +37,14 @@ impl BindingWatches {
     pub fn new(
         client: Client,
         claims: Store<SharedServiceClaim>,
+        index: Keyed<SharedServiceClaim>,
         claim_tx: UnboundedSender<ObjectRef<SharedServiceClaim>>,
         service_tx: UnboundedSender<ObjectRef<SharedService>>,
     ) -> Self {
         BindingWatches {
             client,
             claims,
+            index,
             claim_tx,
             service_tx,
             running: Mutex::new(BTreeMap::new()),
@@ -58,10 +61,11 @@ impl BindingWatches {
         }
         // Metadata only: the watch never carries a Secret's data (the tokens).
         let api = Api::<PartialObjectMeta<Secret>>::namespaced(self.client.clone(), namespace);
-        let config = watcher::Config::default()
+        let config = crate::watching::config()
             .labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE},{CLAIM_LABEL}"));
-        let (claims, claim_tx, service_tx) = (
+        let (claims, index, claim_tx, service_tx) = (
             self.claims.clone(),
+            self.index.clone(),
             self.claim_tx.clone(),
             self.service_tx.clone(),
         );
@@ -74,12 +78,15 @@ impl BindingWatches {
                     if let Ok(secret) = secret
                         && let Some(id) = secret.labels().get(CLAIM_LABEL)
                     {
-                        for claim in claims.state().iter().filter(|c| {
-                            c.namespace().as_deref() == Some(&ns)
-                                && claim_id(&ns, &c.name_any()) == *id
-                        }) {
-                            let _ = claim_tx.unbounded_send(ObjectRef::from_obj(&**claim));
-                            let _ = service_tx.unbounded_send(ObjectRef::new(claim.service_name()));
+                        // By the claim's id: one lookup, whatever the number of claims.
+                        for claim in super::claims_with_id(&index, id)
+                            .into_iter()
+                            .filter(|c| c.namespace.as_deref() == Some(&ns))
+                        {
+                            if let Some(c) = claims.get(&claim) {
+                                let _ = service_tx.unbounded_send(ObjectRef::new(c.service_name()));
+                            }
+                            let _ = claim_tx.unbounded_send(claim);
                         }
                     }
                     futures::future::ready(())
@@ -91,9 +98,9 @@ impl BindingWatches {
 
     /// Stops watching `namespace` when no claim other than `leaving` is left there.
     pub fn release(&self, namespace: &str, leaving: &SharedServiceClaim) {
-        let others = self.claims.state().iter().any(|c| {
-            c.namespace().as_deref() == Some(namespace) && c.name_any() != leaving.name_any()
-        });
+        let others = super::claims_in(&self.index, namespace)
+            .iter()
+            .any(|c| c.name != leaving.name_any());
         if others {
             return;
         }

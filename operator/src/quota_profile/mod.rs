@@ -2,59 +2,62 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::api::{QuotaProfile, QuotaProfileStatus, Tenant, conditions};
 use crate::conditions::{Cond, stamp};
 use crate::context::Context;
+use crate::keyed::Keyed;
 use crate::{Result, reconciler};
 
 const CONTROLLER: &str = "quotaprofile";
 
-/// What the profile controller's reconciles share: the tenants, as watched (counting them
-/// from a cache instead of listing every Tenant per reconcile).
+/// What the profile controller's reconciles share: which tenants use each profile, kept from
+/// the Tenant watch (a count is one lookup, not a scan of every tenant, and no Tenant is kept).
 struct ProfileContext {
     base: Arc<Context>,
-    tenants: Store<Tenant>,
+    users: Keyed<Tenant>,
+}
+
+fn profiles_of(t: &Tenant) -> Vec<String> {
+    t.quota_profiles().into_iter().map(String::from).collect()
 }
 
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
-    let (tenants, writer) = reflector::store();
-    let tenant_changes = reflector(
-        writer,
-        watcher(
-            Api::<Tenant>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        // Counting needs the spec's profile names only (memory at thousands of tenants).
-        .modify(|t| {
-            t.managed_fields_mut().clear();
-            t.status = None;
-        }),
+    let users = Keyed::new(profiles_of);
+    let follower = users.clone();
+    // A tenant created, deleted or moved to other profiles recounts the profiles it left and
+    // those it uses now; nothing else of a Tenant matters here.
+    let recounts = watcher(
+        Api::<Tenant>::all(client.clone()),
+        crate::watching::config(),
     )
     .default_backoff()
-    .touched_objects();
-    let context = Arc::new(ProfileContext { base: ctx, tenants });
+    .flat_map(move |event| {
+        let profiles = match event {
+            Ok(event) => follower.follow(&event),
+            Err(error) => {
+                tracing::warn!(%error, "watching Tenants to count profile users");
+                Vec::new()
+            }
+        };
+        futures::stream::iter(profiles.into_iter().map(|p| ObjectRef::new(&p)))
+    });
+    let context = Arc::new(ProfileContext { base: ctx, users });
     Controller::new(
         Api::<QuotaProfile>::all(client.clone()),
-        watcher::Config::default(),
+        crate::watching::config(),
     )
     // Tenants come in bursts: one count per profile per second is plenty.
     .with_config(Config::default().debounce(Duration::from_secs(1)))
-    .watches_stream(tenant_changes, |t| {
-        t.quota_profiles()
-            .into_iter()
-            .map(ObjectRef::new)
-            .collect::<Vec<_>>()
-    })
+    .reconcile_on(recounts)
     .graceful_shutdown_on(shutdown)
     .run(reconcile, reconciler::error_policy, context)
     .for_each(|_| async {})
@@ -63,22 +66,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
 
 async fn reconcile(profile: Arc<QuotaProfile>, context: Arc<ProfileContext>) -> Result<Action> {
     let ctx = &context.base;
-    if context
-        .tenants
-        .wait_until_ready()
-        .now_or_never()
-        .is_none_or(|r| r.is_err())
-    {
+    if !context.users.listed() {
         // Just started: count once the Tenants have been listed.
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
-    let tenants = &context.tenants;
-    reconciler::reconcile(
-        ctx,
-        profile,
-        |p| async move { count(&p, ctx, tenants).await },
-    )
-    .await
+    let users = &context.users;
+    reconciler::reconcile(ctx, profile, |p| async move { count(&p, ctx, users).await }).await
 }
 
 impl reconciler::Controls for ProfileContext {
@@ -105,13 +98,9 @@ impl reconciler::Reconciled for QuotaProfile {
     }
 }
 
-async fn count(profile: &QuotaProfile, ctx: &Context, tenants: &Store<Tenant>) -> Result<Action> {
+async fn count(profile: &QuotaProfile, ctx: &Context, users: &Keyed<Tenant>) -> Result<Action> {
     let name = profile.name_any();
-    let users = tenants
-        .state()
-        .iter()
-        .filter(|t| t.quota_profiles().contains(&name.as_str()))
-        .count() as i32;
+    let users = i32::try_from(users.count(&name)).unwrap_or(i32::MAX);
     let previous = profile.status.clone().unwrap_or_default();
     let conds = [Cond::ok(
         conditions::quota_profile::READY,

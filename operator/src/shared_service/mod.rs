@@ -30,7 +30,6 @@ use kube::api::Api;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 
 use self::apply::Applied;
 use crate::api::conditions::{find, shared_service as cond};
@@ -71,7 +70,7 @@ pub async fn run(
     let client = ctx.client.clone();
     let controller = Controller::new(
         Api::<SharedService>::all(client.clone()),
-        watcher::Config::default(),
+        crate::watching::config(),
     )
     .with_config(Config::default().concurrency(concurrency));
     let services = controller.store();
@@ -82,12 +81,12 @@ pub async fn run(
     controller
         .watches(
             Api::<SharedServiceClaim>::all(client.clone()),
-            watcher::Config::default(),
+            crate::watching::config(),
             |claim| Some(ObjectRef::<SharedService>::new(claim.service_name())),
         )
         .watches(
             Api::<Service>::all(client),
-            watcher::Config::default(),
+            crate::watching::config(),
             move |svc| {
                 let (ns, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
                 services

@@ -73,8 +73,15 @@ where
     let pending = pending.clone();
     let mut listed = false;
     watcher(Api::<K>::all(client.clone()), config.clone())
-        // The cache keeps what comparing needs, not the managed fields (memory).
-        .modify(|o| o.managed_fields_mut().clear())
+        // The cache keeps what comparing needs: not the managed fields, nor the uid and
+        // creation time nothing reads from it (memory: ~90 bytes of ~20,000 objects at 1,000
+        // tenants).
+        .modify(|o| {
+            let meta = o.meta_mut();
+            meta.managed_fields = None;
+            meta.uid = None;
+            meta.creation_timestamp = None;
+        })
         .default_backoff()
         .filter_map(move |event| {
             let out = match event {
@@ -159,7 +166,7 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let managed =
-        watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE},{TENANT}"));
+        crate::watching::config().labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE},{TENANT}"));
     let (tenants, tenant_writer) = reflector::store();
     // A Tenant is reconciled when its spec, finalizers or deletion change, or when someone
     // else changed its status; not on the echo of the status this controller wrote.
@@ -174,7 +181,7 @@ pub async fn run(
         tenant_writer,
         watcher(
             Api::<Tenant>::all(client.clone()),
-            watcher::Config::default(),
+            crate::watching::config(),
         )
         .modify(|t| t.managed_fields_mut().clear())
         .inspect(move |event| {
@@ -194,7 +201,7 @@ pub async fn run(
     let controller = Controller::for_stream(tenant_changes, tenants.clone())
         .with_config(Config::default().concurrency(concurrency));
     let pending = cache::Pending::default();
-    let all = watcher::Config::default();
+    let all = crate::watching::config();
 
     use cache::{by_namespace, by_tenant, unindexed};
     let (namespaces, namespace_changes) =
@@ -309,7 +316,7 @@ pub async fn run(
         // StatefulSet and Job controllers refused over quota: demand in that namespace.
         .watches(
             Api::<Event>::all(client),
-            watcher::Config::default().fields("reason=FailedCreate"),
+            crate::watching::config().fields("reason=FailedCreate"),
             move |event| {
                 let ns = quota::demand::quota_refusal(&event)?;
                 shared.demand.record_refusal(&ns);

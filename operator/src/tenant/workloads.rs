@@ -38,7 +38,7 @@ pub fn watch(
         let mut events = std::pin::pin!(
             watcher(
                 Api::<ReplicaSet>::all(client),
-                watcher::Config::default().any_semantic()
+                crate::watching::config().any_semantic()
             )
             .default_backoff()
         );

@@ -16,8 +16,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tracing::info;
@@ -31,6 +31,7 @@ use crate::api::tenant_request::TOP_LEVEL_APPROVAL;
 use crate::api::{QuotaProfile, Tenant, TenantRequest, TenantRequestStatus};
 use crate::conditions::{Cond, stamp};
 use crate::context::Context;
+use crate::keyed::Keyed;
 use crate::quota::carve::{self as budget, Budget};
 use crate::tenant::build::QUOTA;
 use crate::{Error, FIELD_MANAGER, Result, StepExt, reconciler};
@@ -40,31 +41,45 @@ const CONTROLLER: &str = "tenantrequest";
 /// A pending request is looked at again now and then: its parent's budget moves.
 const PENDING_RECHECK: Duration = Duration::from_secs(60);
 
+/// The keys a request is found under from a Tenant's event: the tenant it asks for, and the
+/// parent whose budget it reserves.
+fn tenants_of(r: &TenantRequest) -> Vec<String> {
+    let mut keys: Vec<String> = std::iter::once(r.spec.tenant.clone())
+        .chain(r.status.as_ref().and_then(|s| s.parent.clone()))
+        .collect();
+    keys.dedup();
+    keys
+}
+
 /// Runs the TenantRequest controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
-    let controller = Controller::new(
-        Api::<TenantRequest>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let requests = controller.store();
-    controller
+    // The requests naming each tenant, kept from the requests' own watch: a Tenant's event
+    // finds its requests by one lookup, not a scan of every request.
+    let naming = Keyed::new(tenants_of);
+    let follower = naming.clone();
+    let (store, writer) = reflector::store();
+    let requests = reflector(
+        writer,
+        watcher(
+            Api::<TenantRequest>::all(client.clone()),
+            crate::watching::config(),
+        )
+        .modify(|r| r.managed_fields_mut().clear())
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                follower.follow(event);
+            }
+        }),
+    )
+    .default_backoff()
+    .applied_objects();
+    Controller::for_stream(requests, store)
         // A Tenant becoming Ready (Provisioned), or a parent's reservations changing.
         .watches(
             Api::<Tenant>::all(client.clone()),
-            watcher::Config::default(),
-            move |t| {
-                let name = t.name_any();
-                requests
-                    .state()
-                    .iter()
-                    .filter(|r| {
-                        r.spec.tenant == name
-                            || r.status.as_ref().and_then(|s| s.parent.as_ref()) == Some(&name)
-                    })
-                    .map(|r| ObjectRef::from_obj(&**r))
-                    .collect::<Vec<_>>()
-            },
+            crate::watching::config(),
+            move |t| naming.under(&t.name_any()),
         )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, reconciler::error_policy, ctx)
