@@ -87,11 +87,7 @@ where
     K: Reconciled + 'static,
     Fut: Future<Output = Result<Action>>,
 {
-    let api = object.api(ctx.client.clone());
-    reconcile(ctx, object, |o| async move {
-        crate::finalizers::outcome(finalizer(&api, finalizer_name, o, steps).await)
-    })
-    .await
+    finalized_with(ctx, object, finalizer_name, false, steps).await
 }
 
 /// [`finalized`], but a new object gets its finalizer and is applied in the same reconcile:
@@ -110,16 +106,34 @@ where
     K: Reconciled + 'static,
     Fut: Future<Output = Result<Action>>,
 {
+    finalized_with(ctx, object, finalizer_name, true, steps).await
+}
+
+async fn finalized_with<K, Fut>(
+    ctx: &Context,
+    object: Arc<K>,
+    finalizer_name: &str,
+    add_first: bool,
+    steps: impl FnOnce(Event<K>) -> Fut,
+) -> Result<Action>
+where
+    K: Reconciled + 'static,
+    Fut: Future<Output = Result<Action>>,
+{
     let api = object.api(ctx.client.clone());
     reconcile(ctx, object, |o| async move {
-        let o = match add_finalizer(&api, &o, finalizer_name).await {
-            Ok(Some(patched)) => Arc::new(patched),
-            Ok(None) => o,
-            Err(e) => {
-                return crate::finalizers::outcome(Err(
-                    kube::runtime::finalizer::Error::AddFinalizer(e),
-                ));
+        let o = if add_first {
+            match add_finalizer(&api, &o, finalizer_name).await {
+                Ok(Some(patched)) => Arc::new(patched),
+                Ok(None) => o,
+                Err(e) => {
+                    return crate::finalizers::outcome(Err(
+                        kube::runtime::finalizer::Error::AddFinalizer(e),
+                    ));
+                }
             }
+        } else {
+            o
         };
         crate::finalizers::outcome(finalizer(&api, finalizer_name, o, steps).await)
     })

@@ -13,15 +13,11 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams, PostParams};
-use testbed::binaries::ensure_built;
 use testbed::builders::TenantBuilder;
 use testbed::env::PrivateControlPlane;
 use testbed::fixtures::{CONVERGE, apply, condition, wait_condition, wait_ready};
 use testbed::identity::client_from_kubeconfig;
-use testbed::operator::{
-    RELEASE, RunningOperator, chart_identity, install_admission_policies, install_crds,
-    install_operator_identity,
-};
+use testbed::operator::{RELEASE, RunningOperator, chart_identity};
 use testbed::{TestEnv, eventually};
 
 use crate::claims::{World, claim_as, claim_yaml, shared_service, wait_bound, world};
@@ -103,14 +99,7 @@ async fn warnings(
 #[tokio::test]
 async fn an_operator_without_rbac_for_a_kind_says_so_on_the_tenant_and_the_claim_and_recovers() {
     let pcp = PrivateControlPlane::start("failures").await;
-    let helm = ensure_built().expect("binaries").join("helm");
-    install_crds(&pcp.admin).await.expect("CRDs");
-    install_admission_policies(&pcp.admin, &helm)
-        .await
-        .expect("admission policies");
-    let kubeconfig = install_operator_identity(&pcp.admin, &pcp.cluster, &helm)
-        .await
-        .expect("the operator's ServiceAccount and RBAC");
+    let kubeconfig = pcp.prepare_operator().await;
     let operator_client = client_from_kubeconfig(&kubeconfig)
         .await
         .expect("operator client");

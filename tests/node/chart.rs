@@ -16,9 +16,9 @@ use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client};
 use testbed::ControlPlane;
 use testbed::binaries::{ensure_built, repo_root};
+use testbed::controlplane::block_on_admin;
 use testbed::eventually;
 use testbed::fixtures::{apply, wait_ready};
-use testbed::identity::client_from_kubeconfig;
 use testbed::node::{ControlPlaneWork, Hooks, LaterImages, NodeCluster};
 use testbed::operator::apply_yaml_documents;
 use testbed::phase::mark;
@@ -74,19 +74,12 @@ fn install_chart(cp: &ControlPlane, root: &Path) -> Result<(), String> {
     let kubeconfig = cp.admin_kubeconfig();
     let platform = std::fs::read_to_string(root.join("deploy/samples/platform.yaml"))
         .map_err(|e| format!("platform samples: {e}"))?;
-    let text = std::fs::read_to_string(&kubeconfig).map_err(|e| e.to_string())?;
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?
-        .block_on(async {
-            let admin = client_from_kubeconfig(&text)
-                .await
-                .map_err(|e| e.to_string())?;
-            apply_yaml_documents(&admin, &platform, "citycloud-tests")
-                .await
-                .map_err(|e| format!("platform namespaces: {e}"))
-        })?;
+    block_on_admin(cp, |admin| async move {
+        apply_yaml_documents(&admin, &platform, "citycloud-tests")
+            .await
+            .map_err(|e| format!("platform namespaces: {e}"))
+    })
+    .map_err(|e| e.to_string())?;
     mark("chart: platform namespaces applied");
     let helm = ensure_built().map_err(|e| e.to_string())?.join("helm");
     let mut cmd = Command::new(&helm);

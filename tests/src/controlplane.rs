@@ -605,11 +605,12 @@ pub(crate) fn set_lifetime(cmd: &mut Command, lifetime: Lifetime, netns_fd: Opti
     }
 }
 
-/// Runs one admin request on a throwaway runtime (start-up code is synchronous).
-pub(crate) fn block_on_admin<T, F, Fut>(cp: &ControlPlane, f: F) -> Result<T>
+/// Runs `f` with an admin client on a throwaway runtime (start-up code is synchronous).
+pub fn block_on_admin<T, E, F, Fut>(cp: &ControlPlane, f: F) -> Result<T>
 where
     F: FnOnce(kube::Client) -> Fut,
-    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: Into<Error>,
 {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -622,7 +623,7 @@ where
         let kubeconfig = std::fs::read_to_string(cp.admin_kubeconfig())
             .map_err(io_err(&cp.admin_kubeconfig()))?;
         let client = crate::identity::client_from_kubeconfig(&kubeconfig).await?;
-        Ok(f(client).await?)
+        f(client).await.map_err(Into::into)
     })
 }
 

@@ -126,17 +126,10 @@ impl TestEnv {
     /// needs before it starts the operator — the CRDs, the admission policies, the operator's
     /// identity — e.g. while a node starts (see `crate::node::Hooks`). Blocking: its own runtime.
     pub fn prepare_operator(cp: &ControlPlane) -> Result<(), String> {
-        let text = std::fs::read_to_string(cp.admin_kubeconfig()).map_err(|e| e.to_string())?;
-        let kubeconfig = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?
-            .block_on(async {
-                let admin = client_from_kubeconfig(&text)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                install_operator_prerequisites(&admin, cp).await
-            })?;
+        let kubeconfig = crate::controlplane::block_on_admin(cp, |admin| async move {
+            install_operator_prerequisites(&admin, cp).await
+        })
+        .map_err(|e| e.to_string())?;
         let _ = PREPARED.set((cp.server.clone(), kubeconfig));
         Ok(())
     }
@@ -272,6 +265,15 @@ pub struct PrivateControlPlane {
 impl PrivateControlPlane {
     pub async fn start(label: &str) -> Self {
         PrivateControlPlane::start_with(label, Options::default()).await
+    }
+
+    /// Installs what an operator needs here — the CRDs, the admission policies, the chart's
+    /// ServiceAccount and RBAC — and returns that ServiceAccount's kubeconfig, to start
+    /// operators with ([`crate::operator::RunningOperator::start_as`]).
+    pub async fn prepare_operator(&self) -> String {
+        install_operator_prerequisites(&self.admin, &self.cluster)
+            .await
+            .unwrap_or_else(|e| panic!("preparing the operator: {e}"))
     }
 
     /// The same, with `options` (e.g. admission plugins left off).

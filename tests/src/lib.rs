@@ -46,6 +46,15 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("kubeconfig: {0}")]
     Kubeconfig(#[from] kube::config::KubeconfigError),
+    /// A step that reports in words (helm, applying samples).
+    #[error("{0}")]
+    Step(String),
+}
+
+impl From<String> for Error {
+    fn from(what: String) -> Self {
+        Error::Step(what)
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
