@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use citycloud::api::{SharedService, SharedServiceClaim, Tenant};
 use k8s_openapi::api::core::v1::{Event, Namespace, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 use testbed::builders::{Profile, TenantBuilder};
@@ -95,19 +96,20 @@ pub(crate) fn claim_yaml(name: &str, service: &str, secret: Option<&str>) -> Str
 /// Creates a claim as the agency `user`: owners and members may (the chart aggregates
 /// SharedServiceClaim into the `admin` and `edit` ClusterRoles). The aggregation is done by
 /// kube-controller-manager, so a 403 right after the control plane started is retried.
-pub(crate) async fn claim_as(user: &kube::Client, ns: &str, yaml: &str) {
+/// Creates the claim as `user` once RBAC lets them; the claim as the API server stored it.
+pub(crate) async fn claim_as(user: &kube::Client, ns: &str, yaml: &str) -> SharedServiceClaim {
     eventually(
         &format!("a claim created in {ns} by its owner"),
         CONVERGE,
         || async {
             match apply_in::<SharedServiceClaim>(user, ns, yaml).await {
-                Ok(_) => Some(()),
+                Ok(claim) => Some(claim),
                 Err(e) if code(&e) == Some(403) => None,
                 Err(e) => panic!("creating the claim: {e}"),
             }
         },
     )
-    .await;
+    .await
 }
 
 /// Waits until the claim's Bound condition has `status` and `reason`, for its generation.
@@ -287,12 +289,15 @@ async fn an_owner_claims_a_service_and_reads_its_binding_while_others_cannot() {
     let owner_b = env.user(&env.name("binh"), &[&b_admins]).await;
     let ns = format!("{a}-prod");
 
-    claim_as(
+    let created = claim_as(
         &owner_a,
         &ns,
         &claim_yaml("lgsp", &w.service, Some("lgsp-binding")),
     )
     .await;
+    // The API server stores it with the operator's cleanup finalizer (the chart's policy):
+    // its deletion waits for the revocation, even before the operator has seen it.
+    assert_eq!(created.finalizers(), [citycloud::api::finalizers::CLAIM]);
     let bound = wait_bound(&env, &ns, "lgsp", "True", "Bound").await;
     assert_eq!(
         bound

@@ -5,6 +5,7 @@ use citycloud::api::{QuotaProfile, Tenant};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use testbed::builders::{Profile, TenantBuilder, default_limits};
@@ -452,6 +453,56 @@ async fn delete_policy_deletes_namespaces() {
         .await
         .unwrap();
     wait_namespace_deleted(&env.admin, &format!("{t}-prod")).await;
+}
+
+#[tokio::test]
+async fn a_new_tenant_is_stored_with_its_cleanup_finalizer_and_a_removed_one_is_put_back() {
+    let env = TestEnv::with_operator().await;
+    let (t, p) = (env.name("fin"), env.name("p"));
+    env.apply_profile(profile(&p, "2")).await;
+    let created = tenant(&t, &p, "fin-admins")
+        .apply(&env.admin)
+        .await
+        .unwrap();
+    // Set by the API server on create (the chart's policy): deleting the Tenant waits for
+    // its namespaces' cleanup from the first moment, not from the operator's first look.
+    assert_eq!(created.finalizers(), [citycloud::api::finalizers::TENANT]);
+    let ready = wait_ready(&env.admin, &t).await;
+    // Provisioned without writing the finalizer again: nobody owns it (what admission adds is
+    // no manager's; the operator's own patch would show as its entry).
+    let owners = |t: Tenant| -> Vec<String> {
+        t.metadata
+            .managed_fields
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| {
+                m.fields_v1
+                    .as_ref()
+                    .is_some_and(|f| f.0.to_string().contains("f:finalizers"))
+            })
+            .filter_map(|m| m.manager)
+            .collect()
+    };
+    assert_eq!(owners(ready), Vec::<String>::new(), "written again");
+    // Taken off by hand: the operator puts it back.
+    Api::<Tenant>::all(env.admin.clone())
+        .patch(
+            &t,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    let back = eventually("the finalizer put back", CONVERGE, || async {
+        let t = Api::<Tenant>::all(env.admin.clone()).get(&t).await.ok()?;
+        (t.finalizers() == [citycloud::api::finalizers::TENANT]).then_some(t)
+    })
+    .await;
+    assert_eq!(
+        owners(back).len(),
+        1,
+        "the operator's patch shows as its entry"
+    );
 }
 
 #[tokio::test]

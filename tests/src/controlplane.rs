@@ -267,7 +267,12 @@ impl ControlPlane {
                 format!("--service-account-signing-key-file={}", p("sa.key")),
                 format!("--enable-admission-plugins={}", plugins.join(",")),
                 "--allow-privileged=true".into(),
-                "--profiling=false".into(),
+                // CITYCLOUD_APISERVER_PROFILING=1 serves /debug/pprof (admins only) to find
+                // where the API server's CPU goes under a bench.
+                format!(
+                    "--profiling={}",
+                    std::env::var_os("CITYCLOUD_APISERVER_PROFILING").is_some_and(|v| v == "1")
+                ),
                 format!("--cert-dir={}", dir.join("apiserver-certs").display()),
             ]
             .into_iter()

@@ -239,6 +239,9 @@ async fn install_operator_prerequisites(
     );
     crds.map_err(|e| format!("installing the CRDs: {e}"))?;
     policies.map_err(|e| format!("installing the admission policies: {e}"))?;
+    crate::operator::admission_policies_in_force(admin)
+        .await
+        .map_err(|e| format!("waiting for the admission policies: {e}"))?;
     identity.map_err(|e| format!("installing the operator's ServiceAccount and RBAC: {e}"))
 }
 

@@ -203,6 +203,36 @@ pub async fn install_admission_policies(
     Ok(())
 }
 
+/// Waits until the API server enforces the chart's admission policies (it loads them a moment
+/// after they are created): until a new Tenant, created as a dry run, comes back with the
+/// cleanup finalizer the chart's mutating policy adds. The CRDs must be installed.
+pub async fn admission_policies_in_force(admin: &kube::Client) -> anyhow::Result<()> {
+    let probe = crate::builders::TenantBuilder::new("citycloud-policy-probe", "none").object();
+    let api = Api::<citycloud::api::Tenant>::all(admin.clone());
+    let dry_run = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let created = api.create(&dry_run, &probe).await?;
+        if created
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f == citycloud::api::finalizers::TENANT)
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the chart's admission policies were not in force after 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// The chart's cluster-wide rules for agencies — `templates/admission-policies*.yaml` and
 /// `templates/agency-roles.yaml` (claims aggregated into admin/edit/view) — rendered by `helm
 /// template` with the chart's default values, as the release [`RELEASE`] in [`RELEASE_NAMESPACE`].

@@ -13,10 +13,11 @@
 //! - what the operator itself wrote but the watch has not shown yet is remembered in
 //!   [`Pending`] (the applied hash, and a ResourceQuota's answer to compare its echo with), so
 //!   a reconcile in between does not write it again;
-//! - what must be exact is read fresh: a namespace named like an environment but not (yet)
-//!   labelled as the tenant's (never take over someone else's), and the ResourceQuotas the
-//!   budget split reads (a cached one a version behind on `status.used` could let two
-//!   namespaces together admit more than the budget).
+//! - the namespace cache holds every namespace, not only the managed ones: a name that is
+//!   someone else's is found there without a read (never take over someone else's);
+//! - what must be exact is read fresh: the ResourceQuotas the budget split reads (a cached
+//!   one a version behind on `status.used` could let two namespaces together admit more than
+//!   the budget).
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -31,13 +32,13 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
 use crate::api::labels::CLAIM as CLAIM_LABEL;
-use crate::api::labels::TENANT;
+use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE, TENANT};
 use crate::api::{QuotaProfile, SharedServiceClaim};
 use crate::apply::APPLIED_HASH;
 
 #[derive(Clone)]
 pub struct Caches {
-    /// Indexed by the tenant label.
+    /// Every namespace; the ones the operator manages indexed by their tenant label.
     pub namespaces: Indexed<Namespace>,
     /// The rest of the namespaced kinds: indexed by namespace.
     pub role_bindings: Indexed<RoleBinding>,
@@ -286,9 +287,14 @@ pub fn by_namespace<K: Resource>(obj: &K) -> Option<String> {
     obj.meta().namespace.clone()
 }
 
-/// Index key of Namespaces: the tenant they belong to.
+/// Index key of Namespaces: the tenant they belong to, if the operator manages them (the
+/// cache holds the others too, to know which names are taken).
 pub fn by_tenant<K: Resource>(obj: &K) -> Option<String> {
-    obj.meta().labels.as_ref()?.get(TENANT).cloned()
+    let labels = obj.meta().labels.as_ref()?;
+    if labels.get(MANAGED_BY).map(String::as_str) != Some(MANAGED_BY_VALUE) {
+        return None;
+    }
+    labels.get(TENANT).cloned()
 }
 
 /// No index (objects found by name only).
@@ -605,9 +611,14 @@ mod tests {
 
     fn ns(name: &str, tenant: &str) -> Namespace {
         serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "labels": {TENANT: tenant}},
+            "metadata": {"name": name, "labels": {TENANT: tenant, MANAGED_BY: MANAGED_BY_VALUE}},
         }))
         .expect("a Namespace")
+    }
+
+    fn foreign(name: &str, labels: serde_json::Value) -> Namespace {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": labels}}))
+            .expect("a Namespace")
     }
 
     #[test]
@@ -647,6 +658,16 @@ mod tests {
             Some("a".to_string())
         );
         assert!(cache.get(None, "b-prod").is_none());
+        // Someone else's namespaces are kept (their names are taken) but under no tenant:
+        // not ours without our managed-by label, whatever tenant label they carry.
+        see(Event::Apply(foreign("kube-system", serde_json::json!({}))));
+        see(Event::Apply(foreign(
+            "a-test",
+            serde_json::json!({TENANT: "a"}),
+        )));
+        assert_eq!(names("a"), ["a-prod"]);
+        assert!(cache.get(None, "kube-system").is_some());
+        assert!(cache.get(None, "a-test").is_some());
     }
 
     #[test]

@@ -36,8 +36,8 @@ pub struct Dereferenced {
     pub quotas: BTreeMap<String, ResourceQuota>,
 }
 
-/// Reads from the controller's caches (see [`super::cache`]); only names of environments not
-/// (yet) labelled as the tenant's, and the ancestors, are read from the API server.
+/// Reads from the controller's caches (see [`super::cache`]); only the tenant's quotas, and
+/// ancestors not cached yet, are read from the API server.
 pub async fn dereference(
     client: &Client,
     caches: &Caches,
@@ -57,26 +57,30 @@ pub async fn dereference(
 
     let (ancestor_owners, parent_problem) = ancestors(client, &caches.tenants, tenant).await?;
 
-    let ns_api = Api::<Namespace>::all(client.clone());
     let labelled: Vec<Namespace> = caches.namespaces.under(&name);
-    // Our namespaces come from the cache; only names not (yet) labelled as ours need a read,
-    // to find someone else's namespace of that name before we would take it over. The reads
-    // go out together, and with the quota LIST below: one round trip, not one per name.
-    // Nor names we applied moments ago whose echo the cache has not shown yet (a new tenant's
-    // next reconcile, when its quotas are enforced): those namespaces are ours, as written.
-    // (Unless the tenant lists more environments than its profile allows: which of them
-    // exist then decides which are skipped, see `validate::excess_environments`.)
+    // The cache holds every namespace: a name not labelled as ours is looked up there, to
+    // find someone else's namespace of that name before we would take it over. Only names
+    // we applied moments ago whose echo the cache has not shown yet are read, and only when
+    // the tenant lists more environments than its profile allows (which of them exist then
+    // decides which are skipped, see `validate::excess_environments`); otherwise they are
+    // ours, as written.
     let wanted = tenant.namespaces();
     let within_max = profiles
         .get(&tenant.spec.quota_profile)
         .is_none_or(|p| usize::try_from(p.spec.max_environments).is_ok_and(|m| wanted.len() <= m));
-    let unknown: Vec<String> = wanted
-        .iter()
-        .filter(|ns| !labelled.iter().any(|n| &n.name_any() == *ns))
-        .filter(|ns| !(within_max && caches.pending.touched::<Namespace>(None, ns)))
-        .cloned()
-        .collect();
-    let reads = futures::future::try_join_all(unknown.iter().map(|ns| ns_api.get_opt(ns)));
+    let mut named: BTreeMap<String, Namespace> = BTreeMap::new();
+    let mut unseen = Vec::new();
+    for ns in &wanted {
+        if let Some(live) = labelled.iter().find(|n| &n.name_any() == ns) {
+            named.insert(ns.clone(), live.clone());
+        } else if let Some(live) = caches.namespaces.get(None, ns) {
+            named.insert(ns.clone(), live);
+        } else if !within_max && caches.pending.touched::<Namespace>(None, ns) {
+            unseen.push(ns.clone());
+        }
+    }
+    let ns_api = Api::<Namespace>::all(client.clone());
+    let reads = futures::future::try_join_all(unseen.iter().map(|ns| ns_api.get_opt(ns)));
     // Read fresh, never from a cache: the budget split must see every admission so far. A
     // cached quota can be a version behind on `status.used`/`status.hard` (pods admitted, or
     // a raise enforced, since), and splitting on it lets two namespaces together admit more
@@ -91,13 +95,8 @@ pub async fn dereference(
             .await
             .map(|l| l.items)
     };
-    let (unknown_live, quotas) = futures::try_join!(reads, list)?;
-    let mut named: BTreeMap<String, Namespace> = labelled
-        .iter()
-        .filter(|n| wanted.contains(&n.name_any()))
-        .map(|n| (n.name_any(), n.clone()))
-        .collect();
-    for (ns, live) in unknown.into_iter().zip(unknown_live) {
+    let (unseen_live, quotas) = futures::try_join!(reads, list)?;
+    for (ns, live) in unseen.into_iter().zip(unseen_live) {
         if let Some(live) = live {
             named.insert(ns, live);
         }

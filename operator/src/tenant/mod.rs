@@ -204,8 +204,10 @@ pub async fn run(
     let all = crate::watching::config();
 
     use cache::{by_namespace, by_tenant, unindexed};
+    // Every namespace, not only ours: whether a name is taken (someone else's namespace a
+    // new environment must not take over) is a cache lookup, not a GET per new namespace.
     let (namespaces, namespace_changes) =
-        cached::<Namespace>(&client, &managed, &pending, never, by_tenant);
+        cached::<Namespace>(&client, &all, &pending, never, by_tenant);
     let (role_bindings, role_binding_changes) =
         cached::<RoleBinding>(&client, &managed, &pending, never, by_namespace);
     let (limit_ranges, limit_range_changes) =
@@ -269,7 +271,9 @@ pub async fn run(
     let profile_generations = std::sync::Mutex::new(BTreeMap::<String, Option<i64>>::new());
     let profiles_seen = context.caches.profiles.clone();
     controller
-        .watches_stream(namespace_changes, by_tenant_label)
+        .watches_stream(namespace_changes, |ns| {
+            cache::by_tenant(&ns).map(|t| ObjectRef::new(&t))
+        })
         .watches_stream(role_binding_changes, by_tenant_label)
         .watches_stream(limit_range_changes, by_tenant_label)
         .watches_stream(network_policy_changes, by_tenant_label)

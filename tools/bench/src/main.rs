@@ -203,6 +203,17 @@ async fn run(
         r.facts.kube_version = version.clone();
     }
     testbed::operator::install_crds(&admin).await?;
+    if owned {
+        // The cluster as `helm install` leaves it: the chart's guard rails, and its mutating
+        // policy that stores a new Tenant with its cleanup finalizer (one write fewer each).
+        let helm = testbed::binaries::ensure_built()?.join("helm");
+        testbed::operator::install_admission_policies(&admin, &helm).await?;
+        testbed::operator::admission_policies_in_force(&admin).await?;
+        reports[0].notes.push(
+            "the chart's admission policies installed and in force, as `helm install` leaves them"
+                .into(),
+        );
+    }
 
     // Unique per run, so that runs against one attached cluster never collide.
     let seed = std::process::id()
