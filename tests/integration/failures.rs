@@ -15,9 +15,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams, PostParams};
 use testbed::builders::TenantBuilder;
 use testbed::env::PrivateControlPlane;
+use testbed::eventually;
 use testbed::fixtures::{CONVERGE, apply, condition, wait_condition, wait_ready};
 use testbed::operator::RELEASE;
-use testbed::eventually;
 
 use crate::claims::{World, claim_as, claim_yaml, shared_service, wait_bound, world};
 

@@ -2,10 +2,10 @@
 //! shutdown hands over at once, and a replica that loses its lease stops reconciling.
 use std::time::Duration;
 
+use citycloud::api::Tenant;
 use citycloud::leader::LeaderElection;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use citycloud::api::Tenant;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use testbed::builders::{Profile, TenantBuilder};
