@@ -10,7 +10,6 @@ use serde_json::json;
 use testbed::builders::{Profile, TenantBuilder};
 use testbed::env::PrivateControlPlane;
 use testbed::fixtures::{CONVERGE, apply, apply_in, code};
-use testbed::operator::{RunningOperator, chart_identity};
 use testbed::{TestEnv, eventually};
 
 /// One test's world: a quota profile, a provider namespace with its Service, a SharedService.
@@ -678,11 +677,8 @@ async fn deleting_the_binding_secret_rotates_the_token() {
 async fn an_operator_restarted_mid_way_leaves_no_half_bound_claim_and_no_orphaned_token() {
     // Its own control plane: the operators below run without leader election and reconcile
     // every claim they see; on the shared one they would re-issue other tests' tokens.
-    let pcp = PrivateControlPlane::start("restart").await;
-    let kubeconfig = pcp.prepare_operator().await;
-    let operator = || RunningOperator::start_as(kubeconfig.clone(), Some(chart_identity()));
-    let _first = operator();
-    let env = TestEnv::on(pcp.cluster.clone()).await;
+    let (pcp, env) = PrivateControlPlane::for_operators("restart").await;
+    let _first = pcp.operator();
     let w = world(&env, "").await;
     let (t, u) = (env.name("rs-a"), env.name("rs-b"));
     env.tenant_ready(&tenant(&w, &t, "rs-admins")).await;
@@ -690,7 +686,7 @@ async fn an_operator_restarted_mid_way_leaves_no_half_bound_claim_and_no_orphane
     let (ns_t, ns_u) = (format!("{t}-prod"), format!("{u}-prod"));
 
     // A second operator works alongside the first, and is stopped while claims come and go.
-    let second = operator();
+    let second = pcp.operator();
     for (ns, name) in [(&ns_t, "a"), (&ns_t, "b"), (&ns_u, "a"), (&ns_u, "b")] {
         apply_in::<SharedServiceClaim>(&env.admin, ns, &claim_yaml(name, &w.service, None))
             .await
@@ -713,7 +709,7 @@ async fn an_operator_restarted_mid_way_leaves_no_half_bound_claim_and_no_orphane
     // A fresh operator, as after a restart or a change of leader: it holds no record of what
     // was applied, so it applies each consumers Secret once more, over whatever the stopped
     // one wrote last (the operator cannot read those Secrets to compare).
-    let third = operator();
+    let third = pcp.operator();
 
     // What is left converges: exactly the bound claims have a Secret and a consumers entry.
     wait_bound(&env, &ns_t, "a", "True", "Bound").await;
@@ -755,7 +751,7 @@ async fn an_operator_restarted_mid_way_leaves_no_half_bound_claim_and_no_orphane
     })
     .await;
     // The consumers may have been published by the operators that ran before; the fresh one
-    // gets to the service too (after the others in the shared control plane's queue).
+    // gets to the service too (in its first pass over everything there is).
     eventually(
         "the fresh operator reconciled a SharedService",
         CONVERGE,

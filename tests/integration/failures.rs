@@ -15,10 +15,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams, PostParams};
 use testbed::builders::TenantBuilder;
 use testbed::env::PrivateControlPlane;
+use testbed::eventually;
 use testbed::fixtures::{CONVERGE, apply, condition, wait_condition, wait_ready};
-use testbed::identity::client_from_kubeconfig;
-use testbed::operator::{RELEASE, RunningOperator, chart_identity};
-use testbed::{TestEnv, eventually};
+use testbed::operator::RELEASE;
 
 use crate::claims::{World, claim_as, claim_yaml, shared_service, wait_bound, world};
 
@@ -98,13 +97,9 @@ async fn warnings(
 
 #[tokio::test]
 async fn an_operator_without_rbac_for_a_kind_says_so_on_the_tenant_and_the_claim_and_recovers() {
-    let pcp = PrivateControlPlane::start("failures").await;
-    let kubeconfig = pcp.prepare_operator().await;
-    let operator_client = client_from_kubeconfig(&kubeconfig)
-        .await
-        .expect("operator client");
-    let _operator = RunningOperator::start_as(kubeconfig, Some(chart_identity()));
-    let env = TestEnv::on(pcp.cluster.clone()).await;
+    let (pcp, env) = PrivateControlPlane::for_operators("failures").await;
+    let operator_client = env.operator_client().await;
+    let _operator = pcp.operator();
     let w = world(&env, "").await;
     let t = env.name("norbac");
     let prod = TenantBuilder::new(&t, &w.profile);

@@ -2,12 +2,14 @@
 //! shutdown hands over at once, and a replica that loses its lease stops reconciling.
 use std::time::Duration;
 
+use citycloud::api::Tenant;
 use citycloud::leader::LeaderElection;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use testbed::builders::{Profile, TenantBuilder};
+use testbed::env::PrivateControlPlane;
 use testbed::fixtures::CONVERGE;
 use testbed::operator::RELEASE_NAMESPACE;
 use testbed::{TestEnv, eventually};
@@ -25,36 +27,38 @@ async fn holder(leases: &Api<Lease>, lease: &str) -> Option<String> {
     leases.get_opt(lease).await.ok()??.spec?.holder_identity
 }
 
-async fn tenant(env: &TestEnv, base: &str) -> String {
+/// A tenant `base` on a profile of its own (the profile applied, the tenant not yet).
+async fn tenant(env: &TestEnv, base: &str) -> TenantBuilder {
     let p = env
         .apply_profile(
             Profile::new(&env.name(&format!("{base}-p"))).namespace(json!({"pods": "10"})),
         )
         .await;
     let name = env.name(base);
-    let t = TenantBuilder::new(&name, &p)
+    TenantBuilder::new(&name, &p)
         .display_name(&format!("Phường {name}"))
-        .environments(&["prod"]);
-    env.tenant_ready(&t).await;
-    t.name().to_string()
+        .environments(&["prod"])
 }
 
 #[tokio::test]
 async fn one_replica_leads_a_standby_takes_over_at_once_on_shutdown_and_a_usurped_leader_stops() {
-    let env = TestEnv::with_operator().await;
+    // Its own control plane, with no operator but the replicas: a leader reconciles every
+    // tenant it sees, and on the shared one it would act on other tests' tenants.
+    let (pcp, env) = PrivateControlPlane::for_operators("leader").await;
     let lease = env.name("lease");
     let leases = Api::<Lease>::namespaced(env.admin.clone(), RELEASE_NAMESPACE);
 
-    let first = env.replica(election(&lease, "replica-a"));
+    let first = pcp.replica(election(&lease, "replica-a"));
     eventually("replica-a to lead", CONVERGE, || async {
         (first.leading() && holder(&leases, &lease).await.as_deref() == Some("replica-a"))
             .then_some(())
     })
     .await;
-    let second = env.replica(election(&lease, "replica-b"));
+    let second = pcp.replica(election(&lease, "replica-b"));
 
-    // Work arrives: the leader reconciles it, the standby does nothing.
-    tenant(&env, "lead").await;
+    // Work arrives: the leader reconciles it (no other operator runs here), the standby does
+    // nothing.
+    env.tenant_ready(&tenant(&env, "lead").await).await;
     eventually("the leader to reconcile tenants", CONVERGE, || async {
         (first.reconciles("tenant") > 0).then_some(())
     })
@@ -106,11 +110,23 @@ async fn one_replica_leads_a_standby_takes_over_at_once_on_shutdown_and_a_usurpe
     })
     .await;
     let before = second.reconciles("tenant");
-    tenant(&env, "after").await;
+    let after = tenant(&env, "after").await;
+    after.apply(&env.admin).await.expect("the tenant applied");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         second.reconciles("tenant"),
         before,
         "a replica that lost the lease went on reconciling"
+    );
+    // Nobody leads here now: the new tenant is left as applied (a reconcile adds the
+    // finalizer before anything else).
+    let untouched = Api::<Tenant>::all(env.admin.clone())
+        .get(after.name())
+        .await
+        .expect("the tenant");
+    assert!(
+        untouched.metadata.finalizers.is_none() && untouched.status.is_none(),
+        "a replica that lost the lease wrote to a tenant: {:?}",
+        untouched.metadata
     );
 }

@@ -9,6 +9,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use testbed::builders::{Profile, TenantBuilder, default_limits};
+use testbed::env::PrivateControlPlane;
 use testbed::fixtures::{
     CONVERGE, apply_raw_tenant, code, condition, wait_condition, wait_namespace_deleted,
     wait_ready, wait_tenant_gone,
@@ -708,7 +709,10 @@ async fn versions_of<K>(
 
 #[tokio::test]
 async fn a_restarted_operator_writes_nothing_over_ready_tenants() {
-    let env = TestEnv::with_operator().await;
+    // Its own control plane: the restarted operator reconciles every tenant it sees, and on
+    // the shared one it would act on other tests' tenants while they run (and count them).
+    let (pcp, env) = PrivateControlPlane::for_operators("idle-restart").await;
+    let first = pcp.operator();
     let p = env.name("p");
     env.apply_profile(profile(&p, "2")).await;
     let names: Vec<String> = (0..3).map(|i| env.name(&format!("idle{i}"))).collect();
@@ -760,7 +764,9 @@ async fn a_restarted_operator_writes_nothing_over_ready_tenants() {
         .items
         .len() as u64;
 
-    let restarted = env.another_operator();
+    // A restart: the first stops, a fresh one (no memory of what was applied) takes over.
+    drop(first);
+    let restarted = pcp.operator();
     eventually(
         "the restarted operator to reconcile every tenant",
         CONVERGE,

@@ -67,6 +67,9 @@ pub struct TestEnv {
     pub cluster: Arc<ControlPlane>,
     pub admin: kube::Client,
     id: String,
+    /// The operator's kubeconfig on a private control plane (see
+    /// [`PrivateControlPlane::for_operators`]); `None`: the shared operator's.
+    operator_kubeconfig: Option<String>,
 }
 
 impl TestEnv {
@@ -87,7 +90,12 @@ impl TestEnv {
             .expect("admin client");
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let id = format!("{:x}{n}", std::process::id() % 4096);
-        TestEnv { cluster, admin, id }
+        TestEnv {
+            cluster,
+            admin,
+            id,
+            operator_kubeconfig: None,
+        }
     }
 
     /// The same, with the CRDs and admission policies installed and the operator running:
@@ -113,10 +121,7 @@ impl TestEnv {
                 };
                 crate::phase::mark("operator setup: CRDs, admission policies, identity applied");
                 let _ = OPERATOR_KUBECONFIG.set(kubeconfig.clone());
-                let _ = OPERATOR.set(crate::operator::RunningOperator::start_as(
-                    kubeconfig,
-                    Some(crate::operator::chart_identity()),
-                ));
+                let _ = OPERATOR.set(crate::operator::RunningOperator::as_chart(kubeconfig, None));
             })
             .await;
         env
@@ -134,36 +139,19 @@ impl TestEnv {
         Ok(())
     }
 
-    /// Another operator, as the shared one runs (the chart's ServiceAccount and identity):
-    /// for tests of restarts and of two operators at once. Stopped when dropped.
-    pub fn another_operator(&self) -> crate::operator::RunningOperator {
-        crate::operator::RunningOperator::start_as(
-            operator_kubeconfig(),
-            Some(crate::operator::chart_identity()),
-        )
-    }
-
-    /// An operator as the shared one runs, taking part in leader election for `election`.
-    pub fn replica(
-        &self,
-        election: citycloud::leader::LeaderElection,
-    ) -> crate::operator::RunningOperator {
-        crate::operator::RunningOperator::start_with(
-            operator_kubeconfig(),
-            citycloud::run::Options {
-                listen: None,
-                concurrency: 8,
-                identity: Some(crate::operator::chart_identity()),
-                leader_election: Some(election),
-                ..Default::default()
-            },
-        )
-    }
+    // No second operator on the shared control plane: it would reconcile every other test's
+    // objects too (re-issue their claims' tokens, rewrite their tenants) while they run. Tests
+    // of restarts and of several operators run them on their own control plane
+    // ([`PrivateControlPlane::for_operators`]).
 
     /// A client acting as the operator's ServiceAccount with exactly the chart's RBAC: what
     /// someone holding a stolen operator token could do.
     pub async fn operator_client(&self) -> kube::Client {
-        client_from_kubeconfig(&operator_kubeconfig())
+        let kubeconfig = match &self.operator_kubeconfig {
+            Some(own) => own.clone(),
+            None => operator_kubeconfig(),
+        };
+        client_from_kubeconfig(&kubeconfig)
             .await
             .expect("operator client")
     }
@@ -261,6 +249,8 @@ fn helm() -> PathBuf {
 pub struct PrivateControlPlane {
     pub cluster: Arc<ControlPlane>,
     pub admin: kube::Client,
+    /// Set by [`PrivateControlPlane::prepare_operator`].
+    operator_kubeconfig: OnceLock<String>,
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -274,9 +264,53 @@ impl PrivateControlPlane {
     /// ServiceAccount and RBAC — and returns that ServiceAccount's kubeconfig, to start
     /// operators with ([`crate::operator::RunningOperator::start_as`]).
     pub async fn prepare_operator(&self) -> String {
-        install_operator_prerequisites(&self.admin, &self.cluster)
+        let kubeconfig = install_operator_prerequisites(&self.admin, &self.cluster)
             .await
-            .unwrap_or_else(|e| panic!("preparing the operator: {e}"))
+            .unwrap_or_else(|e| panic!("preparing the operator: {e}"));
+        let _ = self.operator_kubeconfig.set(kubeconfig.clone());
+        kubeconfig
+    }
+
+    /// A control plane of the test's own for tests that run operators of their own (restarts,
+    /// several at once, leader election): their operators reconcile every object they see, so
+    /// on the shared control plane they would act on other tests' objects mid-test. Set up as
+    /// the shared one is (the CRDs served before kube-controller-manager starts, the admission
+    /// policies, the chart's ServiceAccount and RBAC) but with no operator running: start them
+    /// with [`PrivateControlPlane::operator`] and [`PrivateControlPlane::replica`]. With a
+    /// [`TestEnv`] on it, whose [`TestEnv::operator_client`] acts here too.
+    pub async fn for_operators(label: &str) -> (Self, TestEnv) {
+        let options = Options {
+            crds: Some(repo_root().join("crds")),
+            ..Options::default()
+        };
+        let pcp = PrivateControlPlane::start_with(label, options).await;
+        let kubeconfig = pcp.prepare_operator().await;
+        let mut env = TestEnv::on(pcp.cluster.clone()).await;
+        env.operator_kubeconfig = Some(kubeconfig);
+        (pcp, env)
+    }
+
+    /// The kubeconfig of the chart's ServiceAccount here ([`PrivateControlPlane::prepare_operator`]
+    /// first).
+    pub fn operator_kubeconfig(&self) -> String {
+        self.operator_kubeconfig
+            .get()
+            .expect("PrivateControlPlane::prepare_operator first")
+            .clone()
+    }
+
+    /// An operator here, as the suite's runs (the chart's ServiceAccount and identity, no
+    /// leader election). Stopped when dropped.
+    pub fn operator(&self) -> crate::operator::RunningOperator {
+        crate::operator::RunningOperator::as_chart(self.operator_kubeconfig(), None)
+    }
+
+    /// The same, taking part in leader election for `election`.
+    pub fn replica(
+        &self,
+        election: citycloud::leader::LeaderElection,
+    ) -> crate::operator::RunningOperator {
+        crate::operator::RunningOperator::as_chart(self.operator_kubeconfig(), Some(election))
     }
 
     /// The same, with `options` (e.g. admission plugins left off).
@@ -313,6 +347,7 @@ impl PrivateControlPlane {
         PrivateControlPlane {
             cluster,
             admin,
+            operator_kubeconfig: OnceLock::new(),
             stop: Some(stop),
             thread: Some(thread),
         }

@@ -28,16 +28,16 @@ impl RunningOperator {
         kubeconfig: String,
         identity: Option<citycloud::context::OperatorIdentity>,
     ) -> RunningOperator {
-        RunningOperator::start_with(
-            kubeconfig,
-            citycloud::run::Options {
-                listen: None,
-                concurrency: 8,
-                identity,
-                leader_election: None,
-                ..Default::default()
-            },
-        )
+        RunningOperator::start_with(kubeconfig, options(identity, None))
+    }
+
+    /// Starts an operator as the chart's Deployment runs it ([`chart_identity`]), taking part
+    /// in leader election for `election` when one is given.
+    pub fn as_chart(
+        kubeconfig: String,
+        election: Option<citycloud::leader::LeaderElection>,
+    ) -> RunningOperator {
+        RunningOperator::start_with(kubeconfig, options(Some(chart_identity()), election))
     }
 
     /// Starts an operator with these options.
@@ -107,6 +107,20 @@ impl Drop for RunningOperator {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// What the test bed's operators run with: no HTTP endpoints, 8 reconciles at once.
+fn options(
+    identity: Option<citycloud::context::OperatorIdentity>,
+    leader_election: Option<citycloud::leader::LeaderElection>,
+) -> citycloud::run::Options {
+    citycloud::run::Options {
+        listen: None,
+        concurrency: 8,
+        identity,
+        leader_election,
+        ..Default::default()
     }
 }
 

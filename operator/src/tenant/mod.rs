@@ -177,6 +177,7 @@ pub async fn run(
     let children = cache::Children::default();
     let (parent_pokes, parents_poked) = futures::channel::mpsc::unbounded();
     let follower = children.clone();
+    let forgetting = settling.clone();
     let tenant_changes = reflector(
         tenant_writer,
         watcher(
@@ -186,6 +187,7 @@ pub async fn run(
         .modify(|t| t.managed_fields_mut().clear())
         .inspect(move |event| {
             if let Ok(event) = event {
+                forgetting.follow(event);
                 for parent in follower.follow(event) {
                     let _ = parent_pokes.unbounded_send(ObjectRef::<Tenant>::new(&parent));
                 }

@@ -3,12 +3,14 @@
 //! enforcing the new quotas one by one.
 //!
 //! In memory only: after a restart every tenant is reconciled once anyway.
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::ResourceQuota;
 use kube::ResourceExt;
+use kube::runtime::watcher;
 
+use crate::api::Tenant;
 use crate::api::labels::TENANT;
 
 /// A new tenant's quota events, held back.
@@ -29,6 +31,8 @@ pub struct Settling {
     /// New tenants (no status yet) being reconciled, or whose first status waits for their
     /// quotas to be enforced (see [`Wait`]).
     awaiting: Mutex<HashMap<String, Wait>>,
+    /// While the Tenant watch re-lists: the tenants listed so far (see [`Settling::follow`]).
+    relisted: Mutex<Option<HashSet<String>>>,
 }
 
 impl Settling {
@@ -140,6 +144,48 @@ impl Settling {
             m.remove(tenant);
         }
     }
+
+    /// Follows one event of the Tenant watch: a tenant gone from the cluster is forgotten
+    /// however it went. [`Settling::forget`] covers a deletion this process cleans up; a
+    /// tenant whose finalizer someone else removed (the way out of a stuck deletion, or another
+    /// operator's cleanup) brings no cleanup here, and one deleted while the watch was down is
+    /// seen only as missing from the re-list. Without this, their entries stayed for the life
+    /// of the process, one per such tenant.
+    pub fn follow(&self, event: &watcher::Event<Tenant>) {
+        let Ok(mut relisted) = self.relisted.lock() else {
+            return;
+        };
+        match event {
+            watcher::Event::Apply(_) => {}
+            watcher::Event::Delete(t) => self.forget(&t.name_any()),
+            watcher::Event::Init => *relisted = Some(HashSet::new()),
+            // Every listed name, not only those with an entry now: a reconcile may add one
+            // before the re-list ends.
+            watcher::Event::InitApply(t) => {
+                if let Some(names) = relisted.as_mut() {
+                    names.insert(t.name_any());
+                }
+            }
+            watcher::Event::InitDone => {
+                let listed = relisted.take().unwrap_or_default();
+                if let Ok(mut m) = self.awaiting.lock() {
+                    m.retain(|tenant, _| listed.contains(tenant));
+                }
+            }
+        }
+    }
+
+    /// The tenants it holds an entry for, in order.
+    #[cfg(test)]
+    fn tracked(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .awaiting
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
 }
 
 #[cfg(test)]
@@ -147,9 +193,13 @@ mod tests {
     use super::*;
 
     fn quota(ns: &str, enforced: bool) -> ResourceQuota {
+        quota_of("a", ns, enforced)
+    }
+
+    fn quota_of(tenant: &str, ns: &str, enforced: bool) -> ResourceQuota {
         let mut q = serde_json::json!({
             "metadata": {"name": "citycloud-quota", "namespace": ns,
-                         "labels": {TENANT: "a"}},
+                         "labels": {TENANT: tenant}},
             "spec": {"hard": {"pods": "10"}},
         });
         if enforced {
@@ -210,5 +260,51 @@ mod tests {
         s.reconciling("a", false);
         assert!(s.quota_event_matters(&quota("a-dev", false)));
         assert!(!s.reconciled("a", false, &[], &[]));
+    }
+
+    fn tenant(name: &str) -> Tenant {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"displayName": name, "owners": [{"kind": "Group", "name": "g"}]},
+        }))
+        .expect("a tenant")
+    }
+
+    #[test]
+    fn a_tenant_gone_from_the_cluster_is_forgotten_even_without_its_cleanup() {
+        let s = Settling::default();
+        let both = ["a-dev".to_string(), "a-prod".to_string()];
+        // Deleted while its quotas settle, its finalizer removed by someone else (or another
+        // operator cleaned up): no cleanup runs here, only the watch says it is gone.
+        s.reconciling("a", true);
+        assert!(!s.reconciled("a", true, &both, &[]));
+        s.follow(&watcher::Event::Apply(tenant("a")));
+        assert_eq!(s.tracked(), ["a"], "still there: still waited for");
+        s.follow(&watcher::Event::Delete(tenant("a")));
+        assert!(s.tracked().is_empty(), "a deleted tenant's entry lingers");
+        assert!(
+            s.quota_event_matters(&quota("a-dev", true)),
+            "a new tenant of the same name waits for nothing yet"
+        );
+
+        // Deleted while the watch was down: missing from the re-list. A tenant listed keeps
+        // its entry, also one its reconcile makes while the re-list runs.
+        s.reconciling("a", true);
+        assert!(!s.reconciled("a", true, &both, &[]));
+        s.reconciling("b", true);
+        s.follow(&watcher::Event::Init);
+        s.follow(&watcher::Event::InitApply(tenant("b")));
+        s.follow(&watcher::Event::InitApply(tenant("c")));
+        s.reconciling("c", true);
+        assert!(!s.reconciled("c", true, &["c-dev".into()], &[]));
+        s.follow(&watcher::Event::InitDone);
+        assert_eq!(s.tracked(), ["b", "c"]);
+        assert!(
+            !s.quota_event_matters(&quota_of("c", "c-dev", false)),
+            "c still waits for its quota"
+        );
+        // b's reconcile ran across the re-list: what it held back still counts.
+        assert!(!s.quota_event_matters(&quota_of("b", "b-dev", false)));
+        assert!(s.reconciled("b", false, &[], &[]));
     }
 }
