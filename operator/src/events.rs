@@ -13,7 +13,7 @@ use crate::context::Context;
 
 /// The objects a reconcile created, updated or removed, told to the tenant's users as one
 /// Event per kind of change (not one per object: a new tenant is some twenty objects).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Journal {
     created: Vec<String>,
     updated: Vec<String>,
@@ -29,6 +29,15 @@ impl Journal {
         self.created.extend(other.created);
         self.updated.extend(other.updated);
         self.removed.extend(other.removed);
+    }
+
+    /// A journal of objects created (for tests of what is told when).
+    #[cfg(test)]
+    pub fn of_created(created: &[&str]) -> Journal {
+        Journal {
+            created: created.iter().map(|c| c.to_string()).collect(),
+            ..Journal::default()
+        }
     }
 
     /// How many objects the reconcile wrote (created, updated or removed).

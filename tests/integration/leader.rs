@@ -118,14 +118,21 @@ async fn one_replica_leads_a_standby_takes_over_at_once_on_shutdown_and_a_usurpe
         before,
         "a replica that lost the lease went on reconciling"
     );
-    // Nobody leads here now: the new tenant is left as applied (a reconcile adds the
-    // finalizer before anything else).
+    // Nobody leads here now: the new tenant is left as stored (with the finalizer the API
+    // server adds on create): no status, and no write by any manager but its creator.
     let untouched = Api::<Tenant>::all(env.admin.clone())
         .get(after.name())
         .await
         .expect("the tenant");
+    let managers: Vec<String> = untouched
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
     assert!(
-        untouched.metadata.finalizers.is_none() && untouched.status.is_none(),
+        untouched.status.is_none() && managers == ["platform-engineer"],
         "a replica that lost the lease wrote to a tenant: {:?}",
         untouched.metadata
     );

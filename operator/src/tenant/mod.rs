@@ -408,7 +408,13 @@ async fn provision(tenant: &Tenant, ctx: &Context, context: &TenantContext) -> R
         &valid.skipped,
     )
     .await?;
-    applied.journal.publish(ctx, tenant).await;
+    // A new tenant's first Created Event waits for the access its next reconcile grants.
+    let new = tenant.status.is_none();
+    context
+        .settling
+        .tell(&name, new, &applied.awaiting_quota, applied.journal.clone())
+        .publish(ctx, tenant)
+        .await;
     // Environments dropped from the spec; conflicted names are never ours to release.
     apply::release_namespaces(ctx, tenant, &found.labelled, &tenant.namespaces()).await?;
     let done = report::Done {

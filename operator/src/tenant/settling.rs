@@ -12,6 +12,7 @@ use kube::runtime::watcher;
 
 use crate::api::Tenant;
 use crate::api::labels::TENANT;
+use crate::events::Journal;
 
 /// A new tenant's quota events, held back.
 enum Wait {
@@ -33,6 +34,9 @@ pub struct Settling {
     awaiting: Mutex<HashMap<String, Wait>>,
     /// While the Tenant watch re-lists: the tenants listed so far (see [`Settling::follow`]).
     relisted: Mutex<Option<HashSet<String>>>,
+    /// What a new tenant's first reconcile created, told together with what the reconcile
+    /// that grants access creates (see [`Settling::tell`]).
+    untold: Mutex<HashMap<String, Journal>>,
 }
 
 impl Settling {
@@ -138,9 +142,33 @@ impl Settling {
         }
     }
 
+    /// What of `journal` to tell now, for a reconcile of `tenant` (`new`: it had no status
+    /// when the reconcile began) whose namespaces `awaiting` still wait for their quotas
+    /// before their users get access. A new tenant's objects come in two reconciles (all but
+    /// the access, then the access); told as they come, that is two Events of the same reason
+    /// on the Tenant, and the API server's event series keeps the first one's note only. So
+    /// the first reconcile's journal waits here for the second, and one Event names all.
+    /// Nothing is lost if the process stops in between: the restart's reconcile tells what it
+    /// does, and the objects are there to see.
+    pub fn tell(&self, tenant: &str, new: bool, awaiting: &[String], journal: Journal) -> Journal {
+        let Ok(mut m) = self.untold.lock() else {
+            return journal;
+        };
+        let mut all = m.remove(tenant).unwrap_or_default();
+        all.absorb(journal);
+        if new && !awaiting.is_empty() {
+            m.insert(tenant.to_string(), all);
+            return Journal::default();
+        }
+        all
+    }
+
     /// Forgets a deleted tenant.
     pub fn forget(&self, tenant: &str) {
         if let Ok(mut m) = self.awaiting.lock() {
+            m.remove(tenant);
+        }
+        if let Ok(mut m) = self.untold.lock() {
             m.remove(tenant);
         }
     }
@@ -169,6 +197,9 @@ impl Settling {
             watcher::Event::InitDone => {
                 let listed = relisted.take().unwrap_or_default();
                 if let Ok(mut m) = self.awaiting.lock() {
+                    m.retain(|tenant, _| listed.contains(tenant));
+                }
+                if let Ok(mut m) = self.untold.lock() {
                     m.retain(|tenant, _| listed.contains(tenant));
                 }
             }
@@ -306,5 +337,28 @@ mod tests {
         // b's reconcile ran across the re-list: what it held back still counts.
         assert!(!s.quota_event_matters(&quota_of("b", "b-dev", false)));
         assert!(s.reconciled("b", false, &[], &[]));
+    }
+
+    #[test]
+    fn a_new_tenants_objects_are_told_once_with_its_access_and_a_deleted_ones_not_kept() {
+        let s = Settling::default();
+        let first = Journal::of_created(&["Namespace a-prod", "ResourceQuota a-prod/q"]);
+        let waiting = ["a-prod".to_string()];
+        // First reconcile: access waits for the quota, so nothing is told yet.
+        assert_eq!(s.tell("a", true, &waiting, first).writes(), 0);
+        // The reconcile that grants access tells both.
+        let grant = Journal::of_created(&["RoleBinding a-prod/owners"]);
+        assert_eq!(s.tell("a", true, &[], grant).writes(), 3);
+        // Nothing left over: the next change is told alone.
+        let next = Journal::of_created(&["NetworkPolicy a-prod/x"]);
+        assert_eq!(s.tell("a", false, &[], next).writes(), 1);
+        // A tenant with a status tells at once, waiting or not.
+        let old = Journal::of_created(&["Namespace b-dev"]);
+        assert_eq!(s.tell("b", false, &["b-dev".to_string()], old).writes(), 1);
+        // A new tenant deleted before its access: its untold journal goes with it.
+        let gone = Journal::of_created(&["Namespace c-prod"]);
+        assert_eq!(s.tell("c", true, &["c-prod".to_string()], gone).writes(), 0);
+        s.forget("c");
+        assert_eq!(s.tell("c", true, &[], Journal::default()).writes(), 0);
     }
 }
