@@ -42,6 +42,7 @@ pub async fn dereference(
     client: &Client,
     caches: &Caches,
     tenant: &Tenant,
+    settled: Option<BTreeMap<String, ResourceQuota>>,
 ) -> Result<Dereferenced> {
     let name = tenant.name_any();
     let mut profiles = BTreeMap::new();
@@ -85,10 +86,16 @@ pub async fn dereference(
     // cached quota can be a version behind on `status.used`/`status.hard` (pods admitted, or
     // a raise enforced, since), and splitting on it lets two namespaces together admit more
     // than the budget (seen in CI: 11 pods of 100m under 1 CPU). One LIST per reconcile,
-    // unless the tenant has no namespace at all (see `has_no_namespace`).
+    // unless the tenant has no namespace at all (see `has_no_namespace`), or it is a new
+    // tenant whose quotas were all just seen enforced and no user of it has access anywhere
+    // yet (`settled`, see `Settling::take_quotas`): nothing can have been admitted since.
+    let settled = settled.filter(|_| no_access_yet(caches, &labelled, &name));
     let list = async {
         if has_no_namespace(caches, tenant, &labelled) {
             return Ok(Vec::new());
+        }
+        if let Some(settled) = settled {
+            return Ok(settled.into_values().collect());
         }
         Api::<ResourceQuota>::all(client.clone())
             .list(&ListParams::default().labels(&format!("{TENANT}={name},!{CLAIM_LABEL}")))
@@ -137,6 +144,14 @@ fn has_no_namespace(caches: &Caches, tenant: &Tenant, labelled: &[Namespace]) ->
             .namespaces()
             .iter()
             .all(|ns| !caches.pending.touched::<Namespace>(None, ns))
+}
+
+/// Whether none of the tenant's namespaces has a RoleBinding of the tenant's (its users have
+/// been granted access nowhere yet).
+fn no_access_yet(caches: &Caches, labelled: &[Namespace], tenant: &str) -> bool {
+    labelled.iter().all(|ns| {
+        super::cache::in_namespace(&caches.role_bindings, &ns.name_any(), tenant).is_empty()
+    })
 }
 
 async fn ancestors(

@@ -390,7 +390,12 @@ async fn provision(tenant: &Tenant, ctx: &Context, context: &TenantContext) -> R
     let name = tenant.name_any();
     // Quota events from here on are news until this reconcile says what it waits for.
     context.settling.reconciling(&name, tenant.status.is_none());
-    let mut found = dereference::dereference(&ctx.client, caches, tenant)
+    let settled = tenant
+        .status
+        .is_none()
+        .then(|| context.settling.take_quotas(&name, &tenant.namespaces()))
+        .flatten();
+    let mut found = dereference::dereference(&ctx.client, caches, tenant, settled)
         .await
         .at("reading", format!("the inputs of Tenant {name}"))?;
     let valid = validate::validate(tenant, &found);

@@ -3,7 +3,7 @@
 //! enforcing the new quotas one by one.
 //!
 //! In memory only: after a restart every tenant is reconciled once anyway.
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::ResourceQuota;
@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use kube::runtime::watcher;
 
 use crate::api::Tenant;
-use crate::api::labels::TENANT;
+use crate::api::labels::{CLAIM, TENANT};
 use crate::events::Journal;
 
 /// A new tenant's quota events, held back.
@@ -37,6 +37,9 @@ pub struct Settling {
     /// What a new tenant's first reconcile created, told together with what the reconcile
     /// that grants access creates (see [`Settling::tell`]).
     untold: Mutex<HashMap<String, Journal>>,
+    /// The quotas of a settling tenant as their watch events showed them, by namespace: what
+    /// its access-granting reconcile would otherwise LIST (see [`Settling::take_quotas`]).
+    seen: Mutex<HashMap<String, BTreeMap<String, ResourceQuota>>>,
 }
 
 impl Settling {
@@ -55,6 +58,9 @@ impl Settling {
                 );
             } else {
                 m.remove(tenant);
+                if let Ok(mut seen) = self.seen.lock() {
+                    seen.remove(tenant);
+                }
             }
         }
     }
@@ -112,6 +118,16 @@ impl Settling {
             return true;
         };
         let enforced = crate::quota::enforced(quota, Some(quota));
+        // The tenant's own quota only (one per namespace), as the LIST it stands in for.
+        let ours = quota.name_any() == super::build::QUOTA && !quota.labels().contains_key(CLAIM);
+        if ours
+            && m.contains_key(tenant)
+            && let Ok(mut seen) = self.seen.lock()
+        {
+            seen.entry(tenant.clone())
+                .or_default()
+                .insert(ns.clone(), quota.clone());
+        }
         match m.get_mut(tenant) {
             None => true,
             Some(Wait::Reconciling {
@@ -163,8 +179,30 @@ impl Settling {
         all
     }
 
+    /// The quotas of `tenant`'s namespaces `wanted` as the watch showed them while it settled,
+    /// if it showed every one of them enforced; taken (the next reconcile lists again). For
+    /// the reconcile that grants a new tenant access: until then no user of the tenant can
+    /// have used anything there, so the quotas' events are as good as a fresh LIST.
+    pub fn take_quotas(
+        &self,
+        tenant: &str,
+        wanted: &[String],
+    ) -> Option<BTreeMap<String, ResourceQuota>> {
+        let seen = self.seen.lock().ok()?.remove(tenant)?;
+        wanted
+            .iter()
+            .all(|ns| {
+                seen.get(ns)
+                    .is_some_and(|q| crate::quota::enforced(q, Some(q)))
+            })
+            .then_some(seen)
+    }
+
     /// Forgets a deleted tenant.
     pub fn forget(&self, tenant: &str) {
+        if let Ok(mut m) = self.seen.lock() {
+            m.remove(tenant);
+        }
         if let Ok(mut m) = self.awaiting.lock() {
             m.remove(tenant);
         }
@@ -200,6 +238,9 @@ impl Settling {
                     m.retain(|tenant, _| listed.contains(tenant));
                 }
                 if let Ok(mut m) = self.untold.lock() {
+                    m.retain(|tenant, _| listed.contains(tenant));
+                }
+                if let Ok(mut m) = self.seen.lock() {
                     m.retain(|tenant, _| listed.contains(tenant));
                 }
             }
@@ -360,5 +401,44 @@ mod tests {
         assert_eq!(s.tell("c", true, &["c-prod".to_string()], gone).writes(), 0);
         s.forget("c");
         assert_eq!(s.tell("c", true, &[], Journal::default()).writes(), 0);
+    }
+
+    #[test]
+    fn the_quotas_seen_enforced_while_settling_stand_in_for_a_list_only_when_all_are_there() {
+        let s = Settling::default();
+        let both = ["a-dev".to_string(), "a-prod".to_string()];
+        // Not settling: nothing is kept.
+        s.quota_event_matters(&quota("a-dev", true));
+        assert!(s.take_quotas("a", &both).is_none());
+        s.reconciling("a", true);
+        assert!(!s.reconciled("a", true, &both, &[]));
+        s.quota_event_matters(&quota("a-dev", true));
+        // One of two seen enforced: not enough; taken all the same (the next one lists).
+        assert!(s.take_quotas("a", &both).is_none());
+        s.quota_event_matters(&quota("a-dev", true));
+        s.quota_event_matters(&quota("a-prod", false));
+        assert!(s.take_quotas("a", &both).is_none(), "one not enforced");
+        // Both enforced, the last event the freshest; someone else's quota in a namespace
+        // (a claim's) does not stand in for the tenant's.
+        s.reconciling("a", true);
+        assert!(!s.reconciled("a", true, &both, &[]));
+        s.quota_event_matters(&quota("a-dev", true));
+        s.quota_event_matters(&quota("a-prod", true));
+        let mut claims: ResourceQuota = quota("a-prod", false);
+        claims.metadata.name = Some("citycloud-claims".into());
+        s.quota_event_matters(&claims);
+        let seen = s.take_quotas("a", &both).expect("both seen enforced");
+        assert_eq!(seen.keys().collect::<Vec<_>>(), ["a-dev", "a-prod"]);
+        assert!(
+            seen.values()
+                .all(|q| q.metadata.name.as_deref() == Some("citycloud-quota"))
+        );
+        assert!(s.take_quotas("a", &both).is_none(), "taken once");
+        // A tenant that got its status lists again: what was seen is dropped.
+        s.reconciling("a", true);
+        s.quota_event_matters(&quota("a-dev", true));
+        s.quota_event_matters(&quota("a-prod", true));
+        s.reconciling("a", false);
+        assert!(s.take_quotas("a", &both).is_none());
     }
 }
