@@ -56,6 +56,15 @@ pub struct Args {
     #[arg(long, env = "BENCH_SKIP_DIRECT")]
     pub skip_direct: bool,
 
+    /// Rounds of the throughput comparison: 2 measures each side twice in the order operator,
+    /// direct, direct, operator (the second round on as many new tenants) and reports each
+    /// side's faster round. On a shared 2-core machine the same work costs the API server up
+    /// to half again as much CPU from one minute to the next; a single round's ratio swings
+    /// with it. Scale mode measures one round per size.
+    #[arg(long, env = "BENCH_ROUNDS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=2))]
+    pub rounds: u32,
+
     /// Seconds to wait for every tenant to be Ready.
     #[arg(long, env = "BENCH_READY_TIMEOUT", default_value_t = 1200)]
     pub ready_timeout: u64,
@@ -87,6 +96,14 @@ impl Args {
     /// Tenants of the size being measured.
     pub fn measured(&self) -> usize {
         self.tenants() - self.first()
+    }
+
+    /// The second round's size: as many tenants again, after this size's.
+    pub fn second_round(&self) -> Args {
+        let mut next = self.clone();
+        next.first = self.tenants;
+        next.tenants = self.tenants + (self.tenants - self.first);
+        next
     }
 
     pub fn environments(&self) -> usize {

@@ -150,7 +150,7 @@ pub async fn run(
 
 /// Until the operator's reconcile and write counters stay still for `still`; false when
 /// they did not within `timeout`.
-async fn quiet(op: &OperatorProcess, still: Duration, timeout: Duration) -> bool {
+pub async fn quiet(op: &OperatorProcess, still: Duration, timeout: Duration) -> bool {
     let start = Instant::now();
     let mut last = None;
     let mut since = Instant::now();
