@@ -30,7 +30,10 @@ pub struct Shared {
 pub struct Context {
     pub client: Client,
     pub shared: Arc<Shared>,
+    /// Events that repeat (the same warning on every retry): one Event, its count rising.
     pub recorder: Recorder,
+    /// Who the events say reported them.
+    pub reporter: kube::runtime::events::Reporter,
     /// Who the operator runs as, when it runs in the cluster (see [`OperatorIdentity`]).
     pub identity: Option<OperatorIdentity>,
 }
@@ -69,7 +72,8 @@ impl Context {
             instance: std::env::var("POD_NAME").ok(),
         };
         Arc::new(Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(client.clone(), reporter.clone()),
+            reporter,
             client,
             shared,
             identity,

@@ -84,7 +84,11 @@ impl Journal {
         .filter(|(_, _, list)| !list.is_empty())
         .map(|(reason, heading, list)| (EventType::Normal, reason, note(heading, list)))
         .collect();
-        ctx.publish_detached(tenant, events);
+        // Each its own Event: with the shared recorder a second "Updated" on this tenant
+        // became a count on the first, showing the first one's note (what changed) only.
+        let recorder =
+            kube::runtime::events::Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+        detached(recorder, tenant, events);
     }
 }
 
@@ -146,16 +150,25 @@ impl Context {
         obj: &K,
         events: Vec<(EventType, &'static str, String)>,
     ) {
-        if events.is_empty() {
-            return;
-        }
-        let (recorder, reference) = (self.recorder.clone(), obj.object_ref(&()));
-        tokio::spawn(async move {
-            for (type_, reason, note) in events {
-                send(&recorder, &reference, type_, reason, note).await;
-            }
-        });
+        detached(self.recorder.clone(), obj, events);
     }
+}
+
+/// Publishes `events` on `obj` with `recorder`, in order, in a task of their own.
+fn detached<K: kube::Resource<DynamicType = ()>>(
+    recorder: kube::runtime::events::Recorder,
+    obj: &K,
+    events: Vec<(EventType, &'static str, String)>,
+) {
+    if events.is_empty() {
+        return;
+    }
+    let reference = obj.object_ref(&());
+    tokio::spawn(async move {
+        for (type_, reason, note) in events {
+            send(&recorder, &reference, type_, reason, note).await;
+        }
+    });
 }
 
 /// One Event, its note cut to what the API server accepts; a failure is logged.

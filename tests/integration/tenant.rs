@@ -297,6 +297,49 @@ async fn drift_of_every_managed_kind_is_repaired() {
         (labels(&n)["pod-security.kubernetes.io/enforce"] == "restricted").then_some(())
     })
     .await;
+
+    // Told on the Tenant: everything a new tenant got in one Created Event (access included),
+    // and each repair in an Event of its own naming what it put back, not folded into an
+    // earlier Event of the same reason that names something else.
+    let told = eventually("each repair told", CONVERGE, || async {
+        let notes = notes_about(a, &t).await;
+        let repaired = [
+            format!("RoleBinding {ns}/citycloud-members"),
+            format!("NetworkPolicy {ns}/citycloud-ingress"),
+            format!("LimitRange {ns}/citycloud-limits"),
+            format!("ResourceQuota {ns}/citycloud-quota"),
+        ];
+        repaired
+            .iter()
+            .all(|r| notes.iter().skip(1).any(|n| n.contains(r.as_str())))
+            .then_some(notes)
+    })
+    .await;
+    let first = &told[0];
+    assert!(
+        first.starts_with("Created")
+            && first.contains(&format!("Namespace {ns}"))
+            && first.contains(&format!("RoleBinding {ns}/citycloud-owners")),
+        "one Created Event for the new tenant, its access included: {told:?}"
+    );
+}
+
+/// The notes of the Events on Tenant `name`, oldest first.
+async fn notes_about(admin: &kube::Client, name: &str) -> Vec<String> {
+    let list = Api::<k8s_openapi::api::events::v1::Event>::namespaced(admin.clone(), "default")
+        .list(&ListParams::default())
+        .await
+        .expect("events");
+    let mut events: Vec<_> = list
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Tenant")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .collect();
+    events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    events.into_iter().filter_map(|e| e.note).collect()
 }
 
 #[tokio::test]
