@@ -251,17 +251,14 @@ async fn run(
         }
         // The budget flow once, at the first size (1,000 tenants in scale mode).
         let flow = i == 0 && args.flow_runs > 0;
-        measure(
-            size,
-            &admin,
-            &names,
-            &profile,
-            &kubeconfig,
-            &logs,
-            flow,
-            report,
-        )
-        .await?;
+        let on = On {
+            admin: &admin,
+            names: &names,
+            profile: &profile,
+            kubeconfig: &kubeconfig,
+            logs: &logs,
+        };
+        measure(size, on, flow, report).await?;
     }
     let last = reports.len() - 1;
     match bench::throttling::read(&admin).await {
@@ -295,18 +292,26 @@ async fn run(
     Ok(())
 }
 
+/// What every measurement runs on: the cluster (its admin, kubeconfig and logs folder) and
+/// the run's names and QuotaProfile.
+#[derive(Clone, Copy)]
+struct On<'a> {
+    admin: &'a kube::Client,
+    names: &'a Names,
+    profile: &'a QuotaProfile,
+    kubeconfig: &'a std::path::Path,
+    logs: &'a std::path::Path,
+}
+
 /// One size: provisioning, the idle resync, the direct client, and the budget flow if `flow`.
-#[allow(clippy::too_many_arguments)]
-async fn measure(
-    args: &Args,
-    admin: &kube::Client,
-    names: &Names,
-    profile: &QuotaProfile,
-    kubeconfig: &std::path::Path,
-    logs: &std::path::Path,
-    flow: bool,
-    report: &mut Report,
-) -> anyhow::Result<()> {
+async fn measure(args: &Args, on: On<'_>, flow: bool, report: &mut Report) -> anyhow::Result<()> {
+    let On {
+        admin,
+        names,
+        profile,
+        kubeconfig,
+        logs,
+    } = on;
     let label = |what: &str| format!("{what}-{}", args.tenants());
     // 1. Provisioning through the operator.
     let operator = OperatorProcess::start(
@@ -336,7 +341,7 @@ async fn measure(
     // The second round, in reverse order (direct, then the operator) on as many new tenants:
     // each side's faster round counts, and neither side always goes first.
     if args.rounds == 2 && !args.scale && !args.skip_direct {
-        second_round(args, admin, names, profile, kubeconfig, logs, report).await?;
+        second_round(args, on, report).await?;
     }
 
     // 5. The budget flow, with an operator again.
@@ -360,15 +365,14 @@ async fn measure(
 
 /// The second round of the throughput comparison: the direct client, then the operator, on as
 /// many new tenants; the report keeps each side's faster round and notes both.
-async fn second_round(
-    args: &Args,
-    admin: &kube::Client,
-    names: &Names,
-    profile: &QuotaProfile,
-    kubeconfig: &std::path::Path,
-    logs: &std::path::Path,
-    report: &mut Report,
-) -> anyhow::Result<()> {
+async fn second_round(args: &Args, on: On<'_>, report: &mut Report) -> anyhow::Result<()> {
+    let On {
+        admin,
+        names,
+        profile,
+        kubeconfig,
+        logs,
+    } = on;
     let next = args.second_round();
     let direct = bench::direct::run(admin, names, &next, profile).await?;
     let operator = OperatorProcess::start(
