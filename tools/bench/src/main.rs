@@ -332,6 +332,7 @@ async fn measure(args: &Args, on: On<'_>, flow: bool, report: &mut Report) -> an
 
     // 2. The API server alone, with no operator running.
     if !args.skip_direct {
+        bench::resync::kcm_settled(admin).await?;
         match bench::direct::run(admin, names, args, profile).await {
             Ok(d) => report.direct = Some(d),
             Err(e) => report.errors.push(format!("direct apply: {e:#}")),
@@ -374,7 +375,10 @@ async fn second_round(args: &Args, on: On<'_>, report: &mut Report) -> anyhow::R
         logs,
     } = on;
     let next = args.second_round();
+    // Each phase starts where kube-controller-manager has caught up with the one before.
+    bench::resync::kcm_settled(admin).await?;
     let direct = bench::direct::run(admin, names, &next, profile).await?;
+    bench::resync::kcm_settled(admin).await?;
     let operator = OperatorProcess::start(
         &args.operator_bin(),
         kubeconfig,
