@@ -367,22 +367,15 @@ async fn measure(args: &Args, on: On<'_>, flow: bool, report: &mut Report) -> an
 /// The second round of the throughput comparison: the direct client, then the operator, on as
 /// many new tenants; the report keeps each side's faster round and notes both.
 async fn second_round(args: &Args, on: On<'_>, report: &mut Report) -> anyhow::Result<()> {
-    let On {
-        admin,
-        names,
-        profile,
-        kubeconfig,
-        logs,
-    } = on;
     let next = args.second_round();
     // Each phase starts where kube-controller-manager has caught up with the one before.
-    bench::resync::kcm_settled(admin).await?;
-    let direct = bench::direct::run(admin, names, &next, profile).await?;
-    bench::resync::kcm_settled(admin).await?;
+    bench::resync::kcm_settled(on.admin).await?;
+    let direct = bench::direct::run(on.admin, on.names, &next, on.profile).await?;
+    bench::resync::kcm_settled(on.admin).await?;
     let operator = OperatorProcess::start(
         &args.operator_bin(),
-        kubeconfig,
-        logs,
+        on.kubeconfig,
+        on.logs,
         &format!("provision-round2-{}", args.tenants()),
         args.operator_concurrency,
     )
@@ -392,18 +385,13 @@ async fn second_round(args: &Args, on: On<'_>, report: &mut Report) -> anyhow::R
     let existing = next.first() as u64;
     bench::wait_for(
         "the round's operator to verify the tenants already there",
-        std::time::Duration::from_secs(600),
-        std::time::Duration::from_millis(100),
+        Duration::from_secs(600),
+        Duration::from_millis(100),
         || async { Ok((operator.tenant_reconciles().await? >= existing).then_some(())) },
     )
     .await?;
-    bench::resync::quiet(
-        &operator,
-        std::time::Duration::from_secs(3),
-        std::time::Duration::from_secs(60),
-    )
-    .await;
-    let provisioned = bench::provision::run(admin, names, &next, &operator, profile).await;
+    bench::resync::quiet(&operator, Duration::from_secs(3), Duration::from_secs(60)).await;
+    let provisioned = bench::provision::run(on.admin, on.names, &next, &operator, on.profile).await;
     operator.stop().await?;
     let provisioned = provisioned?;
     let (op1, d1) = (
