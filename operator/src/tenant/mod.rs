@@ -5,13 +5,13 @@ pub mod cache;
 pub mod dereference;
 pub mod placement;
 pub mod plan;
+pub mod profiles;
 pub mod report;
 pub mod settling;
 pub mod status;
 pub mod validate;
 pub mod workloads;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,7 @@ use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE, TENANT};
 use crate::api::{QuotaProfile, SharedServiceClaim, Tenant, TenantStatus};
 use crate::context::Context;
 use crate::{Result, StepExt, reconciler};
+use profiles::ProfileNews;
 
 pub use crate::api::finalizers::TENANT as FINALIZER;
 pub(crate) const CONTROLLER: &str = "tenant";
@@ -228,15 +229,40 @@ pub async fn run(
         cached::<ClusterRoleBinding>(&client, &managed, &pending, never, unindexed);
     let (claims, claim_changes) =
         cached::<SharedServiceClaim>(&client, &all, &pending, never, by_namespace);
-    // Few and small: a plain store.
+    // Few and small: a plain store. A profile's spec changing, or the profile going, reconciles
+    // its tenants (rare: a platform engineer edits a profile, so a scan of the tenants is
+    // fine), and their parents: a child's budget is carved from its parent's.
     let (profiles, profile_writer) = reflector::store::<QuotaProfile>();
+    let mut profile_news = ProfileNews::default();
+    let by_profile = tenants.clone();
     let profile_changes = reflector(
         profile_writer,
         watcher(Api::<QuotaProfile>::all(client.clone()), all.clone())
             .modify(|p| p.managed_fields_mut().clear()),
     )
     .default_backoff()
-    .touched_objects();
+    .filter_map(|event| futures::future::ready(event.ok()))
+    .flat_map(move |event| {
+        let changed = profile_news.news(&event);
+        let refs: Vec<ObjectRef<Tenant>> = if changed.is_empty() {
+            Vec::new()
+        } else {
+            by_profile
+                .state()
+                .into_iter()
+                .filter(|t| {
+                    t.quota_profiles()
+                        .iter()
+                        .any(|p| changed.iter().any(|c| c == p))
+                })
+                .flat_map(|t| {
+                    let parent = t.spec.parent.as_deref().map(ObjectRef::<Tenant>::new);
+                    std::iter::once(ObjectRef::from_obj(&*t)).chain(parent)
+                })
+                .collect()
+        };
+        futures::stream::iter(refs)
+    });
 
     // ReplicaSets waiting for quota: demand for budget, re-reconciling their tenant.
     let (pokes, poked) = futures::channel::mpsc::unbounded();
@@ -248,7 +274,6 @@ pub async fn run(
     );
     let shared = ctx.shared.clone();
     let (by_namespace, by_claim_namespace) = (namespaces.clone(), namespaces.clone());
-    let by_profile = tenants.clone();
     let context = Arc::new(TenantContext {
         base: ctx.clone(),
         caches: cache::Caches {
@@ -268,10 +293,6 @@ pub async fn run(
         placement: placement::Verdicts::default(),
         settling: settling.clone(),
     });
-    // The generation each profile was last seen at: its status (the tenant count, rewritten
-    // as tenants come and go) changes nothing for its tenants; only its spec does.
-    let profile_generations = std::sync::Mutex::new(BTreeMap::<String, Option<i64>>::new());
-    let profiles_seen = context.caches.profiles.clone();
     controller
         .watches_stream(namespace_changes, |ns| {
             cache::by_tenant(&ns).map(|t| ObjectRef::new(&t))
@@ -287,33 +308,6 @@ pub async fn run(
                 .quota_event_matters(&quota)
                 .then(|| by_tenant_label(quota))
                 .flatten()
-        })
-        .watches_stream(profile_changes, move |profile| {
-            let name = profile.name_any();
-            let generation = profile.metadata.generation;
-            // A deleted profile is gone from the cache by now: always news.
-            let exists = profiles_seen.get(&ObjectRef::new(&name)).is_some();
-            if let Ok(mut seen) = profile_generations.lock() {
-                let before = if exists {
-                    seen.insert(name.clone(), generation)
-                } else {
-                    seen.remove(&name)
-                };
-                if exists && before == Some(generation) {
-                    return Vec::new();
-                }
-            }
-            // Rare (a platform engineer edits a profile): a scan of the tenants is fine.
-            // Their parents too: a child's budget is carved from its parent's.
-            by_profile
-                .state()
-                .into_iter()
-                .filter(|t| t.quota_profiles().contains(&name.as_str()))
-                .flat_map(|t| {
-                    let parent = t.spec.parent.as_deref().map(ObjectRef::<Tenant>::new);
-                    std::iter::once(ObjectRef::from_obj(&*t)).chain(parent)
-                })
-                .collect::<Vec<_>>()
         })
         // A claim bound or revoked changes the tenant's boundServices.
         .watches_stream(claim_changes, move |claim| {
@@ -331,6 +325,7 @@ pub async fn run(
         )
         .reconcile_on(poked)
         .reconcile_on(parents_poked)
+        .reconcile_on(profile_changes)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, reconciler::error_policy, context)
         .for_each(|_| async {})

@@ -322,7 +322,9 @@ async fn measure(args: &Args, on: On<'_>, flow: bool, report: &mut Report) -> an
         args.operator_concurrency,
     )
     .await?;
-    report.provision = Some(bench::provision::run(admin, names, args, &operator, profile).await?);
+    let mut provisioned = bench::provision::run(admin, names, args, &operator, profile).await?;
+    provisioned.timeline = bench::timeline::of_round(logs, names, args.first()..args.tenants());
+    report.provision = Some(provisioned);
 
     // 3. The idle resync (stops the provisioning operator, runs and stops a fresh one).
     match bench::resync::run(admin, names, args, operator, kubeconfig, logs).await {
@@ -393,7 +395,9 @@ async fn second_round(args: &Args, on: On<'_>, report: &mut Report) -> anyhow::R
     bench::resync::quiet(&operator, Duration::from_secs(3), Duration::from_secs(60)).await;
     let provisioned = bench::provision::run(on.admin, on.names, &next, &operator, on.profile).await;
     operator.stop().await?;
-    let provisioned = provisioned?;
+    let mut provisioned = provisioned?;
+    provisioned.timeline =
+        bench::timeline::of_round(on.logs, on.names, next.first()..next.tenants());
     let (op1, d1) = (
         report.provision.as_ref().map(|p| p.ready_secs),
         report.direct.as_ref().map(|d| d.secs),

@@ -12,6 +12,7 @@ pub mod provision;
 pub mod report;
 pub mod resync;
 pub mod throttling;
+pub mod timeline;
 pub mod warmup;
 
 use std::future::Future;

@@ -67,7 +67,12 @@ impl OperatorProcess {
         let mut cmd = testbed::launch::operator_command(bin, kubeconfig, addr);
         cmd.arg("--concurrency")
             .arg(concurrency.to_string())
-            .env("RUST_LOG", "warn")
+            // CITYCLOUD_BENCH_OPERATOR_LOG, e.g. `info,kube_runtime=debug`, to see why each
+            // reconcile ran (the measurement is made at `warn`).
+            .env(
+                "RUST_LOG",
+                std::env::var("CITYCLOUD_BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(out.try_clone()?)
             .stderr(out);
         // SAFETY: prctl(2) is async-signal-safe; it is the only call between fork and exec.

@@ -36,6 +36,12 @@ pub struct Provisioned {
     pub api: ApiCounts,
     /// Seconds since the start, namespaces of Ready tenants, the operator's RSS (MiB).
     pub series: Vec<(f64, usize, f64)>,
+    /// Per tenant, seconds from its create's answer until the watch showed it Ready: the
+    /// median, 90th percentile and the longest. A median near the total means the tenants
+    /// queued (throughput); a short one, that each tenant's own chain is quick.
+    pub latency: Option<[f64; 3]>,
+    /// Where each tenant's time went, with the API server's audit log (see [`super::timeline`]).
+    pub timeline: Option<Result<super::timeline::Timeline, String>>,
 }
 
 impl Provisioned {
@@ -109,21 +115,23 @@ pub async fn run(
         0,
         operator.usage().map(|u| u.rss_mib).unwrap_or_default(),
     )];
-    futures::stream::iter(specs.iter().map(|(name, spec)| {
-        let api = api.clone();
-        async move {
-            api.patch(
-                name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(spec),
-            )
-            .await
-            .with_context(|| format!("creating Tenant {name}"))
-        }
-    }))
-    .buffer_unordered(args.create_concurrency as usize)
-    .try_collect::<Vec<_>>()
-    .await?;
+    let created: Vec<(String, Instant)> =
+        futures::stream::iter(specs.iter().map(|(name, spec)| {
+            let api = api.clone();
+            async move {
+                api.patch(
+                    name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(spec),
+                )
+                .await
+                .with_context(|| format!("creating Tenant {name}"))?;
+                Ok::<_, anyhow::Error>((name.clone(), Instant::now()))
+            }
+        }))
+        .buffer_unordered(args.create_concurrency as usize)
+        .try_collect()
+        .await?;
     let create_secs = secs(start);
     eprintln!("[{create_secs:6.1}s] provisioning: all tenants created");
 
@@ -156,6 +164,7 @@ pub async fn run(
         }
         tokio::time::sleep(POLL).await;
     }
+    let latency = watched.latency(&created).await;
     watched.stop();
     let ready_secs = secs(start);
     let machine_busy = cpu.busy_since();
@@ -179,20 +188,25 @@ pub async fn run(
         machine_busy,
         api: api_counts,
         series,
+        latency,
+        timeline: None,
     })
 }
 
+/// Per Tenant of the run, when the watch first showed it Ready (None: not yet).
+type Readiness =
+    std::sync::Arc<tokio::sync::Mutex<std::collections::HashMap<String, Option<Instant>>>>;
+
 /// The readiness of the run's Tenants, as a watch shows it.
 struct ReadyWatch {
-    ready: std::sync::Arc<tokio::sync::Mutex<std::collections::HashMap<String, bool>>>,
+    ready: Readiness,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl ReadyWatch {
     /// Starts the watch and waits for its first list.
     async fn start(admin: &kube::Client, names: &Names) -> anyhow::Result<ReadyWatch> {
-        let ready: std::sync::Arc<tokio::sync::Mutex<std::collections::HashMap<String, bool>>> =
-            Default::default();
+        let ready: Readiness = Default::default();
         let api = Api::<Tenant>::all(admin.clone());
         let config = kube::runtime::watcher::Config::default().labels(&names.selector());
         let map = ready.clone();
@@ -205,7 +219,14 @@ impl ReadyWatch {
                 let mut m = map.lock().await;
                 match event {
                     Ok(Event::Apply(t) | Event::InitApply(t)) => {
-                        m.insert(t.metadata.name.clone().unwrap_or_default(), is_ready(&t));
+                        let at = m
+                            .entry(t.metadata.name.clone().unwrap_or_default())
+                            .or_default();
+                        if !is_ready(&t) {
+                            *at = None;
+                        } else if at.is_none() {
+                            *at = Some(Instant::now());
+                        }
                     }
                     Ok(Event::Delete(t)) => {
                         m.remove(t.metadata.name.as_deref().unwrap_or_default());
@@ -235,8 +256,24 @@ impl ReadyWatch {
     async fn ready(&self, names: &Names, n: usize) -> usize {
         let m = self.ready.lock().await;
         (0..n)
-            .filter(|i| m.get(&names.tenant(*i)).copied().unwrap_or(false))
+            .filter(|i| m.get(&names.tenant(*i)).is_some_and(Option::is_some))
             .count()
+    }
+
+    /// Median, 90th percentile and longest of the seconds from each create's answer until
+    /// its tenant was seen Ready.
+    async fn latency(&self, created: &[(String, Instant)]) -> Option<[f64; 3]> {
+        let m = self.ready.lock().await;
+        let mut secs: Vec<f64> = created
+            .iter()
+            .filter_map(|(name, at)| {
+                let ready = (*m.get(name)?)?;
+                Some(ready.saturating_duration_since(*at).as_secs_f64())
+            })
+            .collect();
+        secs.sort_by(f64::total_cmp);
+        let at = |q: f64| secs[((secs.len() - 1) as f64 * q).round() as usize];
+        (!secs.is_empty()).then(|| [at(0.5), at(0.9), at(1.0)])
     }
 
     fn stop(self) {

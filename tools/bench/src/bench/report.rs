@@ -131,6 +131,12 @@ impl Report {
                     &format!("{:.1} s", p.create_secs),
                 );
                 row("all tenants Ready", &format!("{:.1} s", p.ready_secs));
+                if let Some([median, p90, max]) = p.latency {
+                    row(
+                        "per tenant, created → Ready: median, p90, max",
+                        &format!("{median:.1} / {p90:.1} / {max:.1} s"),
+                    );
+                }
                 row("tenants/s", &format!("{:.2}", p.tenants_per_sec()));
                 row("namespaces/s", &format!("{:.2}", p.namespaces_per_sec()));
                 row(
@@ -145,11 +151,23 @@ impl Report {
                     "machine CPUs busy",
                     &format!("{:.0} %", p.machine_busy * 100.0),
                 );
-                requests(
-                    &p.api,
-                    p.tenants,
-                    "incl. the bench's creates and 250 ms polls",
-                );
+                requests(&p.api, p.tenants, "incl. the bench's creates and its watch");
+                match &p.timeline {
+                    Some(Ok(t)) => {
+                        say!(
+                            "   where each tenant's time went (API server audit log, {} tenants; median / p90 / max)",
+                            t.tenants
+                        );
+                        for (step, [median, p90, max]) in &t.steps {
+                            row(
+                                &format!("  {step}"),
+                                &format!("{median:.2} / {p90:.2} / {max:.2} s"),
+                            );
+                        }
+                    }
+                    Some(Err(e)) => row("where each tenant's time went", &format!("not read: {e}")),
+                    None => {}
+                }
             }
             None => row("not measured", "see errors"),
         }
