@@ -702,11 +702,16 @@ fn run_checked(cmd: &mut Command) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
+/// Whether CITYCLOUD_APISERVER_AUDIT=1 asks for the API server's audit log (see `audit_flags`).
+pub fn audit_log_enabled() -> bool {
+    std::env::var_os("CITYCLOUD_APISERVER_AUDIT").is_some_and(|v| v == "1")
+}
+
 /// CITYCLOUD_APISERVER_AUDIT=1 writes every request's metadata (who, what, when, to the
 /// microsecond) to `audit.log` in the run's directory: a per-object timeline of a bench, at the
 /// cost of some API server CPU, so off unless asked for.
 fn audit_flags(dir: &Path) -> Result<Vec<String>> {
-    if !std::env::var_os("CITYCLOUD_APISERVER_AUDIT").is_some_and(|v| v == "1") {
+    if !audit_log_enabled() {
         return Ok(Vec::new());
     }
     let policy = dir.join("audit-policy.yaml");

@@ -61,7 +61,7 @@ pub fn of_round(
     names: &super::objects::Names,
     tenants: std::ops::Range<usize>,
 ) -> Option<Result<Timeline, String>> {
-    if !std::env::var_os("CITYCLOUD_APISERVER_AUDIT").is_some_and(|v| v == "1") {
+    if !testbed::controlplane::audit_log_enabled() {
         return None;
     }
     let path = logs.parent()?.join("audit.log");
