@@ -386,6 +386,14 @@ where
     }
 
     /// The objects under `key`.
+    /// Whether anything is indexed under `key` (a hint, without parsing: see [`Indexed::under`]
+    /// for what is there).
+    pub fn any_under(&self, key: &str) -> bool {
+        self.inner
+            .read()
+            .is_ok_and(|o| o.index.get(key).is_some_and(|ids| !ids.is_empty()))
+    }
+
     pub fn under(&self, key: &str) -> Vec<K> {
         let Ok(o) = self.inner.read() else {
             return Vec::new();

@@ -9,6 +9,7 @@ pub mod profiles;
 pub mod report;
 pub mod settling;
 pub mod status;
+pub mod turns;
 pub mod validate;
 pub mod workloads;
 
@@ -49,6 +50,8 @@ pub struct TenantContext {
     pub placement: placement::Verdicts,
     /// New tenants' first steps, whose watch echoes need no reconcile each.
     pub settling: Arc<settling::Settling>,
+    /// Turns to reconcile, `concurrency` at a time (see [`turns`]).
+    pub turns: turns::Turns,
 }
 
 /// A watch of one kind: every event goes to `follow` (the cache reconciles read), and the
@@ -202,7 +205,17 @@ pub async fn run(
         Default::default(),
     );
     let controller = Controller::for_stream(tenant_changes, tenants.clone())
-        .with_config(Config::default().concurrency(concurrency));
+        // Unbounded here, bounded by `turns`, which serves tenants under way first and each lane
+        // in order (kube-runtime's own limit serves waiting objects in hash order).
+        .with_config(Config::default().concurrency(0));
+    let turns = turns::Turns::new(usize::from(concurrency));
+    // Stopping: the reconciles still waiting for a turn end at once (graceful shutdown
+    // finishes only those running).
+    let closing = turns.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.close();
+    };
     let pending = cache::Pending::default();
     let all = crate::watching::config();
 
@@ -292,6 +305,7 @@ pub async fn run(
         },
         placement: placement::Verdicts::default(),
         settling: settling.clone(),
+        turns,
     });
     controller
         .watches_stream(namespace_changes, |ns| {
@@ -352,7 +366,29 @@ fn by_tenant_label<K: Resource>(obj: K) -> Option<ObjectRef<Tenant>> {
         .map(|t| ObjectRef::new(t))
 }
 
+/// Waits for a turn (see [`turns`]), then reconciles the tenant as the cache shows it then:
+/// the wait may have outlasted the snapshot it was handed.
 async fn reconcile(tenant: Arc<Tenant>, context: Arc<TenantContext>) -> Result<Action> {
+    // Under way: a new tenant whose namespaces exist (its next step grants access).
+    let lane = if tenant.status.is_none() && context.caches.namespaces.any_under(&tenant.name_any())
+    {
+        turns::Lane::Started
+    } else {
+        turns::Lane::Other
+    };
+    let Some(_turn) = context.turns.take(lane).await else {
+        // Shutting down: not started, so nothing to finish. A restart reconciles it.
+        return Ok(Action::await_change());
+    };
+    let Some(tenant) = context.caches.tenants.get(&ObjectRef::from_obj(&*tenant)) else {
+        // Gone from the cluster while it waited (its deletion is done): nothing to do.
+        return Ok(Action::await_change());
+    };
+    // Boxed: a reconcile's state is allocated when it runs, not by each one waiting.
+    Box::pin(reconcile_now(tenant, context)).await
+}
+
+async fn reconcile_now(tenant: Arc<Tenant>, context: Arc<TenantContext>) -> Result<Action> {
     if !context.caches.ready() {
         // Just started: look again once the watches have listed (not counted as a reconcile).
         return Ok(Action::requeue(Duration::from_millis(200)));
