@@ -341,10 +341,10 @@ async fn measure(args: &Args, on: On<'_>, flow: bool, report: &mut Report) -> an
         }
     }
 
-    // The second round, in reverse order (direct, then the operator) on as many new tenants:
-    // each side's faster round counts, and neither side always goes first.
-    if args.rounds == 2 && !args.scale && !args.skip_direct {
-        second_round(args, on, report).await?;
+    // More rounds on as many new tenants, the sides taking turns to go first: each side's
+    // fastest round counts, and neither side always goes first.
+    if args.rounds > 1 && !args.scale && !args.skip_direct {
+        more_rounds(args, on, report).await?;
     }
 
     // 5. The budget flow, with an operator again.
@@ -366,25 +366,76 @@ async fn measure(args: &Args, on: On<'_>, flow: bool, report: &mut Report) -> an
     Ok(())
 }
 
-/// The second round of the throughput comparison: the direct client, then the operator, on as
-/// many new tenants; the report keeps each side's faster round and notes both.
-async fn second_round(args: &Args, on: On<'_>, report: &mut Report) -> anyhow::Result<()> {
-    let next = args.second_round();
-    // Each phase starts where kube-controller-manager has caught up with the one before.
+/// Rounds 2 and on of the throughput comparison: round 2 direct first, round 3 the operator
+/// first, and so on. The report keeps each side's fastest round and notes them all.
+async fn more_rounds(args: &Args, on: On<'_>, report: &mut Report) -> anyhow::Result<()> {
+    let mut operator_secs: Vec<f64> = report.provision.iter().map(|p| p.ready_secs).collect();
+    let mut direct_secs: Vec<f64> = report.direct.iter().map(|d| d.secs).collect();
+    let mut round = args.clone();
+    for k in 2..=args.rounds {
+        round = round.next_round();
+        let (provisioned, direct) = if k % 2 == 0 {
+            let direct = direct_round(on, &round).await?;
+            (operator_round(args, on, &round, k).await?, direct)
+        } else {
+            let provisioned = operator_round(args, on, &round, k).await?;
+            (provisioned, direct_round(on, &round).await?)
+        };
+        operator_secs.push(provisioned.ready_secs);
+        direct_secs.push(direct.secs);
+        if report
+            .provision
+            .as_ref()
+            .is_none_or(|p| provisioned.ready_secs < p.ready_secs)
+        {
+            report.provision = Some(provisioned);
+        }
+        if report.direct.as_ref().is_none_or(|d| direct.secs < d.secs) {
+            report.direct = Some(direct);
+        }
+    }
+    let list = |secs: &[f64]| {
+        secs.iter()
+            .map(|s| format!("{s:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    report.notes.push(format!(
+        "{} rounds, the sides taking turns to go first (operator, direct, direct, operator, ...); each side's fastest is reported: operator {} s, direct {} s",
+        args.rounds,
+        list(&operator_secs),
+        list(&direct_secs),
+    ));
+    Ok(())
+}
+
+/// The direct client on `round`'s tenants, once kube-controller-manager caught up with the
+/// phase before.
+async fn direct_round(on: On<'_>, round: &Args) -> anyhow::Result<bench::direct::Direct> {
     bench::resync::kcm_settled(on.admin).await?;
-    let direct = bench::direct::run(on.admin, on.names, &next, on.profile).await?;
+    bench::direct::run(on.admin, on.names, round, on.profile).await
+}
+
+/// A fresh operator provisioning `round`'s tenants (round `k`), once it has verified the
+/// tenants already there.
+async fn operator_round(
+    args: &Args,
+    on: On<'_>,
+    round: &Args,
+    k: u32,
+) -> anyhow::Result<bench::provision::Provisioned> {
     bench::resync::kcm_settled(on.admin).await?;
     let operator = OperatorProcess::start(
         &args.operator_bin(),
         on.kubeconfig,
         on.logs,
-        &format!("provision-round2-{}", args.tenants()),
+        &format!("provision-round{k}-{}", args.tenants()),
         args.operator_concurrency,
     )
     .await?;
-    // A fresh operator first verifies every tenant already there (the first round's): that
+    // A fresh operator first verifies every tenant already there (the earlier rounds'): that
     // is the restart measured above, not this round's provisioning.
-    let existing = next.first() as u64;
+    let existing = round.first() as u64;
     bench::wait_for(
         "the round's operator to verify the tenants already there",
         Duration::from_secs(600),
@@ -393,27 +444,10 @@ async fn second_round(args: &Args, on: On<'_>, report: &mut Report) -> anyhow::R
     )
     .await?;
     bench::resync::quiet(&operator, Duration::from_secs(3), Duration::from_secs(60)).await;
-    let provisioned = bench::provision::run(on.admin, on.names, &next, &operator, on.profile).await;
+    let provisioned = bench::provision::run(on.admin, on.names, round, &operator, on.profile).await;
     operator.stop().await?;
     let mut provisioned = provisioned?;
     provisioned.timeline =
-        bench::timeline::of_round(on.logs, on.names, next.first()..next.tenants());
-    let (op1, d1) = (
-        report.provision.as_ref().map(|p| p.ready_secs),
-        report.direct.as_ref().map(|d| d.secs),
-    );
-    report.notes.push(format!(
-        "2 rounds in the order operator, direct, direct, operator; each side's faster one is reported: operator {} s then {:.1} s, direct {} s then {:.1} s",
-        op1.map(|s| format!("{s:.1}")).unwrap_or_else(|| "–".into()),
-        provisioned.ready_secs,
-        d1.map(|s| format!("{s:.1}")).unwrap_or_else(|| "–".into()),
-        direct.secs,
-    ));
-    if op1.is_none_or(|s| provisioned.ready_secs < s) {
-        report.provision = Some(provisioned);
-    }
-    if d1.is_none_or(|s| direct.secs < s) {
-        report.direct = Some(direct);
-    }
-    Ok(())
+        bench::timeline::of_round(on.logs, on.names, round.first()..round.tenants());
+    Ok(provisioned)
 }

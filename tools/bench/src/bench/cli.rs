@@ -56,13 +56,13 @@ pub struct Args {
     #[arg(long, env = "BENCH_SKIP_DIRECT")]
     pub skip_direct: bool,
 
-    /// Rounds of the throughput comparison: 2 measures each side twice in the order operator,
-    /// direct, direct, operator (the second round on as many new tenants) and reports each
-    /// side's faster round. On a shared 2-core machine the same work costs the API server up
-    /// to half again as much CPU from one minute to the next; a single round's ratio swings
+    /// Rounds of the throughput comparison, each on as many new tenants, the sides taking turns
+    /// to go first (3: operator, direct, direct, operator, operator, direct); each side's
+    /// fastest round is reported. On a shared 2-core machine the same work costs the API server
+    /// up to half again as much CPU from one minute to the next; a single round's ratio swings
     /// with it. Scale mode measures one round per size.
-    #[arg(long, env = "BENCH_ROUNDS", default_value_t = 2,
-          value_parser = clap::value_parser!(u32).range(1..=2))]
+    #[arg(long, env = "BENCH_ROUNDS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=4))]
     pub rounds: u32,
 
     /// Seconds to wait for every tenant to be Ready.
@@ -98,8 +98,8 @@ impl Args {
         self.tenants() - self.first()
     }
 
-    /// The second round's size: as many tenants again, after this size's.
-    pub fn second_round(&self) -> Args {
+    /// The next round's size: as many tenants again, after this round's.
+    pub fn next_round(&self) -> Args {
         let mut next = self.clone();
         next.first = self.tenants;
         next.tenants = self.tenants + (self.tenants - self.first);
