@@ -28,7 +28,7 @@ enum Command {
         #[arg(long, env = "CITYCLOUD_METRICS_INSECURE")]
         metrics_insecure: bool,
         /// Objects each controller reconciles at once.
-        #[arg(long, env = "CITYCLOUD_CONCURRENCY", default_value_t = 8)]
+        #[arg(long, env = "CITYCLOUD_CONCURRENCY", default_value_t = 12)]
         concurrency: u16,
         /// Log format: text or json.
         #[arg(long, env = "CITYCLOUD_LOG_FORMAT", default_value = "text")]

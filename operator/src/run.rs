@@ -31,7 +31,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             listen: None,
-            concurrency: 8,
+            concurrency: 12,
             identity: None,
             leader_election: None,
             metrics_insecure: false,

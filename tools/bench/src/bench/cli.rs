@@ -40,7 +40,7 @@ pub struct Args {
     pub direct_concurrency: u32,
 
     /// The operator's `--concurrency` (objects each controller reconciles at once).
-    #[arg(long, env = "BENCH_OPERATOR_CONCURRENCY", default_value_t = 8)]
+    #[arg(long, env = "BENCH_OPERATOR_CONCURRENCY", default_value_t = 12)]
     pub operator_concurrency: u16,
 
     /// The operator binary [default: target/release/citycloud-operator].
