@@ -385,7 +385,6 @@ where
         serde_json::from_str(json).ok()
     }
 
-    /// The objects under `key`.
     /// Whether anything is indexed under `key` (a hint, without parsing: see [`Indexed::under`]
     /// for what is there).
     pub fn any_under(&self, key: &str) -> bool {
@@ -394,6 +393,7 @@ where
             .is_ok_and(|o| o.index.get(key).is_some_and(|ids| !ids.is_empty()))
     }
 
+    /// The objects under `key`.
     pub fn under(&self, key: &str) -> Vec<K> {
         let Ok(o) = self.inner.read() else {
             return Vec::new();

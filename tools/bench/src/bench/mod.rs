@@ -50,6 +50,13 @@ where
     }
 }
 
+/// The median, 90th percentile and largest of `secs` (sorted here); `None` when empty.
+pub fn median_p90_max(mut secs: Vec<f64>) -> Option<[f64; 3]> {
+    secs.sort_by(f64::total_cmp);
+    let at = |q: f64| secs[((secs.len() - 1) as f64 * q).round() as usize];
+    (!secs.is_empty()).then(|| [at(0.5), at(0.9), at(1.0)])
+}
+
 /// Seconds since `start`, for progress lines.
 pub fn secs(start: Instant) -> f64 {
     start.elapsed().as_secs_f64()

@@ -264,16 +264,15 @@ impl ReadyWatch {
     /// its tenant was seen Ready.
     async fn latency(&self, created: &[(String, Instant)]) -> Option<[f64; 3]> {
         let m = self.ready.lock().await;
-        let mut secs: Vec<f64> = created
-            .iter()
-            .filter_map(|(name, at)| {
-                let ready = (*m.get(name)?)?;
-                Some(ready.saturating_duration_since(*at).as_secs_f64())
-            })
-            .collect();
-        secs.sort_by(f64::total_cmp);
-        let at = |q: f64| secs[((secs.len() - 1) as f64 * q).round() as usize];
-        (!secs.is_empty()).then(|| [at(0.5), at(0.9), at(1.0)])
+        super::median_p90_max(
+            created
+                .iter()
+                .filter_map(|(name, at)| {
+                    let ready = (*m.get(name)?)?;
+                    Some(ready.saturating_duration_since(*at).as_secs_f64())
+                })
+                .collect(),
+        )
     }
 
     fn stop(self) {

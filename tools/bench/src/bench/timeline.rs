@@ -86,8 +86,6 @@ pub fn read(path: &Path, is_tenant: impl Fn(&str) -> bool) -> anyhow::Result<Tim
         let resource = object.resource.as_deref().unwrap_or_default();
         let sub = object.subresource.as_deref();
         let name = object.name.as_deref().unwrap_or_default();
-        // A namespace of the tenant is named `<tenant>-<environment>`.
-        let tenant_of_namespace = |ns: &str| ns.rsplit_once('-').map(|(t, _)| t.to_string());
         let (tenant, step): (Option<String>, fn(&mut Marks, f64)) =
             match (event.verb.as_str(), resource, sub) {
                 ("patch", "tenants", None) => (Some(name.to_string()), |m, t| {
@@ -122,23 +120,27 @@ pub fn read(path: &Path, is_tenant: impl Fn(&str) -> bool) -> anyhow::Result<Tim
     }
     // A tenant's quotas are enforced when the last of them is.
     for (ns, at) in first_status {
-        if let Some(m) = ns.rsplit_once('-').and_then(|(t, _)| marks.get_mut(t)) {
+        if let Some(m) = tenant_of_namespace(&ns).and_then(|t| marks.get_mut(&t)) {
             m.enforced = Some(m.enforced.map_or(at, |e| e.max(at)));
         }
     }
     Ok(summarise(marks.values()))
 }
 
+/// The tenant whose namespace `ns` is: they are named `<tenant>-<environment>`.
+fn tenant_of_namespace(ns: &str) -> Option<String> {
+    ns.rsplit_once('-').map(|(t, _)| t.to_string())
+}
+
 fn summarise<'a>(marks: impl Iterator<Item = &'a Marks>) -> Timeline {
     let marks: Vec<&Marks> = marks.collect();
     let step = |from: fn(&Marks) -> Option<f64>, to: fn(&Marks) -> Option<f64>| {
-        let mut secs: Vec<f64> = marks
-            .iter()
-            .filter_map(|m| Some((to(m)? - from(m)?).max(0.0)))
-            .collect();
-        secs.sort_by(f64::total_cmp);
-        let at = |q: f64| secs[((secs.len() - 1) as f64 * q).round() as usize];
-        (!secs.is_empty()).then(|| [at(0.5), at(0.9), at(1.0)])
+        super::median_p90_max(
+            marks
+                .iter()
+                .filter_map(|m| Some((to(m)? - from(m)?).max(0.0)))
+                .collect(),
+        )
     };
     let steps = [
         (
