@@ -16,6 +16,7 @@ pub mod context;
 pub mod crds;
 pub mod digest;
 pub mod events;
+pub mod feed;
 pub mod finalizers;
 pub mod gauges;
 pub mod keyed;

@@ -104,18 +104,31 @@ pub async fn run(
     // Before the first watch starts: how watches list (memory at startup).
     crate::watching::probe(&client).await;
     let ctx = Context::new(client, shared.clone(), options.identity.clone());
+    // One Tenant watch for the four controllers that follow Tenants (see `feed`).
+    let (mut tenant_feed, tenant_store) = crate::feed::Feed::new();
     let tenants = tokio::spawn(crate::tenant::run(
         ctx.clone(),
         options.concurrency,
+        tenant_feed.subscribe(),
+        tenant_store,
         stopped(),
     ));
-    let profiles = tokio::spawn(crate::quota_profile::run(ctx.clone(), stopped()));
-    let requests = tokio::spawn(crate::tenant_request::run(ctx.clone(), stopped()));
+    let profiles = tokio::spawn(crate::quota_profile::run(
+        ctx.clone(),
+        tenant_feed.subscribe(),
+        stopped(),
+    ));
+    let requests = tokio::spawn(crate::tenant_request::run(
+        ctx.clone(),
+        tenant_feed.subscribe(),
+        stopped(),
+    ));
     // The claim controller re-reconciles a SharedService when a claim's token changes.
     let (service_pokes, pokes) = crate::shared_service::pokes();
     let claims = tokio::spawn(crate::claim::run(
         ctx.clone(),
         options.concurrency,
+        tenant_feed.subscribe(),
         service_pokes,
         stopped(),
     ));
@@ -125,6 +138,7 @@ pub async fn run(
         pokes,
         stopped(),
     ));
+    let tenant_watch = tokio::spawn(tenant_feed.run(crate::tenant::watch_all(&ctx.client)));
     shared.ready.store(true, Ordering::Relaxed);
     tracing::info!("citycloud-operator running");
 
@@ -135,6 +149,8 @@ pub async fn run(
     services.await?;
     profiles.await?;
     requests.await?;
+    // Its subscribers are gone; it would end at the next Tenant event.
+    tenant_watch.abort();
     shared.metrics.leader.set(0);
     if let Some(renewal) = renewal {
         let elector = renewal.await?;

@@ -64,6 +64,7 @@ struct ClaimContext {
 pub async fn run(
     ctx: Arc<Context>,
     concurrency: u16,
+    tenant_events: futures::channel::mpsc::Receiver<crate::feed::Event<Tenant>>,
     services: UnboundedSender<ObjectRef<SharedService>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -136,15 +137,14 @@ pub async fn run(
     let (by_tenant, by_namespace, by_policy, by_service) =
         (index.clone(), index.clone(), index.clone(), index);
     controller
-        .watches(
-            Api::<Tenant>::all(client.clone()),
-            crate::watching::config(),
-            move |tenant| {
+        .reconcile_on(crate::feed::triggers(
+            tenant_events,
+            move |tenant: &Tenant| {
                 let mut namespaces = tenant.namespaces();
                 namespaces.extend(tenant.status.iter().flat_map(|s| s.namespaces.clone()));
                 in_namespaces(&by_tenant, &namespaces)
             },
-        )
+        ))
         .watches(
             Api::<Namespace>::all(client.clone()),
             crate::watching::config().labels(TENANT),

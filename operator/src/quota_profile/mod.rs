@@ -8,7 +8,6 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::api::{QuotaProfile, QuotaProfileStatus, Tenant, conditions};
 use crate::conditions::{Cond, stamp};
@@ -29,25 +28,20 @@ fn profiles_of(t: &Tenant) -> Vec<String> {
     t.quota_profiles().into_iter().map(String::from).collect()
 }
 
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+/// Runs the QuotaProfile controller until `shutdown` resolves; `tenant_events` is the shared
+/// Tenant feed (see [`crate::feed`]).
+pub async fn run(
+    ctx: Arc<Context>,
+    tenant_events: futures::channel::mpsc::Receiver<crate::feed::Event<Tenant>>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = ctx.client.clone();
     let users = Keyed::new(profiles_of);
     let follower = users.clone();
     // A tenant created, deleted or moved to other profiles recounts the profiles it left and
     // those it uses now; nothing else of a Tenant matters here.
-    let recounts = watcher(
-        Api::<Tenant>::all(client.clone()),
-        crate::watching::config(),
-    )
-    .default_backoff()
-    .flat_map(move |event| {
-        let profiles = match event {
-            Ok(event) => follower.follow(&event),
-            Err(error) => {
-                tracing::warn!(%error, "watching Tenants to count profile users");
-                Vec::new()
-            }
-        };
+    let recounts = tenant_events.flat_map(move |event| {
+        let profiles = follower.follow(&event);
         futures::stream::iter(profiles.into_iter().map(|p| ObjectRef::new(&p)))
     });
     let context = Arc::new(ProfileContext { base: ctx, users });

@@ -162,16 +162,31 @@ fn quota_echo_matters(echo: &ResourceQuota, written: Option<&ResourceQuota>) -> 
     written.is_none_or(|w| w.status != echo.status)
 }
 
-/// Runs the Tenant controller until `shutdown` resolves.
+/// Every Tenant, as the controllers following them see it: one watch (see [`crate::feed`]),
+/// without the managed fields nothing here reads.
+pub fn watch_all(
+    client: &kube::Client,
+) -> impl futures::Stream<Item = Result<watcher::Event<Tenant>, watcher::Error>> + Send + 'static {
+    watcher(
+        Api::<Tenant>::all(client.clone()),
+        crate::watching::config(),
+    )
+    .modify(|t| t.managed_fields_mut().clear())
+    .default_backoff()
+}
+
+/// Runs the Tenant controller until `shutdown` resolves. `tenant_events` and `tenants` are the
+/// shared Tenant feed's (see [`crate::feed`]).
 pub async fn run(
     ctx: Arc<Context>,
     concurrency: u16,
+    tenant_events: futures::channel::mpsc::Receiver<crate::feed::Event<Tenant>>,
+    tenants: reflector::Store<Tenant>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
     let managed =
         crate::watching::config().labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE},{TENANT}"));
-    let (tenants, tenant_writer) = reflector::store();
     // A Tenant is reconciled when its spec, finalizers or deletion change, or when someone
     // else changed its status; not on the echo of the status this controller wrote.
     let shared_status = ctx.shared.clone();
@@ -182,28 +197,21 @@ pub async fn run(
     let (parent_pokes, parents_poked) = futures::channel::mpsc::unbounded();
     let follower = children.clone();
     let forgetting = settling.clone();
-    let tenant_changes = reflector(
-        tenant_writer,
-        watcher(
-            Api::<Tenant>::all(client.clone()),
-            crate::watching::config(),
-        )
-        .modify(|t| t.managed_fields_mut().clear())
-        .inspect(move |event| {
-            if let Ok(event) = event {
-                forgetting.follow(event);
-                for parent in follower.follow(event) {
-                    let _ = parent_pokes.unbounded_send(ObjectRef::<Tenant>::new(&parent));
-                }
+    let tenant_changes = tenant_events
+        .flat_map(move |event| {
+            forgetting.follow(&event);
+            for parent in follower.follow(&event) {
+                let _ = parent_pokes.unbounded_send(ObjectRef::<Tenant>::new(&parent));
             }
-        }),
-    )
-    .default_backoff()
-    .touched_objects()
-    .predicate_filter(
-        move |t: &Tenant| Some(trigger_hash(t, &shared_status)),
-        Default::default(),
-    );
+            let touched = crate::feed::touched(&event)
+                .cloned()
+                .map(Ok::<_, watcher::Error>);
+            futures::stream::iter(touched)
+        })
+        .predicate_filter(
+            move |t: &Tenant| Some(trigger_hash(t, &shared_status)),
+            Default::default(),
+        );
     let controller = Controller::for_stream(tenant_changes, tenants.clone())
         // Unbounded here, bounded by `turns`, which serves tenants under way first and each lane
         // in order (kube-runtime's own limit serves waiting objects in hash order).

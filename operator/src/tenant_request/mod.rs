@@ -52,7 +52,12 @@ fn tenants_of(r: &TenantRequest) -> Vec<String> {
 }
 
 /// Runs the TenantRequest controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+/// `tenant_events` is the shared Tenant feed (see [`crate::feed`]).
+pub async fn run(
+    ctx: Arc<Context>,
+    tenant_events: futures::channel::mpsc::Receiver<crate::feed::Event<Tenant>>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = ctx.client.clone();
     // The requests naming each tenant, kept from the requests' own watch: a Tenant's event
     // finds its requests by one lookup, not a scan of every request.
@@ -76,11 +81,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     .applied_objects();
     Controller::for_stream(requests, store)
         // A Tenant becoming Ready (Provisioned), or a parent's reservations changing.
-        .watches(
-            Api::<Tenant>::all(client.clone()),
-            crate::watching::config(),
-            move |t| naming.under(&t.name_any()),
-        )
+        .reconcile_on(crate::feed::triggers(tenant_events, move |t: &Tenant| {
+            naming.under(&t.name_any())
+        }))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, reconciler::error_policy, ctx)
         .for_each(|_| async {})
