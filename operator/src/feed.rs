@@ -1,9 +1,10 @@
 //! One watch of a kind for every controller that follows it.
 //!
 //! Four controllers follow Tenants: their own, the QuotaProfile counts, the TenantRequests and
-//! the claims. Each watching for itself, the API server sent every Tenant event four times and
-//! the operator parsed it four times. A [`Feed`] watches once, keeps the one store, and hands
-//! each subscriber the same event, after the store has taken it in.
+//! the claims; three follow SharedServiceClaims and two every Service of the cluster. Each
+//! watching for itself, the API server sent every event of those kinds once per controller and
+//! the operator parsed it as often. A [`Feed`] watches once, keeps the one store (if anyone
+//! needs it), and hands each subscriber the same event, after the store has taken it in.
 use std::sync::Arc;
 
 use futures::channel::mpsc;
@@ -25,7 +26,7 @@ pub struct Feed<K>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    writer: Writer<K>,
+    writer: Option<Writer<K>>,
     subscribers: Vec<mpsc::Sender<Event<K>>>,
 }
 
@@ -38,11 +39,19 @@ where
         let (store, writer) = reflector::store();
         (
             Feed {
-                writer,
+                writer: Some(writer),
                 subscribers: Vec::new(),
             },
             store,
         )
+    }
+
+    /// A feed that keeps no store: its subscribers only map events to reconciles.
+    pub fn unstored() -> Self {
+        Feed {
+            writer: None,
+            subscribers: Vec::new(),
+        }
     }
 
     /// Every event from the first (the initial list) on. Subscribe before [`Feed::run`].
@@ -67,7 +76,9 @@ where
                     continue;
                 }
             };
-            self.writer.apply_watcher_event(&event);
+            if let Some(writer) = &mut self.writer {
+                writer.apply_watcher_event(&event);
+            }
             let event = Arc::new(event);
             let mut open = Vec::with_capacity(self.subscribers.len());
             for mut subscriber in self.subscribers.drain(..) {

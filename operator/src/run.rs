@@ -104,13 +104,17 @@ pub async fn run(
     // Before the first watch starts: how watches list (memory at startup).
     crate::watching::probe(&client).await;
     let ctx = Context::new(client, shared.clone(), options.identity.clone());
-    // One Tenant watch for the four controllers that follow Tenants (see `feed`).
+    // One watch per kind for the controllers that follow it (see `feed`): Tenants (four
+    // controllers), SharedServiceClaims (three), Services (two).
     let (mut tenant_feed, tenant_store) = crate::feed::Feed::new();
+    let (mut claim_feed, claim_store) = crate::feed::Feed::new();
+    let mut service_feed = crate::feed::Feed::unstored();
     let tenants = tokio::spawn(crate::tenant::run(
         ctx.clone(),
         options.concurrency,
         tenant_feed.subscribe(),
         tenant_store,
+        claim_feed.subscribe(),
         stopped(),
     ));
     let profiles = tokio::spawn(crate::quota_profile::run(
@@ -125,10 +129,16 @@ pub async fn run(
     ));
     // The claim controller re-reconciles a SharedService when a claim's token changes.
     let (service_pokes, pokes) = crate::shared_service::pokes();
+    let claim_feeds = crate::claim::Feeds {
+        tenant_events: tenant_feed.subscribe(),
+        claim_events: claim_feed.subscribe(),
+        claims: claim_store,
+        service_events: service_feed.subscribe(),
+    };
     let claims = tokio::spawn(crate::claim::run(
         ctx.clone(),
         options.concurrency,
-        tenant_feed.subscribe(),
+        claim_feeds,
         service_pokes,
         stopped(),
     ));
@@ -136,9 +146,16 @@ pub async fn run(
         ctx.clone(),
         options.concurrency,
         pokes,
+        claim_feed.subscribe(),
+        service_feed.subscribe(),
         stopped(),
     ));
-    let tenant_watch = tokio::spawn(tenant_feed.run(crate::tenant::watch_all(&ctx.client)));
+    let client = &ctx.client;
+    let watches = [
+        tokio::spawn(tenant_feed.run(crate::tenant::watch_all(client))),
+        tokio::spawn(claim_feed.run(crate::claim::watch_all(client))),
+        tokio::spawn(service_feed.run(crate::claim::watch_services(client))),
+    ];
     shared.ready.store(true, Ordering::Relaxed);
     tracing::info!("citycloud-operator running");
 
@@ -149,8 +166,10 @@ pub async fn run(
     services.await?;
     profiles.await?;
     requests.await?;
-    // Its subscribers are gone; it would end at the next Tenant event.
-    tenant_watch.abort();
+    // Their subscribers are gone; they would end at their next event.
+    for watch in watches {
+        watch.abort();
+    }
     shared.metrics.leader.set(0);
     if let Some(renewal) = renewal {
         let elector = renewal.await?;

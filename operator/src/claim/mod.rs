@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use futures::channel::mpsc::{UnboundedSender, unbounded};
+use futures::channel::mpsc::{Receiver, UnboundedSender, unbounded};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -59,36 +59,75 @@ struct ClaimContext {
     catalogue: Store<SharedService>,
 }
 
+/// Every SharedServiceClaim, as the controllers following them see it (one watch, see
+/// [`crate::feed`]), without the managed fields.
+pub fn watch_all(
+    client: &kube::Client,
+) -> impl futures::Stream<Item = Result<watcher::Event<SharedServiceClaim>, watcher::Error>>
++ Send
++ 'static {
+    watcher(
+        Api::<SharedServiceClaim>::all(client.clone()),
+        crate::watching::config(),
+    )
+    .modify(|c| c.managed_fields_mut().clear())
+    .default_backoff()
+}
+
+/// Every Service of the cluster, for the controllers that follow the Services SharedServices
+/// point at (one watch, see [`crate::feed`]).
+pub fn watch_services(
+    client: &kube::Client,
+) -> impl futures::Stream<Item = Result<watcher::Event<Service>, watcher::Error>> + Send + 'static {
+    watcher(
+        Api::<Service>::all(client.clone()),
+        crate::watching::config(),
+    )
+    .modify(|s| s.managed_fields_mut().clear())
+    .default_backoff()
+}
+
+/// The claim controller's inputs that other controllers follow too (see [`crate::feed`]).
+pub struct Feeds {
+    pub tenant_events: Receiver<crate::feed::Event<Tenant>>,
+    pub claim_events: Receiver<crate::feed::Event<SharedServiceClaim>>,
+    /// The claims' store, kept by their feed.
+    pub claims: Store<SharedServiceClaim>,
+    pub service_events: Receiver<crate::feed::Event<Service>>,
+}
+
 /// Runs the claim controller until `shutdown` resolves. `services` re-reconciles a
 /// SharedService (the SharedService controller's input) when a claim's token changes.
 pub async fn run(
     ctx: Arc<Context>,
     concurrency: u16,
-    tenant_events: futures::channel::mpsc::Receiver<crate::feed::Event<Tenant>>,
+    feeds: Feeds,
     services: UnboundedSender<ObjectRef<SharedService>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
+    let Feeds {
+        tenant_events,
+        claim_events,
+        claims,
+        service_events,
+    } = feeds;
     // The claims by namespace, id and service, kept from the claims' own watch: every mapper
     // below finds its claims by one lookup, not a scan of every claim.
     let index = Keyed::new(claim_keys);
     let follower = index.clone();
-    let (claims, writer) = reflector::store();
-    let claim_changes = reflector::reflector(
-        writer,
-        watcher(
-            Api::<SharedServiceClaim>::all(client.clone()),
-            crate::watching::config(),
-        )
-        .modify(|c| c.managed_fields_mut().clear())
-        .inspect(move |event| {
-            if let Ok(event) = event {
-                follower.follow(event);
+    // Created or changed (kube's `applied_objects`): a deleted claim's cleanup ran on the
+    // change that set its deletion time.
+    let claim_changes = claim_events.filter_map(move |event| {
+        follower.follow(&event);
+        let applied = match &*event {
+            watcher::Event::Apply(c) | watcher::Event::InitApply(c) => {
+                Some(Ok::<_, watcher::Error>(c.clone()))
             }
-        }),
-    )
-    .default_backoff()
-    .applied_objects();
+            _ => None,
+        };
+        futures::future::ready(applied)
+    });
     let controller = Controller::for_stream(claim_changes, claims.clone())
         .with_config(Config::default().concurrency(concurrency));
     let (claim_tx, claim_rx) = unbounded();
@@ -163,10 +202,9 @@ pub async fn run(
                 by_policy.under(&id_key(&id))
             },
         )
-        .watches(
-            Api::<Service>::all(client),
-            crate::watching::config(),
-            move |svc| {
+        .reconcile_on(crate::feed::triggers(
+            service_events,
+            move |svc: &Service| {
                 let (ns, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
                 catalogue
                     .state()
@@ -175,7 +213,7 @@ pub async fn run(
                     .flat_map(|s| naming(&by_service, &s.name_any()))
                     .collect::<Vec<_>>()
             },
-        )
+        ))
         .reconcile_on(claim_rx)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, reconciler::error_policy, context)

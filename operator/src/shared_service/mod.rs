@@ -65,6 +65,8 @@ pub async fn run(
     ctx: Arc<Context>,
     concurrency: u16,
     pokes: Pokes,
+    claim_events: futures::channel::mpsc::Receiver<crate::feed::Event<SharedServiceClaim>>,
+    service_events: futures::channel::mpsc::Receiver<crate::feed::Event<Service>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
@@ -79,15 +81,15 @@ pub async fn run(
         applied: Applied::default(),
     });
     controller
-        .watches(
-            Api::<SharedServiceClaim>::all(client.clone()),
-            crate::watching::config(),
-            |claim| Some(ObjectRef::<SharedService>::new(claim.service_name())),
-        )
-        .watches(
-            Api::<Service>::all(client),
-            crate::watching::config(),
-            move |svc| {
+        .reconcile_on(crate::feed::triggers(
+            claim_events,
+            |claim: &SharedServiceClaim| {
+                Some(ObjectRef::<SharedService>::new(claim.service_name()))
+            },
+        ))
+        .reconcile_on(crate::feed::triggers(
+            service_events,
+            move |svc: &Service| {
                 let (ns, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
                 services
                     .state()
@@ -96,7 +98,7 @@ pub async fn run(
                     .map(|s| ObjectRef::from_obj(&**s))
                     .collect::<Vec<_>>()
             },
-        )
+        ))
         .reconcile_on(pokes)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, reconciler::error_policy, context)

@@ -371,6 +371,9 @@ async fn measure(args: &Args, on: On<'_>, flow: bool, report: &mut Report) -> an
 async fn more_rounds(args: &Args, on: On<'_>, report: &mut Report) -> anyhow::Result<()> {
     let mut operator_secs: Vec<f64> = report.provision.iter().map(|p| p.ready_secs).collect();
     let mut direct_secs: Vec<f64> = report.direct.iter().map(|d| d.secs).collect();
+    if let (Some(p), Some(d)) = (&report.provision, &report.direct) {
+        report.rounds.push(bench::report::Round::of(p, d));
+    }
     let mut round = args.clone();
     for k in 2..=args.rounds {
         round = round.next_round();
@@ -383,6 +386,9 @@ async fn more_rounds(args: &Args, on: On<'_>, report: &mut Report) -> anyhow::Re
         };
         operator_secs.push(provisioned.ready_secs);
         direct_secs.push(direct.secs);
+        report
+            .rounds
+            .push(bench::report::Round::of(&provisioned, &direct));
         if report
             .provision
             .as_ref()

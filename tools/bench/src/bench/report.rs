@@ -31,6 +31,49 @@ use super::provision::Provisioned;
 use super::resync::Resync;
 use super::throttling::{ApiCounts, Throttling};
 
+/// One round of the throughput comparison: the operator's provisioning and the direct client's
+/// apply of as many tenants, run back to back, so both saw the machine as it was then. A shared
+/// 2-core machine changes speed from one minute to the next (the same work took 9.4 s and
+/// 14.3 s within one run); the ratio within a round is not moved by that.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Round {
+    pub operator_secs: f64,
+    pub direct_secs: f64,
+    pub direct_enforced_secs: Option<f64>,
+}
+
+impl Round {
+    pub fn of(provisioned: &Provisioned, direct: &Direct) -> Round {
+        Round {
+            operator_secs: provisioned.ready_secs,
+            direct_secs: direct.secs,
+            direct_enforced_secs: direct.enforced_secs,
+        }
+    }
+
+    /// Operator / direct in namespaces/s (both sides provision as many): the direct client
+    /// until its last write answered.
+    pub fn raw(&self) -> f64 {
+        self.direct_secs / self.operator_secs
+    }
+
+    /// Operator / direct, both until every quota is enforced (the operator's Ready).
+    pub fn same_end_point(&self) -> Option<f64> {
+        self.direct_enforced_secs.map(|e| e / self.operator_secs)
+    }
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        n if n % 2 == 1 => Some(values[n / 2]),
+        n => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Report {
     pub command: String,
@@ -46,6 +89,8 @@ pub struct Report {
     pub provision: Option<Provisioned>,
     pub resync: Option<Resync>,
     pub direct: Option<Direct>,
+    /// Every round of the throughput comparison (three by default), in order.
+    pub rounds: Vec<Round>,
     pub flow: Option<Flow>,
     pub throttling: Option<Throttling>,
     pub notes: Vec<String>,
@@ -74,6 +119,43 @@ impl Report {
     /// Whether the bench should exit non-zero: an error, or an idle resync that wrote.
     pub fn failed(&self) -> bool {
         !self.errors.is_empty() || self.resync.as_ref().is_some_and(|r| !r.passed())
+    }
+
+    /// Each round's operator / direct and their median: the ratio that the machine's changing
+    /// speed moves least (see [`Round`]).
+    fn round_by_round(&self) {
+        if self.rounds.len() < 2 {
+            return;
+        }
+        let list = |ratios: &[f64]| {
+            ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let raw: Vec<f64> = self.rounds.iter().map(Round::raw).collect();
+        let same: Vec<f64> = self
+            .rounds
+            .iter()
+            .filter_map(Round::same_end_point)
+            .collect();
+        for (label, ratios) in [
+            ("operator / direct by round, raw", raw),
+            ("operator / direct by round, same end point", same),
+        ] {
+            if ratios.len() == self.rounds.len()
+                && let Some(m) = median(ratios.clone())
+            {
+                row(
+                    label,
+                    &format!(
+                        "{m:.2}  median of {} (each round's sides back to back)",
+                        list(&ratios)
+                    ),
+                );
+            }
+        }
     }
 
     pub fn print(&self) {
@@ -216,6 +298,7 @@ impl Report {
                             ),
                         );
                     }
+                    self.round_by_round();
                 }
             }
             None => row("not measured", "skipped or failed"),
@@ -574,4 +657,28 @@ fn field(name: &str, value: &str) {
 
 fn row(label: &str, value: &str) {
     say!("   {label:<46} {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_is_the_middle_round_or_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![0.87, 1.05, 1.03]), Some(1.03));
+        assert_eq!(median(vec![1.2, 0.8, 1.0, 0.9]), Some(0.95));
+    }
+
+    #[test]
+    fn a_round_compares_its_two_sides_in_namespaces_per_second() {
+        let round = Round {
+            operator_secs: 8.0,
+            direct_secs: 7.2,
+            direct_enforced_secs: Some(7.6),
+        };
+        // The operator took longer: below 1.
+        assert!((round.raw() - 0.9).abs() < 1e-9);
+        assert!((round.same_end_point().expect("measured") - 0.95).abs() < 1e-9);
+    }
 }
