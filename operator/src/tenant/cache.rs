@@ -241,12 +241,14 @@ impl<K> Clone for Indexed<K> {
     }
 }
 
-/// Objects as JSON with their index key, by "namespace/name" ("name" if cluster-scoped).
-type Entries = HashMap<String, (Option<String>, Box<str>)>;
+/// Objects as packed JSON (see [`super::packed`]) with their index key, by "namespace/name"
+/// ("name" if cluster-scoped).
+type Entries = HashMap<String, (Option<String>, Box<[u8]>)>;
 
 #[derive(Default)]
 struct Objects {
     json: Entries,
+    packer: super::packed::Packer,
     index: HashMap<String, HashSet<String>>,
     /// A relist in progress: what it has listed so far.
     relist: Option<Entries>,
@@ -254,7 +256,7 @@ struct Objects {
 }
 
 impl Objects {
-    fn insert(&mut self, id: String, key: Option<String>, json: Box<str>) {
+    fn insert(&mut self, id: String, key: Option<String>, json: Box<[u8]>) {
         if let Some(k) = &key {
             self.index.entry(k.clone()).or_default().insert(id.clone());
         }
@@ -341,16 +343,17 @@ where
             }
             return;
         }
-        let entry = |obj: &K| {
+        let entry = |o: &mut Objects, obj: &K| {
             let id = id_of(obj.meta().namespace.as_deref(), &obj.name_any());
-            let json = serde_json::to_string(obj)
-                .unwrap_or_default()
-                .into_boxed_str();
+            let ours = obj.labels().get(MANAGED_BY).map(String::as_str) == Some(MANAGED_BY_VALUE);
+            let json = o
+                .packer
+                .pack(&serde_json::to_vec(obj).unwrap_or_default(), ours);
             (id, (self.key)(obj), json)
         };
         match event {
             watcher::Event::Apply(obj) => {
-                let (id, key, json) = entry(obj);
+                let (id, key, json) = entry(&mut o, obj);
                 o.insert(id, key, json);
             }
             watcher::Event::Delete(obj) => {
@@ -361,7 +364,7 @@ where
             }
             watcher::Event::Init => o.relist = Some(HashMap::new()),
             watcher::Event::InitApply(obj) => {
-                let (id, key, json) = entry(obj);
+                let (id, key, json) = entry(&mut o, obj);
                 o.relist.get_or_insert_default().insert(id, (key, json));
             }
             // The list replaces what was known (missed deletes included).
@@ -381,8 +384,8 @@ where
     /// The object named `name` (in `namespace`).
     pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<K> {
         let o = self.inner.read().ok()?;
-        let (_, json) = o.json.get(&id_of(namespace, name))?;
-        serde_json::from_str(json).ok()
+        let (_, packed) = o.json.get(&id_of(namespace, name))?;
+        serde_json::from_slice(&o.packer.unpack(packed)?).ok()
     }
 
     /// Whether anything is indexed under `key` (a hint, without parsing: see [`Indexed::under`]
@@ -403,7 +406,7 @@ where
             .into_iter()
             .flatten()
             .filter_map(|id| o.json.get(id))
-            .filter_map(|(_, json)| serde_json::from_str::<K>(json).ok())
+            .filter_map(|(_, packed)| serde_json::from_slice::<K>(&o.packer.unpack(packed)?).ok())
             .filter(|obj| (self.key)(obj).as_deref() == Some(key))
             .collect()
     }

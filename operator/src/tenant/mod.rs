@@ -3,6 +3,7 @@ pub mod apply;
 pub mod build;
 pub mod cache;
 pub mod dereference;
+pub mod packed;
 pub mod placement;
 pub mod plan;
 pub mod profiles;
