@@ -9,9 +9,42 @@ use std::sync::Arc;
 
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream, StreamExt};
-use kube::Resource;
 use kube::runtime::reflector::{self, Store, store::Writer};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+
+/// What a kind needs to be watched and kept.
+pub trait Watched:
+    Resource<DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Every object of a kind in the cluster, as a feed passes it on: without the managed fields,
+/// which nothing of the operator reads.
+pub fn watch_all<K: Watched>(
+    client: &kube::Client,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static {
+    watcher(Api::<K>::all(client.clone()), crate::watching::config())
+        .modify(|o| o.managed_fields_mut().clear())
+        .default_backoff()
+}
 
 /// How many events a subscriber may be behind before the watch waits for it. Every subscriber
 /// drains its events as they come (a controller's triggers are read whatever its reconciles

@@ -152,9 +152,9 @@ pub async fn run(
     ));
     let client = &ctx.client;
     let watches = [
-        tokio::spawn(tenant_feed.run(crate::tenant::watch_all(client))),
-        tokio::spawn(claim_feed.run(crate::claim::watch_all(client))),
-        tokio::spawn(service_feed.run(crate::claim::watch_services(client))),
+        tokio::spawn(tenant_feed.run(crate::feed::watch_all(client))),
+        tokio::spawn(claim_feed.run(crate::feed::watch_all(client))),
+        tokio::spawn(service_feed.run(crate::feed::watch_all(client))),
     ];
     shared.ready.store(true, Ordering::Relaxed);
     tracing::info!("citycloud-operator running");

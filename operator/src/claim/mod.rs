@@ -59,34 +59,6 @@ struct ClaimContext {
     catalogue: Store<SharedService>,
 }
 
-/// Every SharedServiceClaim, as the controllers following them see it (one watch, see
-/// [`crate::feed`]), without the managed fields.
-pub fn watch_all(
-    client: &kube::Client,
-) -> impl futures::Stream<Item = Result<watcher::Event<SharedServiceClaim>, watcher::Error>>
-+ Send
-+ 'static {
-    watcher(
-        Api::<SharedServiceClaim>::all(client.clone()),
-        crate::watching::config(),
-    )
-    .modify(|c| c.managed_fields_mut().clear())
-    .default_backoff()
-}
-
-/// Every Service of the cluster, for the controllers that follow the Services SharedServices
-/// point at (one watch, see [`crate::feed`]).
-pub fn watch_services(
-    client: &kube::Client,
-) -> impl futures::Stream<Item = Result<watcher::Event<Service>, watcher::Error>> + Send + 'static {
-    watcher(
-        Api::<Service>::all(client.clone()),
-        crate::watching::config(),
-    )
-    .modify(|s| s.managed_fields_mut().clear())
-    .default_backoff()
-}
-
 /// The claim controller's inputs that other controllers follow too (see [`crate::feed`]).
 pub struct Feeds {
     pub tenant_events: Receiver<crate::feed::Event<Tenant>>,

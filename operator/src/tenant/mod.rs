@@ -58,19 +58,10 @@ pub struct TenantContext {
 /// Every object of a kind the selector matches, without what the caches never read: the managed
 /// fields, the uid and the creation time (memory: ~90 bytes of ~20,000 objects at 1,000
 /// tenants).
-fn source<K>(
+fn source<K: crate::feed::Watched>(
     client: &kube::Client,
     config: &watcher::Config,
-) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static {
     watcher(Api::<K>::all(client.clone()), config.clone())
         .modify(|o| {
             let meta = o.meta_mut();
@@ -93,21 +84,12 @@ fn from_feed<K: Clone + Send + Sync + 'static>(
 /// stream yields the changes worth a reconcile: not the echo of our own write (see
 /// [`cache::Pending`]) unless `echo_matters` says it brings more, and not the first list (the
 /// Tenant watch itself starts a reconcile of every tenant then).
-fn watch<K>(
+fn watch<K: crate::feed::Watched>(
     source: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     pending: &cache::Pending,
     echo_matters: fn(&K, Option<&ResourceQuota>) -> bool,
     follow: impl Fn(&watcher::Event<K>) + Send + 'static,
-) -> futures::stream::BoxStream<'static, Result<K, watcher::Error>>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
+) -> futures::stream::BoxStream<'static, Result<K, watcher::Error>> {
     let pending = pending.clone();
     let mut listed = false;
     source
@@ -146,7 +128,7 @@ where
 }
 
 /// [`watch`] into an [`cache::Indexed`] cache.
-fn cached<K>(
+fn cached<K: crate::feed::Watched + serde::Serialize>(
     source: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     pending: &cache::Pending,
     echo_matters: fn(&K, Option<&ResourceQuota>) -> bool,
@@ -154,17 +136,7 @@ fn cached<K>(
 ) -> (
     cache::Indexed<K>,
     futures::stream::BoxStream<'static, Result<K, watcher::Error>>,
-)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
+) {
     let cache = cache::Indexed::new(key);
     let follower = cache.clone();
     let stream = watch(source, pending, echo_matters, move |e| follower.follow(e));
@@ -181,19 +153,6 @@ fn never<K>(_: &K, _: Option<&ResourceQuota>) -> bool {
 /// comes as an event of its own). Without the answer (the echo came first), it matters.
 fn quota_echo_matters(echo: &ResourceQuota, written: Option<&ResourceQuota>) -> bool {
     written.is_none_or(|w| w.status != echo.status)
-}
-
-/// Every Tenant, as the controllers following them see it: one watch (see [`crate::feed`]),
-/// without the managed fields nothing here reads.
-pub fn watch_all(
-    client: &kube::Client,
-) -> impl futures::Stream<Item = Result<watcher::Event<Tenant>, watcher::Error>> + Send + 'static {
-    watcher(
-        Api::<Tenant>::all(client.clone()),
-        crate::watching::config(),
-    )
-    .modify(|t| t.managed_fields_mut().clear())
-    .default_backoff()
 }
 
 /// Runs the Tenant controller until `shutdown` resolves. `tenant_events` and `tenants` are the
