@@ -57,6 +57,18 @@ pub fn median_p90_max(mut secs: Vec<f64>) -> Option<[f64; 3]> {
     (!secs.is_empty()).then(|| [at(0.5), at(0.9), at(1.0)])
 }
 
+/// The middle value (the mean of the two middle ones for an even count): a few rounds' ratios,
+/// where [`median_p90_max`]'s nearest rank would pick one of the two middle rounds.
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        n if n % 2 == 1 => Some(values[n / 2]),
+        n => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
 /// Seconds since `start`, for progress lines.
 pub fn secs(start: Instant) -> f64 {
     start.elapsed().as_secs_f64()

@@ -27,6 +27,7 @@ use super::cli::Args;
 use super::direct::Direct;
 use super::flow::Flow;
 use super::machine::Facts;
+use super::median;
 use super::provision::Provisioned;
 use super::resync::Resync;
 use super::throttling::{ApiCounts, Throttling};
@@ -60,17 +61,6 @@ impl Round {
     /// Operator / direct, both until every quota is enforced (the operator's Ready).
     pub fn same_end_point(&self) -> Option<f64> {
         self.direct_enforced_secs.map(|e| e / self.operator_secs)
-    }
-}
-
-/// The middle value (the mean of the two middle ones for an even count).
-pub fn median(mut values: Vec<f64>) -> Option<f64> {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    match n {
-        0 => None,
-        n if n % 2 == 1 => Some(values[n / 2]),
-        n => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
     }
 }
 
