@@ -71,7 +71,7 @@ deny: $(DENY) ## cargo-deny: licenses, banned/duplicate crates, crates.io as the
 	$(DENY) --manifest-path Cargo.toml check $(DENY_CHECKS)
 
 # unit first: a formatting slip or a failing unit test stops the run before Go builds anything.
-test: unit control-plane ## everything CI runs: the unit loop, integration tests on a real control plane, the images run under runc
+test: unit control-plane image-tools ## everything CI runs: the unit loop, integration tests on a real control plane, the images run under runc
 	$(CARGO) test --workspace --no-fail-fast --test '*'
 	@# The operator's image, packed from the binary the tests just ran (no second compile), and
 	@# the probe's: both must start under runc as the chart runs them (user 65532, read-only root).

@@ -41,8 +41,10 @@ tools() {
     local sudo=()
     [ "$(id -u)" -eq 0 ] || sudo=(sudo)
     log "installing ${missing[*]} with apt-get"
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
+    # Another build may be installing at the same moment: wait for dpkg's lock, do not fail.
+    "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+        --no-install-recommends "${missing[@]}" > /dev/null
 }
 
 # The chart's appVersion: the tag its Deployment pulls by default.
@@ -68,6 +70,8 @@ revision() {
 # storage directory removed afterwards (vfs: no mounts to leak; the images are small), and the
 # tools' host-wide state kept in it too (private.sh).
 bud() {
+    # Whoever calls (make, a node test packing the image it runs), the tools are there first.
+    tools
     local store="$OUT/buildah"
     rm -rf "$store"
     mkdir -p "$store"
