@@ -103,7 +103,7 @@ fn count_write(ctx: &Context) {
 }
 
 /// "Created 3: Namespace a-prod, RoleBinding a-prod/citycloud-owners, …" within [`NOTE_BUDGET`].
-fn note(heading: &str, items: &[String]) -> String {
+pub fn note(heading: &str, items: &[String]) -> String {
     let mut out = format!("{heading} {}:", items.len());
     for (i, item) in items.iter().enumerate() {
         if out.len() + item.len() + 2 > NOTE_BUDGET {

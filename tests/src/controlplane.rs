@@ -342,6 +342,27 @@ impl ControlPlane {
         })
     }
 
+    /// The process ids of the components: those this process started, and those listed in
+    /// `pids` (a detached or attached control plane).
+    pub fn pids(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self
+            .children
+            .lock()
+            .map(|c| {
+                c.iter()
+                    .filter_map(|c| i32::try_from(c.id()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        pids.extend(
+            fs::read_to_string(self.dir.join("pids"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok()),
+        );
+        pids
+    }
+
     /// Stops the components this process started, and those listed in `pids`.
     pub fn stop(&self) {
         if let Ok(mut relay) = self.relay.lock() {

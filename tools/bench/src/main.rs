@@ -70,6 +70,7 @@ fn main() -> ExitCode {
         r.cluster = where_.clone();
     }
     eprintln!("control plane ready at {} ({where_})", cluster.server);
+    bench::machine::follow_control_plane(&cluster.pids());
 
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -261,6 +262,14 @@ async fn run(
         measure(size, on, flow, report).await?;
     }
     let last = reports.len() - 1;
+    // Last, with no operator running: its tenants are never provisioned.
+    if bench::machine::ProcessCpu::now().is_some() {
+        let model = names.tenant(sizes[last].first());
+        match bench::costs::run(&admin, &names, &model, args.environments(), COST_REQUESTS).await {
+            Ok(c) => reports[last].costs = Some(c),
+            Err(e) => reports[last].errors.push(format!("request costs: {e:#}")),
+        }
+    }
     match bench::throttling::read(&admin).await {
         Ok(t) => reports[last].throttling = Some(t),
         Err(e) => reports[last]
@@ -291,6 +300,9 @@ async fn run(
     }
     Ok(())
 }
+
+/// Requests of each kind the request-cost measurement makes (see `bench::costs`).
+const COST_REQUESTS: usize = 200;
 
 /// What every measurement runs on: the cluster (its admin, kubeconfig and logs folder) and
 /// the run's names and QuotaProfile.

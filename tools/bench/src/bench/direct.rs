@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::cli::Args;
-use super::machine::CpuSample;
+use super::machine::{CpuSample, ProcessCpu};
 use super::objects::{self, MANAGER, Names};
 use super::secs;
 use super::throttling::ApiCounts;
@@ -33,6 +33,9 @@ pub struct Direct {
     pub concurrency: usize,
     pub secs: f64,
     pub machine_busy: f64,
+    /// CPU of the control plane's components and of the bench (the direct client) until every
+    /// quota was enforced, the operator's end point; `None` on an attached cluster.
+    pub processes: Option<ProcessCpu>,
     pub api: ApiCounts,
     /// Seconds since the start, namespaces with all their objects applied.
     pub series: Vec<(f64, usize)>,
@@ -109,6 +112,7 @@ pub async fn run(
     );
     let api_before = ApiCounts::read(admin).await;
     let cpu = CpuSample::now();
+    let processes = ProcessCpu::now();
     let start = Instant::now();
     let mut series = vec![(0.0, 0)];
     let mut done = 0;
@@ -133,6 +137,7 @@ pub async fn run(
     let api = ApiCounts::read(admin).await.since(&api_before);
     eprintln!("[{elapsed:6.1}s] direct: {objects} objects applied");
     let enforced = until_enforced(admin, &quotas, start, elapsed).await;
+    let processes = processes.and_then(|p| Some(ProcessCpu::now()?.since(&p)));
     let (enforced_secs, enforced_series) = match enforced {
         Ok((secs, series)) => {
             eprintln!("[{secs:6.1}s] direct: every ResourceQuota enforced");
@@ -151,6 +156,7 @@ pub async fn run(
         concurrency,
         secs: elapsed,
         machine_busy,
+        processes,
         api,
         enforced_secs,
         enforced_series,

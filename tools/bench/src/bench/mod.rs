@@ -3,6 +3,7 @@
 pub mod chart;
 pub mod cleanup;
 pub mod cli;
+pub mod costs;
 pub mod direct;
 pub mod flow;
 pub mod machine;

@@ -34,6 +34,10 @@ impl Names {
     pub fn direct_tenant(&self, i: usize) -> String {
         format!("{}-d{i:04}", self.run)
     }
+    /// The tenants of the request-cost measurement, never provisioned (see `costs`).
+    pub fn cost_tenant(&self, i: usize) -> String {
+        format!("{}-c{i:04}", self.run)
+    }
     /// The budget-flow tenant of attempt `i` (a fresh one after a stuck run).
     pub fn flow_tenant(&self, i: usize) -> String {
         match i {

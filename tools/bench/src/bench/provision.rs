@@ -8,7 +8,7 @@ use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, Patch, PatchParams};
 
 use super::cli::Args;
-use super::machine::CpuSample;
+use super::machine::{CpuSample, ProcessCpu};
 use super::objects::{self, MANAGER, Names};
 use super::process::{OperatorProcess, Usage};
 use super::secs;
@@ -32,6 +32,9 @@ pub struct Provisioned {
     pub writes: u64,
     pub usage: Usage,
     pub machine_busy: f64,
+    /// CPU of the control plane's components and of the bench (the user creating Tenants and
+    /// watching them) meanwhile; `None` on an attached cluster.
+    pub processes: Option<ProcessCpu>,
     /// What the API server answered meanwhile (the bench's own creates and watch included).
     pub api: ApiCounts,
     /// Seconds since the start, namespaces of Ready tenants, the operator's RSS (MiB).
@@ -103,6 +106,7 @@ pub async fn run(
         operator.usage().map(|u| u.cpu_secs).unwrap_or_default(),
     );
     let cpu = CpuSample::now();
+    let processes = ProcessCpu::now();
     let start = Instant::now();
     eprintln!(
         "[{:6.1}s] provisioning: creating {} tenants ({} in flight)",
@@ -168,6 +172,7 @@ pub async fn run(
     watched.stop();
     let ready_secs = secs(start);
     let machine_busy = cpu.busy_since();
+    let processes = processes.and_then(|p| Some(ProcessCpu::now()?.since(&p)));
     let mut usage = operator.usage()?;
     usage.cpu_secs -= cpu_before;
     let metrics = operator.metrics().await?;
@@ -186,6 +191,7 @@ pub async fn run(
         writes: metrics.tenant_writes(),
         usage,
         machine_busy,
+        processes,
         api: api_counts,
         series,
         latency,

@@ -26,7 +26,7 @@ pub fn printed() -> String {
 use super::cli::Args;
 use super::direct::Direct;
 use super::flow::Flow;
-use super::machine::Facts;
+use super::machine::{Facts, ProcessCpu};
 use super::median;
 use super::provision::Provisioned;
 use super::resync::Resync;
@@ -82,6 +82,8 @@ pub struct Report {
     /// Every round of the throughput comparison (three by default), in order.
     pub rounds: Vec<Round>,
     pub flow: Option<Flow>,
+    /// The API server's CPU per request of the kinds only the operator's phase has.
+    pub costs: Option<super::costs::Costs>,
     pub throttling: Option<Throttling>,
     pub notes: Vec<String>,
     pub errors: Vec<String>,
@@ -145,6 +147,37 @@ impl Report {
                     ),
                 );
             }
+        }
+    }
+
+    /// The API server's CPU per tenant on each side, and what the requests only the operator's
+    /// phase has cost it, measured alone: the gap the ratio cannot close.
+    fn where_the_gap_is(&self, p: &Provisioned, d: &Direct) {
+        let (Some(op), Some(direct)) = (&p.processes, &d.processes) else {
+            return;
+        };
+        let [op_ms, ..] = op.per_tenant_ms(p.tenants);
+        let [direct_ms, ..] = direct.per_tenant_ms(d.tenants);
+        row(
+            "API server CPU per tenant: operator's phase, direct",
+            &format!(
+                "{op_ms:.1} / {direct_ms:.1} ms ({:+.1} ms, {:+.0} %)",
+                op_ms - direct_ms,
+                100.0 * (op_ms / direct_ms - 1.0)
+            ),
+        );
+        if let Some(c) = &self.costs {
+            row(
+                "  only the operator's phase has (measured alone)",
+                &format!(
+                    "{:.1} ms: Tenant create {:.1}, status {:.1}, Event {:.1} ({} each, no operator running)",
+                    c.per_tenant_ms(),
+                    c.tenant_create_ms,
+                    c.tenant_status_ms,
+                    c.event_ms,
+                    c.requests
+                ),
+            );
         }
     }
 
@@ -223,6 +256,14 @@ impl Report {
                     "machine CPUs busy",
                     &format!("{:.0} %", p.machine_busy * 100.0),
                 );
+                if let Some(cpu) = &p.processes {
+                    cpu_per_tenant(
+                        cpu,
+                        ("operator", p.usage.cpu_secs),
+                        "bench (user)",
+                        p.tenants,
+                    );
+                }
                 requests(&p.api, p.tenants, "incl. the bench's creates and its watch");
                 match &p.timeline {
                     Some(Ok(t)) => {
@@ -261,6 +302,9 @@ impl Report {
                     "machine CPUs busy",
                     &format!("{:.0} %", d.machine_busy * 100.0),
                 );
+                if let Some(cpu) = &d.processes {
+                    cpu_per_tenant(cpu, ("", 0.0), "bench (the client)", d.tenants);
+                }
                 requests(&d.api, d.tenants, "");
                 // The raw clock stops at the last write's answer; the operator's Ready waits
                 // for kube-controller-manager to enforce every quota. Both are shown.
@@ -289,6 +333,7 @@ impl Report {
                         );
                     }
                     self.round_by_round();
+                    self.where_the_gap_is(p, d);
                 }
             }
             None => row("not measured", "skipped or failed"),
@@ -592,6 +637,30 @@ impl Report {
 }
 
 /// The API requests of a phase: total, per tenant, and the largest kinds.
+/// Where a phase's CPU went, per tenant: the control plane's components, the operator (when
+/// `operator.0` names it) and the bench process.
+fn cpu_per_tenant(cpu: &ProcessCpu, operator: (&str, f64), bench: &str, tenants: usize) {
+    let [apiserver, etcd, kcm, own] = cpu.per_tenant_ms(tenants);
+    let operator_ms = 1000.0 * operator.1 / tenants.max(1) as f64;
+    let mut parts = vec![
+        format!("API server {apiserver:.1}"),
+        format!("etcd {etcd:.1}"),
+        format!("kube-controller-manager {kcm:.1}"),
+    ];
+    if !operator.0.is_empty() {
+        parts.push(format!("{} {operator_ms:.1}", operator.0));
+    }
+    parts.push(format!("{bench} {own:.1}"));
+    row(
+        "CPU per tenant (ms)",
+        &format!(
+            "{:.1}: {}",
+            apiserver + etcd + kcm + own + operator_ms,
+            parts.join(", ")
+        ),
+    );
+}
+
 fn requests(api: &ApiCounts, tenants: usize, note: &str) {
     if api.total() == 0 {
         return;

@@ -1,0 +1,211 @@
+//! What the API server spends on each request the operator's phase has and the direct client's
+//! has not: the user's Tenant create, the operator's status write and its Event. Measured
+//! alone, with no operator running, as the API server's CPU over a burst of each divided by
+//! the burst's size. They explain the gap between the two sides' API server CPU per tenant
+//! (see [`super::machine::ProcessCpu`]): the rest of a tenant's requests are the same objects.
+use std::time::Duration;
+
+use anyhow::Context;
+use citycloud::api::Tenant;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use serde_json::json;
+
+use super::machine::ProcessCpu;
+use super::objects::{self, MANAGER, Names};
+
+/// Requests in flight, as the bench creates Tenants.
+const IN_FLIGHT: usize = 16;
+
+/// API server CPU per request, in milliseconds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Costs {
+    pub requests: usize,
+    pub tenant_create_ms: f64,
+    pub tenant_status_ms: f64,
+    pub event_ms: f64,
+}
+
+impl Costs {
+    /// What the three together cost the API server per tenant.
+    pub fn per_tenant_ms(&self) -> f64 {
+        self.tenant_create_ms + self.tenant_status_ms + self.event_ms
+    }
+}
+
+/// `n` new Tenants of the run (`<run>-c0000`…, never provisioned: no operator runs now; the
+/// run's cleanup removes them), then the status of a provisioned one (`model`) applied to each
+/// under the operator's field manager, then one Event on each, as the operator's are.
+pub async fn run(
+    admin: &kube::Client,
+    names: &Names,
+    model: &str,
+    environments: usize,
+    n: usize,
+) -> anyhow::Result<Costs> {
+    let api = Api::<Tenant>::all(admin.clone());
+    let status = api
+        .get_status(model)
+        .await
+        .with_context(|| format!("reading the status of Tenant {model}"))?
+        .status
+        .context("the model Tenant has no status")?;
+    let envs = objects::environments(environments);
+    let tenants: Vec<(String, serde_json::Value)> = (0..n)
+        .map(|i| {
+            let name = names.cost_tenant(i);
+            let spec = objects::tenant(names, &name, i, &envs);
+            (name, spec)
+        })
+        .collect();
+
+    let tenant_create_ms = measured(n, || {
+        burst(tenants.iter().map(|(name, spec)| {
+            let api = api.clone();
+            async move {
+                api.patch(
+                    name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(spec),
+                )
+                .await
+                .with_context(|| format!("creating Tenant {name}"))
+            }
+        }))
+    })
+    .await?;
+
+    let tenant_status_ms = measured(n, || {
+        burst(tenants.iter().map(|(name, _)| {
+            let (api, mut status) = (api.clone(), status.clone());
+            status.namespaces = envs.iter().map(|e| format!("{name}-{e}")).collect();
+            async move {
+                let patch = json!({
+                    "apiVersion": "citycloud.io/v1alpha1",
+                    "kind": "Tenant",
+                    "status": status,
+                });
+                api.patch_status(
+                    name,
+                    &PatchParams::apply(citycloud::FIELD_MANAGER).force(),
+                    &Patch::Apply(&patch),
+                )
+                .await
+                .with_context(|| format!("writing the status of Tenant {name}"))
+            }
+        }))
+    })
+    .await?;
+
+    let recorder = Recorder::new(
+        admin.clone(),
+        Reporter {
+            controller: "citycloud-bench".into(),
+            instance: None,
+        },
+    );
+    let event_ms = measured(n, || {
+        burst(tenants.iter().map(|(name, _)| {
+            let (recorder, envs) = (recorder.clone(), &envs);
+            async move {
+                let reference = ObjectReference {
+                    api_version: Some("citycloud.io/v1alpha1".into()),
+                    kind: Some("Tenant".into()),
+                    name: Some(name.clone()),
+                    ..ObjectReference::default()
+                };
+                recorder
+                    .publish(&created_event(name, envs), &reference)
+                    .await
+                    .with_context(|| format!("publishing an Event on Tenant {name}"))
+            }
+        }))
+    })
+    .await?;
+
+    Ok(Costs {
+        requests: n,
+        tenant_create_ms,
+        tenant_status_ms,
+        event_ms,
+    })
+}
+
+/// The operator's Event on a new tenant: what it created, listed as the operator lists it.
+fn created_event(tenant: &str, envs: &[String]) -> Event {
+    let mut items = vec![format!("ClusterRole citycloud:tenant:{tenant}")];
+    for env in envs {
+        let ns = format!("{tenant}-{env}");
+        items.push(format!("Namespace {ns}"));
+        for object in [
+            "ResourceQuota",
+            "LimitRange",
+            "NetworkPolicy",
+            "RoleBinding",
+        ] {
+            items.push(format!("{object} {ns}/citycloud-…"));
+        }
+    }
+    Event {
+        type_: EventType::Normal,
+        reason: "Created".into(),
+        note: Some(citycloud::events::note("Created", &items)),
+        action: "Reconcile".into(),
+        secondary: None,
+    }
+}
+
+/// The requests `burst` makes, `IN_FLIGHT` at a time, and the API server's CPU for them (ms
+/// per request). The API server's idle work in the same time is included; over a burst of a
+/// few hundred milliseconds it is a small share.
+async fn measured<F, Fut>(n: usize, burst: F) -> anyhow::Result<f64>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let before = ProcessCpu::now().context("the control plane's processes are unknown")?;
+    burst().await?;
+    // The watch cache decodes each write's event after the answer: let it catch up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let used = ProcessCpu::now()
+        .context("the control plane's processes are unknown")?
+        .since(&before);
+    Ok(1000.0 * used.apiserver / n.max(1) as f64)
+}
+
+async fn burst<T>(
+    requests: impl Iterator<Item = impl std::future::Future<Output = anyhow::Result<T>>>,
+) -> anyhow::Result<()> {
+    futures::stream::iter(requests)
+        .buffer_unordered(IN_FLIGHT)
+        .try_for_each(|_| async { Ok(()) })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_event_note_fits_what_the_api_server_accepts() {
+        // The API server refuses a note over 1 kB: the measurement would fail, not measure.
+        let envs = objects::environments(5);
+        let note = created_event("b1234-c0199", &envs).note.unwrap_or_default();
+        assert!(note.len() <= 1024, "{} bytes", note.len());
+        assert!(note.starts_with("Created 26: ClusterRole citycloud:tenant:b1234-c0199"));
+        assert!(note.ends_with(" more"), "{note}");
+    }
+
+    #[test]
+    fn a_tenants_extra_cost_is_the_sum_of_its_three_requests() {
+        let c = Costs {
+            requests: 200,
+            tenant_create_ms: 4.0,
+            tenant_status_ms: 6.5,
+            event_ms: 1.5,
+        };
+        assert_eq!(c.per_tenant_ms(), 12.0);
+    }
+}
