@@ -3,7 +3,7 @@
 //! alone, with no operator running, as the API server's CPU over a burst of each divided by
 //! the burst's size. They explain the gap between the two sides' API server CPU per tenant
 //! (see [`super::machine::ProcessCpu`]): the rest of a tenant's requests are the same objects.
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use citycloud::api::Tenant;
@@ -18,6 +18,10 @@ use super::objects::{self, MANAGER, Names};
 
 /// Requests in flight, as the bench creates Tenants.
 const IN_FLIGHT: usize = 16;
+/// How long the API server's idle CPU is measured before each burst.
+const IDLE: Duration = Duration::from_millis(500);
+/// How long after a burst its last events take to reach the watch cache.
+const SETTLE: Duration = Duration::from_millis(300);
 
 /// API server CPU per request, in milliseconds.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -45,6 +49,8 @@ pub async fn run(
     environments: usize,
     n: usize,
 ) -> anyhow::Result<Costs> {
+    // What the last phase left to kube-controller-manager would be counted otherwise.
+    super::resync::kcm_settled(admin).await?;
     let api = Api::<Tenant>::all(admin.clone());
     let status = api
         .get_status(model)
@@ -158,21 +164,28 @@ fn created_event(tenant: &str, envs: &[String]) -> Event {
 }
 
 /// The requests `burst` makes, `IN_FLIGHT` at a time, and the API server's CPU for them (ms
-/// per request). The API server's idle work in the same time is included; over a burst of a
-/// few hundred milliseconds it is a small share.
+/// per request): what it used from the burst's start until its watch cache took in the last
+/// write, less what it uses idle (measured just before, over [`IDLE`]).
 async fn measured<F, Fut>(n: usize, burst: F) -> anyhow::Result<f64>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let before = ProcessCpu::now().context("the control plane's processes are unknown")?;
+    let apiserver = || {
+        ProcessCpu::now()
+            .map(|p| (p.apiserver, Instant::now()))
+            .context("the control plane's processes are unknown")
+    };
+    let (idle_from, idle_start) = apiserver()?;
+    tokio::time::sleep(IDLE).await;
+    let (before, start) = apiserver()?;
+    let idle_rate = (before - idle_from) / idle_start.elapsed().as_secs_f64();
     burst().await?;
     // The watch cache decodes each write's event after the answer: let it catch up.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let used = ProcessCpu::now()
-        .context("the control plane's processes are unknown")?
-        .since(&before);
-    Ok(1000.0 * used.apiserver / n.max(1) as f64)
+    tokio::time::sleep(SETTLE).await;
+    let (after, _) = apiserver()?;
+    let used = after - before - idle_rate * start.elapsed().as_secs_f64();
+    Ok(1000.0 * used.max(0.0) / n.max(1) as f64)
 }
 
 async fn burst<T>(
