@@ -14,7 +14,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::json;
 
 use super::machine::ProcessCpu;
-use super::objects::{self, MANAGER, Names};
+use super::objects::{self, Names};
 
 /// Requests in flight, as the bench creates Tenants.
 const IN_FLIGHT: usize = 16;
@@ -69,16 +69,8 @@ pub async fn run(
 
     let tenant_create_ms = measured(n, || {
         burst(tenants.iter().map(|(name, spec)| {
-            let api = api.clone();
-            async move {
-                api.patch(
-                    name,
-                    &PatchParams::apply(MANAGER).force(),
-                    &Patch::Apply(spec),
-                )
-                .await
-                .with_context(|| format!("creating Tenant {name}"))
-            }
+            let api = &api;
+            async move { objects::apply_tenant(api, name, spec).await }
         }))
     })
     .await?;

@@ -117,6 +117,24 @@ pub fn tenant(names: &Names, name: &str, i: usize, envs: &[String]) -> Value {
     })
 }
 
+/// Creates (or updates) Tenant `name` from `spec` as a platform engineer would: server-side
+/// apply under the bench's field manager.
+pub async fn apply_tenant(
+    api: &kube::Api<Tenant>,
+    name: &str,
+    spec: &Value,
+) -> anyhow::Result<Tenant> {
+    use anyhow::Context;
+    use kube::api::{Patch, PatchParams};
+    api.patch(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(spec),
+    )
+    .await
+    .with_context(|| format!("creating Tenant {name}"))
+}
+
 /// The budget-flow profile: one CPU of requests for the whole tenant.
 pub fn flow_profile(names: &Names) -> Value {
     json!({

@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use citycloud::api::{QuotaProfile, Tenant};
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 
 use super::cli::Args;
 use super::machine::{CpuSample, ProcessCpu};
-use super::objects::{self, MANAGER, Names};
+use super::objects::{self, Names};
 use super::process::{OperatorProcess, Usage};
 use super::secs;
 use super::throttling::ApiCounts;
@@ -121,15 +121,9 @@ pub async fn run(
     )];
     let created: Vec<(String, Instant)> =
         futures::stream::iter(specs.iter().map(|(name, spec)| {
-            let api = api.clone();
+            let api = &api;
             async move {
-                api.patch(
-                    name,
-                    &PatchParams::apply(MANAGER).force(),
-                    &Patch::Apply(spec),
-                )
-                .await
-                .with_context(|| format!("creating Tenant {name}"))?;
+                objects::apply_tenant(api, name, spec).await?;
                 Ok::<_, anyhow::Error>((name.clone(), Instant::now()))
             }
         }))
