@@ -102,7 +102,8 @@ fn count_write(ctx: &Context) {
         .inc();
 }
 
-/// "Created 3: Namespace a-prod, RoleBinding a-prod/citycloud-owners, …" within [`NOTE_BUDGET`].
+/// "Created 3: Namespace a-prod, RoleBinding a-prod/citycloud-owners, …" within 900 bytes
+/// (`NOTE_BUDGET`): a list too long ends "and N more".
 pub fn note(heading: &str, items: &[String]) -> String {
     let mut out = format!("{heading} {}:", items.len());
     for (i, item) in items.iter().enumerate() {
