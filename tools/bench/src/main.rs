@@ -265,7 +265,16 @@ async fn run(
     // Last, with no operator running: its tenants are never provisioned.
     if bench::machine::ProcessCpu::now().is_some() {
         let model = names.tenant(sizes[last].first());
-        match bench::costs::run(&admin, &names, &model, args.environments(), COST_REQUESTS).await {
+        match bench::costs::run(
+            &admin,
+            &names,
+            &model,
+            &profile,
+            args.environments(),
+            COST_REQUESTS,
+        )
+        .await
+        {
             Ok(c) => reports[last].costs = Some(c),
             Err(e) => reports[last].errors.push(format!("request costs: {e:#}")),
         }

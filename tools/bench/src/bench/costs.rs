@@ -6,12 +6,15 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use citycloud::api::Tenant;
+use citycloud::api::{QuotaProfile, Tenant};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::json;
+
+use citycloud::tenant::build::TenantResources;
 
 use super::machine::ProcessCpu;
 use super::objects::{self, Names};
@@ -41,11 +44,13 @@ impl Costs {
 
 /// `n` new Tenants of the run (`<run>-c0000`…, never provisioned: no operator runs now; the
 /// run's cleanup removes them), then the status of a provisioned one (`model`) applied to each
-/// under the operator's field manager, then one Event on each, as the operator's are.
+/// under the operator's field manager, then on each the Event the operator publishes on a new
+/// tenant (its objects built with `profile`, as the operator builds them).
 pub async fn run(
     admin: &kube::Client,
     names: &Names,
     model: &str,
+    profile: &QuotaProfile,
     environments: usize,
     n: usize,
 ) -> anyhow::Result<Costs> {
@@ -81,8 +86,8 @@ pub async fn run(
             status.namespaces = envs.iter().map(|e| format!("{name}-{e}")).collect();
             async move {
                 let patch = json!({
-                    "apiVersion": "citycloud.io/v1alpha1",
-                    "kind": "Tenant",
+                    "apiVersion": Tenant::api_version(&()),
+                    "kind": Tenant::kind(&()),
                     "status": status,
                 });
                 api.patch_status(
@@ -104,20 +109,32 @@ pub async fn run(
             instance: None,
         },
     );
+    let events = tenants
+        .iter()
+        .map(|(name, spec)| {
+            let tenant: Tenant = serde_json::from_value(spec.clone())?;
+            let reference = ObjectReference {
+                api_version: Some(Tenant::api_version(&()).into()),
+                kind: Some(Tenant::kind(&()).into()),
+                name: Some(name.clone()),
+                ..ObjectReference::default()
+            };
+            Ok((
+                reference,
+                created_event(&objects::desired(&tenant, profile)),
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let event_ms = measured(n, || {
-        burst(tenants.iter().map(|(name, _)| {
-            let (recorder, envs) = (recorder.clone(), &envs);
+        burst(events.iter().map(|(reference, event)| {
+            let recorder = recorder.clone();
             async move {
-                let reference = ObjectReference {
-                    api_version: Some("citycloud.io/v1alpha1".into()),
-                    kind: Some("Tenant".into()),
-                    name: Some(name.clone()),
-                    ..ObjectReference::default()
-                };
-                recorder
-                    .publish(&created_event(name, envs), &reference)
-                    .await
-                    .with_context(|| format!("publishing an Event on Tenant {name}"))
+                recorder.publish(event, reference).await.with_context(|| {
+                    format!(
+                        "publishing an Event on Tenant {}",
+                        reference.name.as_deref().unwrap_or_default()
+                    )
+                })
             }
         }))
     })
@@ -131,25 +148,13 @@ pub async fn run(
     })
 }
 
-/// The operator's Event on a new tenant: what it created, listed as the operator lists it.
-fn created_event(tenant: &str, envs: &[String]) -> Event {
-    let mut items = vec![format!("ClusterRole citycloud:tenant:{tenant}")];
-    for env in envs {
-        let ns = format!("{tenant}-{env}");
-        items.push(format!("Namespace {ns}"));
-        for object in [
-            "ResourceQuota",
-            "LimitRange",
-            "NetworkPolicy",
-            "RoleBinding",
-        ] {
-            items.push(format!("{object} {ns}/citycloud-…"));
-        }
-    }
+/// The operator's Event on a new tenant: every object it created, listed as the operator
+/// lists them.
+fn created_event(res: &TenantResources) -> Event {
     Event {
         type_: EventType::Normal,
         reason: "Created".into(),
-        note: Some(citycloud::events::note("Created", &items)),
+        note: Some(citycloud::events::note("Created", &objects::described(res))),
         action: "Reconcile".into(),
         secondary: None,
     }
@@ -196,10 +201,29 @@ mod tests {
     #[test]
     fn the_event_note_fits_what_the_api_server_accepts() {
         // The API server refuses a note over 1 kB: the measurement would fail, not measure.
-        let envs = objects::environments(5);
-        let note = created_event("b1234-c0199", &envs).note.unwrap_or_default();
+        let names = Names {
+            run: "b1234".into(),
+        };
+        let profile: QuotaProfile =
+            serde_json::from_value(objects::profile(&names)).expect("profile");
+        let name = names.cost_tenant(198);
+        let tenant: Tenant = serde_json::from_value(objects::tenant(
+            &names,
+            &name,
+            198,
+            &objects::environments(5),
+        ))
+        .expect("tenant");
+        let res = objects::desired(&tenant, &profile);
+        let note = created_event(&res).note.unwrap_or_default();
         assert!(note.len() <= 1024, "{} bytes", note.len());
-        assert!(note.starts_with("Created 26: ClusterRole citycloud:tenant:b1234-c0199"));
+        assert!(
+            note.starts_with(&format!(
+                "Created {}: Namespace {name}-prod, ResourceQuota {name}-prod/",
+                objects::count(&res)
+            )),
+            "{note}"
+        );
         assert!(note.ends_with(" more"), "{note}");
     }
 

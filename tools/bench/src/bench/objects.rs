@@ -182,16 +182,32 @@ pub fn desired(tenant: &Tenant, profile: &QuotaProfile) -> TenantResources {
     build(tenant, &inputs)
 }
 
-/// Objects in `res`: per namespace the Namespace, RoleBindings, ResourceQuota, LimitRange and
-/// NetworkPolicies; per tenant its reader and approver ClusterRoles and ClusterRoleBindings.
+/// Every object in `res`, named as the operator's Events name them (`Kind ns/name`), in the
+/// order it writes them: per namespace the Namespace, ResourceQuota, LimitRange,
+/// NetworkPolicies and RoleBindings; then the reader and approver ClusterRoles and
+/// ClusterRoleBindings.
+pub fn described(res: &TenantResources) -> Vec<String> {
+    use citycloud::events::describe;
+    let mut out = Vec::new();
+    for n in &res.namespaces {
+        out.push(describe(&n.namespace));
+        out.push(describe(&n.quota));
+        out.extend(n.limit_range.iter().map(describe));
+        out.extend(n.network_policies.iter().map(describe));
+        out.extend(n.role_bindings.iter().map(describe));
+    }
+    out.extend([
+        describe(&res.reader_role),
+        describe(&res.reader_binding),
+        describe(&res.approver_role),
+        describe(&res.approver_binding),
+    ]);
+    out
+}
+
+/// How many objects `res` holds (see [`described`]).
 pub fn count(res: &TenantResources) -> usize {
-    4 + res
-        .namespaces
-        .iter()
-        .map(|n| {
-            2 + n.role_bindings.len() + n.limit_range.iter().count() + n.network_policies.len()
-        })
-        .sum::<usize>()
+    described(res).len()
 }
 
 #[cfg(test)]
