@@ -257,12 +257,7 @@ impl Report {
                     &format!("{:.0} %", p.machine_busy * 100.0),
                 );
                 if let Some(cpu) = &p.processes {
-                    cpu_per_tenant(
-                        cpu,
-                        ("operator", p.usage.cpu_secs),
-                        "bench (user)",
-                        p.tenants,
-                    );
+                    cpu_per_tenant(cpu, Some(p.usage.cpu_secs), "bench (user)", p.tenants);
                 }
                 requests(&p.api, p.tenants, "incl. the bench's creates and its watch");
                 match &p.timeline {
@@ -303,7 +298,7 @@ impl Report {
                     &format!("{:.0} %", d.machine_busy * 100.0),
                 );
                 if let Some(cpu) = &d.processes {
-                    cpu_per_tenant(cpu, ("", 0.0), "bench (the client)", d.tenants);
+                    cpu_per_tenant(cpu, None, "bench (the client)", d.tenants);
                 }
                 requests(&d.api, d.tenants, "");
                 // The raw clock stops at the last write's answer; the operator's Ready waits
@@ -637,25 +632,23 @@ impl Report {
 }
 
 /// The API requests of a phase: total, per tenant, and the largest kinds.
-/// Where a phase's CPU went, per tenant: the control plane's components, the operator (when
-/// `operator.0` names it) and the bench process.
-fn cpu_per_tenant(cpu: &ProcessCpu, operator: (&str, f64), bench: &str, tenants: usize) {
+/// Where a phase's CPU went, per tenant: the control plane's components, the operator's CPU
+/// seconds (on its side) and the bench process, named `bench`.
+fn cpu_per_tenant(cpu: &ProcessCpu, operator_secs: Option<f64>, bench: &str, tenants: usize) {
     let [apiserver, etcd, kcm, own] = cpu.per_tenant_ms(tenants);
-    let operator_ms = 1000.0 * operator.1 / tenants.max(1) as f64;
+    let operator_ms = operator_secs.map(|s| 1000.0 * s / tenants.max(1) as f64);
     let mut parts = vec![
         format!("API server {apiserver:.1}"),
         format!("etcd {etcd:.1}"),
         format!("kube-controller-manager {kcm:.1}"),
     ];
-    if !operator.0.is_empty() {
-        parts.push(format!("{} {operator_ms:.1}", operator.0));
-    }
+    parts.extend(operator_ms.map(|ms| format!("operator {ms:.1}")));
     parts.push(format!("{bench} {own:.1}"));
     row(
         "CPU per tenant (ms)",
         &format!(
             "{:.1}: {}",
-            apiserver + etcd + kcm + own + operator_ms,
+            apiserver + etcd + kcm + own + operator_ms.unwrap_or_default(),
             parts.join(", ")
         ),
     );
