@@ -20,6 +20,12 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..=20))]
     pub environments: u32,
 
+    /// Tenants' objects the direct client writes before anything is measured (untimed), so
+    /// that both sides run on a cluster already in use rather than an empty one.
+    #[arg(long, env = "BENCH_PREFILL", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=5000))]
+    pub prefill: u32,
+
     /// Runs of the budget-flow measurement; 0 skips it.
     #[arg(long, env = "BENCH_FLOW_RUNS", default_value_t = 20)]
     pub flow_runs: u32,
@@ -83,6 +89,10 @@ pub struct Args {
     pub max_runtime: u64,
 }
 
+/// The first tenant index `--prefill` uses: past the largest size (`--tenants` ≤ 5,000; scale
+/// mode's 10,000 namespaces).
+const PREFILL_FIRST: u32 = 100_000;
+
 impl Args {
     pub fn tenants(&self) -> usize {
         self.tenants as usize
@@ -106,6 +116,16 @@ impl Args {
         next
     }
 
+    /// The tenants `--prefill` writes, numbered far past any size measured; `None` for none.
+    pub fn prefilled(&self) -> Option<Args> {
+        (self.prefill > 0).then(|| {
+            let mut pre = self.clone();
+            pre.first = PREFILL_FIRST;
+            pre.tenants = PREFILL_FIRST + self.prefill;
+            pre
+        })
+    }
+
     pub fn environments(&self) -> usize {
         self.environments as usize
     }
@@ -122,5 +142,41 @@ impl Args {
         self.operator_bin.clone().unwrap_or_else(|| {
             testbed::binaries::repo_root().join("target/release/citycloud-operator")
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The prefilled tenants share the direct client's names (`<run>-d-t<i>`): a measured
+    /// round writing over one would find its objects already there and finish early.
+    #[test]
+    fn prefilled_tenants_never_share_a_number_with_a_measured_one() {
+        let args = Args::parse_from([
+            "bench",
+            "--tenants",
+            "5000",
+            "--rounds",
+            "4",
+            "--prefill",
+            "5000",
+        ]);
+        let mut last = args.clone();
+        for _ in 1..args.rounds {
+            last = last.next_round();
+        }
+        let pre = args.prefilled().expect("--prefill 5000 prefills");
+        assert!(
+            last.tenants() <= pre.first(),
+            "round 4 ends at {}",
+            last.tenants()
+        );
+        assert_eq!(pre.measured(), 5000);
+        let none = Args::parse_from(["bench"]);
+        assert!(
+            none.prefilled().is_none(),
+            "no --prefill, nothing written before measuring"
+        );
     }
 }
