@@ -105,8 +105,9 @@ pub async fn run(
     crate::watching::probe(&client).await;
     let ctx = Context::new(client, shared.clone(), options.identity.clone());
     // One watch per kind for the controllers that follow it (see `feed`): Tenants (four
-    // controllers), SharedServiceClaims (three), Services (two).
+    // controllers), SharedServiceClaims (three), Services and Namespaces (two each).
     let (mut tenant_feed, tenant_store) = crate::feed::Feed::new();
+    let mut namespace_feed = crate::feed::Feed::unstored();
     let (mut claim_feed, claim_store) = crate::feed::Feed::new();
     let mut service_feed = crate::feed::Feed::unstored();
     let tenants = tokio::spawn(crate::tenant::run(
@@ -115,6 +116,7 @@ pub async fn run(
         tenant_feed.subscribe(),
         tenant_store,
         claim_feed.subscribe(),
+        namespace_feed.subscribe(),
         stopped(),
     ));
     let profiles = tokio::spawn(crate::quota_profile::run(
@@ -134,6 +136,7 @@ pub async fn run(
         claim_events: claim_feed.subscribe(),
         claims: claim_store,
         service_events: service_feed.subscribe(),
+        namespace_events: namespace_feed.subscribe(),
     };
     let claims = tokio::spawn(crate::claim::run(
         ctx.clone(),
@@ -155,6 +158,7 @@ pub async fn run(
         tokio::spawn(tenant_feed.run(crate::feed::watch_all(client))),
         tokio::spawn(claim_feed.run(crate::feed::watch_all(client))),
         tokio::spawn(service_feed.run(crate::feed::watch_all(client))),
+        tokio::spawn(namespace_feed.run(crate::feed::watch_all(client))),
     ];
     shared.ready.store(true, Ordering::Relaxed);
     tracing::info!("citycloud-operator running");

@@ -36,7 +36,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use self::build::claim_id;
 use crate::api::conditions::claim as cond;
 use crate::api::labels::CLAIM as CLAIM_LABEL;
-use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE, TENANT};
+use crate::api::labels::{MANAGED_BY, MANAGED_BY_VALUE};
 use crate::api::{
     Credentials, SharedService, SharedServiceClaim, SharedServiceClaimStatus, Tenant,
 };
@@ -66,6 +66,8 @@ pub struct Feeds {
     /// The claims' store, kept by their feed.
     pub claims: Store<SharedServiceClaim>,
     pub service_events: Receiver<crate::feed::Event<Service>>,
+    /// Every namespace's events (the tenant controller follows them too).
+    pub namespace_events: Receiver<crate::feed::Event<Namespace>>,
 }
 
 /// Runs the claim controller until `shutdown` resolves. `services` re-reconciles a
@@ -83,6 +85,7 @@ pub async fn run(
         claim_events,
         claims,
         service_events,
+        namespace_events,
     } = feeds;
     // The claims by namespace, id and service, kept from the claims' own watch: every mapper
     // below finds its claims by one lookup, not a scan of every claim.
@@ -156,11 +159,11 @@ pub async fn run(
                 in_namespaces(&by_tenant, &namespaces)
             },
         ))
-        .watches(
-            Api::<Namespace>::all(client.clone()),
-            crate::watching::config().labels(TENANT),
-            move |ns| in_namespaces(&by_namespace, &[ns.name_any()]),
-        )
+        // A namespace labelled for another tenant, or no longer one's, or gone: its claims.
+        .reconcile_on(crate::feed::triggers(
+            namespace_events,
+            move |ns: &Namespace| in_namespaces(&by_namespace, &[ns.name_any()]),
+        ))
         .watches(
             Api::<NetworkPolicy>::all(client.clone()),
             crate::watching::config()

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::quota;
 use crate::quota::carve;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Event, LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
@@ -63,13 +63,17 @@ fn source<K: crate::feed::Watched>(
     config: &watcher::Config,
 ) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static {
     watcher(Api::<K>::all(client.clone()), config.clone())
-        .modify(|o| {
-            let meta = o.meta_mut();
-            meta.managed_fields = None;
-            meta.uid = None;
-            meta.creation_timestamp = None;
-        })
+        .modify(lean)
         .default_backoff()
+}
+
+/// What the caches need not keep of an object (memory): its managed fields, uid and creation
+/// time.
+fn lean<K: kube::Resource>(o: &mut K) {
+    let meta = o.meta_mut();
+    meta.managed_fields = None;
+    meta.uid = None;
+    meta.creation_timestamp = None;
 }
 
 /// The events of a feed other controllers follow too (see [`crate::feed`]), as [`source`] gives
@@ -163,6 +167,7 @@ pub async fn run(
     tenant_events: futures::channel::mpsc::Receiver<crate::feed::Event<Tenant>>,
     tenants: reflector::Store<Tenant>,
     claim_events: futures::channel::mpsc::Receiver<crate::feed::Event<SharedServiceClaim>>,
+    namespace_events: futures::channel::mpsc::Receiver<crate::feed::Event<Namespace>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
@@ -211,8 +216,12 @@ pub async fn run(
     use cache::{by_namespace, by_tenant, unindexed};
     // Every namespace, not only ours: whether a name is taken (someone else's namespace a
     // new environment must not take over) is a cache lookup, not a GET per new namespace.
-    let (namespaces, namespace_changes) =
-        cached::<Namespace>(source(&client, &all), &pending, never, by_tenant);
+    let (namespaces, namespace_changes) = cached::<Namespace>(
+        from_feed(namespace_events).map_ok(|event| event.modify(lean)),
+        &pending,
+        never,
+        by_tenant,
+    );
     let (role_bindings, role_binding_changes) =
         cached::<RoleBinding>(source(&client, &managed), &pending, never, by_namespace);
     let (limit_ranges, limit_range_changes) =
