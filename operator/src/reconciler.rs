@@ -23,7 +23,7 @@ use tracing::{Instrument, info_span, warn};
 
 use crate::conditions::{Cond, stamp};
 use crate::context::Context;
-use crate::{Error, FIELD_MANAGER, Result, StepExt};
+use crate::{Error, Result, StepExt};
 
 /// A kind the operator reconciles, as far as the shared driver needs to know it: its
 /// controller's name and how to write a failure into its status.
@@ -210,7 +210,7 @@ pub async fn write_status<K: Reconciled>(ctx: &Context, obj: &K, status: &K::Sta
         .api(ctx.client.clone())
         .patch_status(
             &obj.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
+            &crate::apply::params(),
             &Patch::Apply(&patch),
         )
         .await

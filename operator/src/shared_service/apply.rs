@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch};
 use tracing::warn;
 
 use super::CONTROLLER;
 use super::build::{self, Failure, Tokens};
-use crate::FIELD_MANAGER;
 use crate::api::SharedService;
 use crate::api::labels::TENANT;
 use crate::context::Context;
@@ -114,11 +113,7 @@ pub async fn publish(
     let api = Api::<Secret>::namespaced(ctx.client.clone(), &service.spec.endpoint.namespace);
     let name = secret.name_any();
     match api
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(secret),
-        )
+        .patch(&name, &crate::apply::params(), &Patch::Apply(secret))
         .await
     {
         Ok(live) => {

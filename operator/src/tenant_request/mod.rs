@@ -34,7 +34,7 @@ use crate::context::Context;
 use crate::keyed::Keyed;
 use crate::quota::carve::{self as budget, Budget};
 use crate::tenant::build::QUOTA;
-use crate::{Error, FIELD_MANAGER, Result, StepExt, reconciler};
+use crate::{Error, Result, StepExt, reconciler};
 use plan::Decision;
 
 const CONTROLLER: &str = "tenantrequest";
@@ -439,11 +439,7 @@ async fn provision(
     }
     let body = plan::desired_tenant(request, parent, approved_by);
     let live = Api::<Tenant>::all(client.clone())
-        .patch(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
+        .patch(name, &crate::apply::params(), &Patch::Apply(&body))
         .await
         .at("applying", format!("Tenant {name}"))?;
     info!(tenant = %name, "Tenant applied from the request");

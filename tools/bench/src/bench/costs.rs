@@ -10,7 +10,7 @@ use citycloud::api::{QuotaProfile, Tenant};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::json;
 
@@ -90,13 +90,9 @@ pub async fn run(
                     "kind": Tenant::kind(&()),
                     "status": status,
                 });
-                api.patch_status(
-                    name,
-                    &PatchParams::apply(citycloud::FIELD_MANAGER).force(),
-                    &Patch::Apply(&patch),
-                )
-                .await
-                .with_context(|| format!("writing the status of Tenant {name}"))
+                api.patch_status(name, &citycloud::apply::params(), &Patch::Apply(&patch))
+                    .await
+                    .with_context(|| format!("writing the status of Tenant {name}"))
             }
         }))
     })
