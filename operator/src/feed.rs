@@ -1,7 +1,8 @@
 //! One watch of a kind for every controller that follows it.
 //!
 //! Four controllers follow Tenants: their own, the QuotaProfile counts, the TenantRequests and
-//! the claims; three follow SharedServiceClaims and two every Service of the cluster. Each
+//! the claims; three follow SharedServiceClaims; two each follow every Service and Namespace of
+//! the cluster, the SharedServices and the QuotaProfiles. Each
 //! watching for itself, the API server sent every event of those kinds once per controller and
 //! the operator parsed it as often. A [`Feed`] watches once, keeps the one store (if anyone
 //! needs it), and hands each subscriber the same event, after the store has taken it in.
@@ -136,6 +137,20 @@ pub fn touched<K>(event: &watcher::Event<K>) -> Option<&K> {
         }
         watcher::Event::Init | watcher::Event::InitDone => None,
     }
+}
+
+/// The objects created or changed, as a controller of the kind reconciles them (kube's
+/// `applied_objects`: a deletion shows first as the change that set its deletion time).
+pub fn applied<K: Clone + Send + Sync + 'static>(
+    events: impl Stream<Item = Event<K>> + Send + 'static,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+    events.filter_map(|event| {
+        let applied = match &*event {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => Some(Ok(o.clone())),
+            _ => None,
+        };
+        futures::future::ready(applied)
+    })
 }
 
 /// The reconcile requests `map` makes of every object the feed's events touch.

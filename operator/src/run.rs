@@ -105,22 +105,30 @@ pub async fn run(
     crate::watching::probe(&client).await;
     let ctx = Context::new(client, shared.clone(), options.identity.clone());
     // One watch per kind for the controllers that follow it (see `feed`): Tenants (four
-    // controllers), SharedServiceClaims (three), Services and Namespaces (two each).
+    // controllers), SharedServiceClaims (three), Services, Namespaces, SharedServices and
+    // QuotaProfiles (two each).
     let (mut tenant_feed, tenant_store) = crate::feed::Feed::new();
+    let (mut profile_feed, profile_store) = crate::feed::Feed::new();
+    let (mut shared_service_feed, shared_service_store) = crate::feed::Feed::new();
     let mut namespace_feed = crate::feed::Feed::unstored();
     let (mut claim_feed, claim_store) = crate::feed::Feed::new();
     let mut service_feed = crate::feed::Feed::unstored();
     let tenants = tokio::spawn(crate::tenant::run(
         ctx.clone(),
         options.concurrency,
-        tenant_feed.subscribe(),
-        tenant_store,
-        claim_feed.subscribe(),
-        namespace_feed.subscribe(),
+        crate::tenant::Feeds {
+            tenants: tenant_store,
+            tenant_events: tenant_feed.subscribe(),
+            profiles: profile_store.clone(),
+            profile_events: profile_feed.subscribe(),
+            claim_events: claim_feed.subscribe(),
+            namespace_events: namespace_feed.subscribe(),
+        },
         stopped(),
     ));
     let profiles = tokio::spawn(crate::quota_profile::run(
         ctx.clone(),
+        (profile_store, profile_feed.subscribe()),
         tenant_feed.subscribe(),
         stopped(),
     ));
@@ -136,6 +144,8 @@ pub async fn run(
         claim_events: claim_feed.subscribe(),
         claims: claim_store,
         service_events: service_feed.subscribe(),
+        shared_services: shared_service_store.clone(),
+        shared_service_events: shared_service_feed.subscribe(),
         namespace_events: namespace_feed.subscribe(),
     };
     let claims = tokio::spawn(crate::claim::run(
@@ -149,8 +159,12 @@ pub async fn run(
         ctx.clone(),
         options.concurrency,
         pokes,
-        claim_feed.subscribe(),
-        service_feed.subscribe(),
+        crate::shared_service::Feeds {
+            shared_services: shared_service_store,
+            shared_service_events: shared_service_feed.subscribe(),
+            claim_events: claim_feed.subscribe(),
+            service_events: service_feed.subscribe(),
+        },
         stopped(),
     ));
     let client = &ctx.client;
@@ -159,6 +173,8 @@ pub async fn run(
         tokio::spawn(claim_feed.run(crate::feed::watch_all(client))),
         tokio::spawn(service_feed.run(crate::feed::watch_all(client))),
         tokio::spawn(namespace_feed.run(crate::feed::watch_all(client))),
+        tokio::spawn(shared_service_feed.run(crate::feed::watch_all(client))),
+        tokio::spawn(profile_feed.run(crate::feed::watch_all(client))),
     ];
     shared.ready.store(true, Ordering::Relaxed);
     tracing::info!("citycloud-operator running");

@@ -30,8 +30,7 @@ use kube::api::Api;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::Event as Finalizer;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use self::build::claim_id;
 use crate::api::conditions::claim as cond;
@@ -66,6 +65,9 @@ pub struct Feeds {
     /// The claims' store, kept by their feed.
     pub claims: Store<SharedServiceClaim>,
     pub service_events: Receiver<crate::feed::Event<Service>>,
+    /// The SharedServices (the catalogue) and their events.
+    pub shared_services: Store<SharedService>,
+    pub shared_service_events: Receiver<crate::feed::Event<SharedService>>,
     /// Every namespace's events (the tenant controller follows them too).
     pub namespace_events: Receiver<crate::feed::Event<Namespace>>,
 }
@@ -85,6 +87,8 @@ pub async fn run(
         claim_events,
         claims,
         service_events,
+        shared_services,
+        shared_service_events,
         namespace_events,
     } = feeds;
     // The claims by namespace, id and service, kept from the claims' own watch: every mapper
@@ -93,48 +97,12 @@ pub async fn run(
     let follower = index.clone();
     // Created or changed (kube's `applied_objects`): a deleted claim's cleanup ran on the
     // change that set its deletion time.
-    let claim_changes = claim_events.filter_map(move |event| {
-        follower.follow(&event);
-        let applied = match &*event {
-            watcher::Event::Apply(c) | watcher::Event::InitApply(c) => {
-                Some(Ok::<_, watcher::Error>(c.clone()))
-            }
-            _ => None,
-        };
-        futures::future::ready(applied)
-    });
+    let claim_changes = crate::feed::applied(claim_events.inspect(move |event| {
+        follower.follow(event);
+    }));
     let controller = Controller::for_stream(claim_changes, claims.clone())
         .with_config(Config::default().concurrency(concurrency));
     let (claim_tx, claim_rx) = unbounded();
-
-    // SharedServices: a change (created, access changed, deleted) re-reconciles the claims
-    // naming it; the store maps a Service to the SharedServices that point at it.
-    let (catalogue, writer) = reflector::store::<SharedService>();
-    let catalogue_task = {
-        let (index, claim_tx) = (index.clone(), claim_tx.clone());
-        let stream = reflector::reflector(
-            writer,
-            watcher(
-                Api::<SharedService>::all(client.clone()),
-                crate::watching::config(),
-            )
-            // The store keeps what mapping needs, not the managed fields (memory).
-            .modify(|s| s.managed_fields_mut().clear()),
-        );
-        tokio::spawn(
-            stream
-                .default_backoff()
-                .touched_objects()
-                .for_each(move |service| {
-                    if let Ok(service) = service {
-                        for claim in naming(&index, &service.name_any()) {
-                            let _ = claim_tx.unbounded_send(claim);
-                        }
-                    }
-                    futures::future::ready(())
-                }),
-        )
-    };
 
     let context = Arc::new(ClaimContext {
         base: ctx,
@@ -146,10 +114,15 @@ pub async fn run(
             services,
         ),
         states: ClaimStates::default(),
-        catalogue: catalogue.clone(),
+        catalogue: shared_services.clone(),
     });
-    let (by_tenant, by_namespace, by_policy, by_service) =
-        (index.clone(), index.clone(), index.clone(), index);
+    let (by_tenant, by_namespace, by_policy, by_service, by_catalogue) = (
+        index.clone(),
+        index.clone(),
+        index.clone(),
+        index.clone(),
+        index,
+    );
     controller
         .reconcile_on(crate::feed::triggers(
             tenant_events,
@@ -181,7 +154,7 @@ pub async fn run(
             service_events,
             move |svc: &Service| {
                 let (ns, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
-                catalogue
+                shared_services
                     .state()
                     .iter()
                     .filter(|s| s.spec.endpoint.namespace == ns && s.spec.endpoint.service == name)
@@ -189,12 +162,16 @@ pub async fn run(
                     .collect::<Vec<_>>()
             },
         ))
+        // A SharedService created, its access changed, or deleted: the claims naming it.
+        .reconcile_on(crate::feed::triggers(
+            shared_service_events,
+            move |service: &SharedService| naming(&by_catalogue, &service.name_any()),
+        ))
         .reconcile_on(claim_rx)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, reconciler::error_policy, context)
         .for_each(|_| async {})
         .await;
-    catalogue_task.abort();
 }
 
 /// A claim's keys in the claim index: its namespace, its id (the label on what is made for

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::{QuotaProfile, QuotaProfileStatus, Tenant, conditions};
 use crate::conditions::{Cond, stamp};
@@ -28,14 +28,17 @@ fn profiles_of(t: &Tenant) -> Vec<String> {
     t.quota_profiles().into_iter().map(String::from).collect()
 }
 
-/// Runs the QuotaProfile controller until `shutdown` resolves; `tenant_events` is the shared
-/// Tenant feed (see [`crate::feed`]).
+/// Runs the QuotaProfile controller until `shutdown` resolves, on the shared QuotaProfile feed
+/// (its store and events) and the Tenant feed's events (see [`crate::feed`]).
 pub async fn run(
     ctx: Arc<Context>,
+    (profiles, profile_events): (
+        Store<QuotaProfile>,
+        futures::channel::mpsc::Receiver<crate::feed::Event<QuotaProfile>>,
+    ),
     tenant_events: futures::channel::mpsc::Receiver<crate::feed::Event<Tenant>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
     let users = Keyed::new(profiles_of);
     let follower = users.clone();
     // A tenant created, deleted or moved to other profiles recounts the profiles it left and
@@ -45,17 +48,14 @@ pub async fn run(
         futures::stream::iter(profiles.into_iter().map(|p| ObjectRef::new(&p)))
     });
     let context = Arc::new(ProfileContext { base: ctx, users });
-    Controller::new(
-        Api::<QuotaProfile>::all(client.clone()),
-        crate::watching::config(),
-    )
-    // Tenants come in bursts: one count per profile per second is plenty.
-    .with_config(Config::default().debounce(Duration::from_secs(1)))
-    .reconcile_on(recounts)
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, reconciler::error_policy, context)
-    .for_each(|_| async {})
-    .await;
+    Controller::for_stream(crate::feed::applied(profile_events), profiles)
+        // Tenants come in bursts: one count per profile per second is plenty.
+        .with_config(Config::default().debounce(Duration::from_secs(1)))
+        .reconcile_on(recounts)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, reconciler::error_policy, context)
+        .for_each(|_| async {})
+        .await;
 }
 
 async fn reconcile(profile: Arc<QuotaProfile>, context: Arc<ProfileContext>) -> Result<Action> {

@@ -22,14 +22,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
+use futures::channel::mpsc::{Receiver, UnboundedReceiver, UnboundedSender, unbounded};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use self::apply::Applied;
 use crate::api::conditions::{find, shared_service as cond};
@@ -60,22 +60,35 @@ struct ServiceContext {
     applied: Applied,
 }
 
+/// The SharedService controller's inputs that other controllers follow too (see
+/// [`crate::feed`]).
+pub struct Feeds {
+    /// The SharedServices, kept by their feed, and their events.
+    pub shared_services: Store<SharedService>,
+    pub shared_service_events: Receiver<crate::feed::Event<SharedService>>,
+    pub claim_events: Receiver<crate::feed::Event<SharedServiceClaim>>,
+    pub service_events: Receiver<crate::feed::Event<Service>>,
+}
+
 /// Runs the SharedService controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
     concurrency: u16,
     pokes: Pokes,
-    claim_events: futures::channel::mpsc::Receiver<crate::feed::Event<SharedServiceClaim>>,
-    service_events: futures::channel::mpsc::Receiver<crate::feed::Event<Service>>,
+    feeds: Feeds,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
-    let controller = Controller::new(
-        Api::<SharedService>::all(client.clone()),
-        crate::watching::config(),
+    let Feeds {
+        shared_services: services,
+        shared_service_events,
+        claim_events,
+        service_events,
+    } = feeds;
+    let controller = Controller::for_stream(
+        crate::feed::applied(shared_service_events),
+        services.clone(),
     )
     .with_config(Config::default().concurrency(concurrency));
-    let services = controller.store();
     let context = Arc::new(ServiceContext {
         base: ctx,
         applied: Applied::default(),

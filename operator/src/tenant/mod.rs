@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use crate::quota;
 use crate::quota::carve;
+use futures::channel::mpsc::Receiver;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Event, LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -27,7 +28,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::finalizer::Event as Finalizer;
-use kube::runtime::reflector::{self, ObjectRef, reflector};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
@@ -159,17 +160,33 @@ fn quota_echo_matters(echo: &ResourceQuota, written: Option<&ResourceQuota>) -> 
     written.is_none_or(|w| w.status != echo.status)
 }
 
-/// Runs the Tenant controller until `shutdown` resolves. `tenant_events` and `tenants` are the
-/// shared Tenant feed's (see [`crate::feed`]).
+/// The Tenant controller's inputs that other controllers follow too (see [`crate::feed`]).
+pub struct Feeds {
+    /// The Tenants, kept by their feed, and their events.
+    pub tenants: reflector::Store<Tenant>,
+    pub tenant_events: Receiver<crate::feed::Event<Tenant>>,
+    /// The QuotaProfiles, kept by their feed, and their events.
+    pub profiles: reflector::Store<QuotaProfile>,
+    pub profile_events: Receiver<crate::feed::Event<QuotaProfile>>,
+    pub claim_events: Receiver<crate::feed::Event<SharedServiceClaim>>,
+    pub namespace_events: Receiver<crate::feed::Event<Namespace>>,
+}
+
+/// Runs the Tenant controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
     concurrency: u16,
-    tenant_events: futures::channel::mpsc::Receiver<crate::feed::Event<Tenant>>,
-    tenants: reflector::Store<Tenant>,
-    claim_events: futures::channel::mpsc::Receiver<crate::feed::Event<SharedServiceClaim>>,
-    namespace_events: futures::channel::mpsc::Receiver<crate::feed::Event<Namespace>>,
+    feeds: Feeds,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let Feeds {
+        tenants,
+        tenant_events,
+        profiles,
+        profile_events,
+        claim_events,
+        namespace_events,
+    } = feeds;
     let client = ctx.client.clone();
     let managed =
         crate::watching::config().labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE},{TENANT}"));
@@ -211,7 +228,6 @@ pub async fn run(
         closing.close();
     };
     let pending = cache::Pending::default();
-    let all = crate::watching::config();
 
     use cache::{by_namespace, by_tenant, unindexed};
     // Every namespace, not only ours: whether a name is taken (someone else's namespace a
@@ -243,20 +259,12 @@ pub async fn run(
         cached::<ClusterRoleBinding>(source(&client, &managed), &pending, never, unindexed);
     let (claims, claim_changes) =
         cached::<SharedServiceClaim>(from_feed(claim_events), &pending, never, by_namespace);
-    // Few and small: a plain store. A profile's spec changing, or the profile going, reconciles
+    // Few and small: the feed's plain store. A profile's spec changing, or the profile going, reconciles
     // its tenants (rare: a platform engineer edits a profile, so a scan of the tenants is
     // fine), and their parents: a child's budget is carved from its parent's.
-    let (profiles, profile_writer) = reflector::store::<QuotaProfile>();
     let mut profile_news = ProfileNews::default();
     let by_profile = tenants.clone();
-    let profile_changes = reflector(
-        profile_writer,
-        watcher(Api::<QuotaProfile>::all(client.clone()), all.clone())
-            .modify(|p| p.managed_fields_mut().clear()),
-    )
-    .default_backoff()
-    .filter_map(|event| futures::future::ready(event.ok()))
-    .flat_map(move |event| {
+    let profile_changes = profile_events.flat_map(move |event| {
         let changed = profile_news.news(&event);
         let refs: Vec<ObjectRef<Tenant>> = if changed.is_empty() {
             Vec::new()
