@@ -678,7 +678,7 @@ async fn an_operator_restarted_mid_way_leaves_no_half_bound_claim_and_no_orphane
     // Its own control plane: the operators below run without leader election and reconcile
     // every claim they see; on the shared one they would re-issue other tests' tokens.
     let (pcp, env) = PrivateControlPlane::for_operators("restart").await;
-    let _first = pcp.operator();
+    let first = pcp.operator();
     let w = world(&env, "").await;
     let (t, u) = (env.name("rs-a"), env.name("rs-b"));
     env.tenant_ready(&tenant(&w, &t, "rs-admins")).await;
@@ -706,9 +706,14 @@ async fn an_operator_restarted_mid_way_leaves_no_half_bound_claim_and_no_orphane
         .await
         .unwrap();
     drop(second);
-    // A fresh operator, as after a restart or a change of leader: it holds no record of what
-    // was applied, so it applies each consumers Secret once more, over whatever the stopped
-    // one wrote last (the operator cannot read those Secrets to compare).
+    // Both stop, then a fresh operator starts, as after a restart or a change of leader: it
+    // holds no record of what was applied, so it applies each consumers Secret once more, over
+    // whatever the stopped ones wrote last (the operator cannot read those Secrets to compare).
+    // The first must not keep running beside it: with leader election one operator writes at
+    // a time, and two at once (the test bed has none) each publish the consumers from their own
+    // record of what they wrote, which neither can check against the other's writes; the test
+    // then failed now and then, waiting for consumers one of them had overwritten.
+    drop(first);
     let third = pcp.operator();
 
     // What is left converges: exactly the bound claims have a Secret and a consumers entry.
@@ -720,9 +725,8 @@ async fn an_operator_restarted_mid_way_leaves_no_half_bound_claim_and_no_orphane
     for name in ["a", "b"] {
         wait_revoked(&env, &w, &w.service, &ns_u, name, name).await;
     }
-    // Several operators ran at once here (the test bed has no leader election): one may still
-    // remove a Secret from a view a moment old, which it publishes again at its next
-    // reconcile. What counts is where it settles.
+    // Two operators ran at once before (the test bed has no leader election), and the fresh one
+    // may still act on a view a moment old at first. What counts is where it settles.
     let wanted = BTreeMap::from([(format!("{ns_t}.a"), token)]);
     eventually(
         "the consumers are exactly the bound claims",
