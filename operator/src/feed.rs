@@ -211,6 +211,27 @@ mod tests {
         running.await.expect("the feed ends with its events");
     }
 
+    /// A controller on a feed reconciles what was created or changed, as one on its own watch
+    /// does: not a deletion (its finalizer acted on the change that set the deletion time).
+    #[tokio::test]
+    async fn a_controller_on_a_feed_reconciles_what_was_listed_or_changed_not_what_went() {
+        let (mut feed, _store) = Feed::<Tenant>::new();
+        let events = feed.subscribe();
+        let incoming = futures::stream::iter(vec![
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(tenant("a"))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Delete(tenant("a"))),
+            Ok(watcher::Event::Apply(tenant("b"))),
+        ]);
+        tokio::spawn(feed.run(incoming));
+        let names: Vec<String> = applied(events)
+            .map(|t| t.map(|t| t.name_any()).unwrap_or_default())
+            .collect()
+            .await;
+        assert_eq!(names, ["a", "b"]);
+    }
+
     #[tokio::test]
     async fn a_subscriber_that_left_does_not_stop_the_others() {
         let (mut feed, _store) = Feed::<Tenant>::new();
