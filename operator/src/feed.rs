@@ -2,9 +2,9 @@
 //!
 //! Four controllers follow Tenants: their own, the QuotaProfile counts, the TenantRequests and
 //! the claims; three follow SharedServiceClaims; two each follow every Service and Namespace of
-//! the cluster, the SharedServices and the QuotaProfiles. Each
-//! watching for itself, the API server sent every event of those kinds once per controller and
-//! the operator parsed it as often. A [`Feed`] watches once, keeps the one store (if anyone
+//! the cluster, the SharedServices and the QuotaProfiles. Each watching for itself, the API
+//! server sent every event of those kinds once per controller and the operator parsed it as
+//! often. A [`Feed`] watches once, keeps the one store (if anyone
 //! needs it), and hands each subscriber the same event, after the store has taken it in.
 use std::sync::Arc;
 

@@ -128,7 +128,8 @@ pub async fn run(
     ));
     let profiles = tokio::spawn(crate::quota_profile::run(
         ctx.clone(),
-        (profile_store, profile_feed.subscribe()),
+        profile_store,
+        profile_feed.subscribe(),
         tenant_feed.subscribe(),
         stopped(),
     ));

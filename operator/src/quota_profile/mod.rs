@@ -32,10 +32,8 @@ fn profiles_of(t: &Tenant) -> Vec<String> {
 /// (its store and events) and the Tenant feed's events (see [`crate::feed`]).
 pub async fn run(
     ctx: Arc<Context>,
-    (profiles, profile_events): (
-        Store<QuotaProfile>,
-        futures::channel::mpsc::Receiver<crate::feed::Event<QuotaProfile>>,
-    ),
+    profiles: Store<QuotaProfile>,
+    profile_events: futures::channel::mpsc::Receiver<crate::feed::Event<QuotaProfile>>,
     tenant_events: futures::channel::mpsc::Receiver<crate::feed::Event<Tenant>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use crate::quota;
 use crate::quota::carve;
+use futures::StreamExt;
 use futures::channel::mpsc::Receiver;
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Event, LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
@@ -78,11 +78,11 @@ fn lean<K: kube::Resource>(o: &mut K) {
 }
 
 /// The events of a feed other controllers follow too (see [`crate::feed`]), as [`source`] gives
-/// them.
-fn from_feed<K: Clone + Send + Sync + 'static>(
-    events: futures::channel::mpsc::Receiver<crate::feed::Event<K>>,
+/// them: [`lean`].
+fn from_feed<K: kube::Resource + Clone + Send + Sync + 'static>(
+    events: Receiver<crate::feed::Event<K>>,
 ) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static {
-    events.map(|event| Ok((*event).clone()))
+    events.map(|event| Ok((*event).clone().modify(lean)))
 }
 
 /// A watch of one kind: every event goes to `follow` (the cache reconciles read), and the
@@ -232,12 +232,8 @@ pub async fn run(
     use cache::{by_namespace, by_tenant, unindexed};
     // Every namespace, not only ours: whether a name is taken (someone else's namespace a
     // new environment must not take over) is a cache lookup, not a GET per new namespace.
-    let (namespaces, namespace_changes) = cached::<Namespace>(
-        from_feed(namespace_events).map_ok(|event| event.modify(lean)),
-        &pending,
-        never,
-        by_tenant,
-    );
+    let (namespaces, namespace_changes) =
+        cached::<Namespace>(from_feed(namespace_events), &pending, never, by_tenant);
     let (role_bindings, role_binding_changes) =
         cached::<RoleBinding>(source(&client, &managed), &pending, never, by_namespace);
     let (limit_ranges, limit_range_changes) =
