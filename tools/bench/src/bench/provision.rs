@@ -163,8 +163,16 @@ pub async fn run(
         tokio::time::sleep(POLL).await;
     }
     let latency = watched.latency(&created).await;
+    // The clock stops when the watch saw the last tenant Ready, as the direct side's stops at
+    // its last answer or enforced quota: not at the poll that noticed (up to `POLL` later).
+    let ready_secs = watched.last_ready(&created).await.map_or_else(
+        || secs(start),
+        |at| at.saturating_duration_since(start).as_secs_f64(),
+    );
     watched.stop();
-    let ready_secs = secs(start);
+    if let Some(last) = series.last_mut() {
+        last.0 = last.0.min(ready_secs);
+    }
     let machine_busy = cpu.busy_since();
     let processes = processes.and_then(|p| Some(ProcessCpu::now()?.since(&p)));
     let mut usage = operator.usage()?;
@@ -275,7 +283,56 @@ impl ReadyWatch {
         )
     }
 
+    /// When the last of `created` was seen Ready (None: one is not).
+    async fn last_ready(&self, created: &[(String, Instant)]) -> Option<Instant> {
+        last_ready(&*self.ready.lock().await, created)
+    }
+
     fn stop(self) {
         self.task.abort();
+    }
+}
+
+/// When the last of `created` was seen Ready, given when each was (None: one is not, or the
+/// watch never saw it).
+fn last_ready(
+    seen: &std::collections::HashMap<String, Option<Instant>>,
+    created: &[(String, Instant)],
+) -> Option<Instant> {
+    created
+        .iter()
+        .map(|(name, _)| seen.get(name).copied().flatten())
+        .collect::<Option<Vec<_>>>()?
+        .into_iter()
+        .max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_stops_when_the_last_tenant_was_seen_ready_not_before() {
+        let t0 = Instant::now();
+        let at = |ms| Some(t0 + Duration::from_millis(ms));
+        let created: Vec<(String, Instant)> = ["a", "b", "c"]
+            .iter()
+            .map(|n| (n.to_string(), t0))
+            .collect();
+        let mut seen: std::collections::HashMap<String, Option<Instant>> = [
+            ("a", at(300)),
+            ("b", at(900)),
+            ("c", at(500)),
+            ("other", at(5000)),
+        ]
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
+        .collect();
+        assert_eq!(last_ready(&seen, &created), at(900));
+        // One not Ready (again), or never seen: no end yet.
+        seen.insert("c".into(), None);
+        assert_eq!(last_ready(&seen, &created), None);
+        seen.remove("c");
+        assert_eq!(last_ready(&seen, &created), None);
     }
 }
