@@ -112,6 +112,31 @@ fn bad_values_fail_at_install_with_a_clear_message() {
     assert!(rendered.contains("replicas: 2"), "{rendered}");
     assert!(rendered.contains("type: RollingUpdate"), "{rendered}");
     assert!(rendered.contains("CITYCLOUD_LEADER_ELECT"), "{rendered}");
+
+    // Reconciling nothing at a time would stall every controller.
+    let out = Command::new(helm())
+        .args(["template", RELEASE])
+        .arg(chart())
+        .args(["--kube-version", "1.37.2", "--set", "concurrency=0"])
+        .output()
+        .expect("helm");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("concurrency"), "{err}");
+    // Set, it reaches the operator; unset, the operator's own default holds.
+    let rendered = run(Command::new(helm())
+        .args(["template", RELEASE])
+        .arg(chart())
+        .args(["--kube-version", "1.37.2", "--set", "concurrency=32"]));
+    assert!(
+        rendered.contains("- name: CITYCLOUD_CONCURRENCY\n              value: \"32\""),
+        "{rendered}"
+    );
+    let rendered = run(Command::new(helm())
+        .args(["template", RELEASE])
+        .arg(chart())
+        .args(["--kube-version", "1.37.2"]));
+    assert!(!rendered.contains("CITYCLOUD_CONCURRENCY"), "{rendered}");
 }
 
 async fn apply_file(client: &kube::Client, file: &str) {

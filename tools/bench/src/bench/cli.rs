@@ -45,8 +45,9 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub direct_concurrency: u32,
 
-    /// The operator's `--concurrency` (objects each controller reconciles at once).
-    #[arg(long, env = "BENCH_OPERATOR_CONCURRENCY", default_value_t = 12)]
+    /// The operator's `--concurrency` (objects each controller reconciles at once); by default
+    /// the operator's own default.
+    #[arg(long, env = "BENCH_OPERATOR_CONCURRENCY", default_value_t = citycloud::cli::DEFAULT_CONCURRENCY)]
     pub operator_concurrency: u16,
 
     /// The operator binary [default: target/release/citycloud-operator].
