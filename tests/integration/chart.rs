@@ -78,64 +78,52 @@ fn the_chart_lints_clean_and_matches_deploy_and_crds() {
     }
 }
 
+/// `helm template` of the chart for Kubernetes 1.37.2 with `--set` of each of `values`.
+fn template(values: &[&str]) -> Command {
+    let mut cmd = Command::new(helm());
+    cmd.args(["template", RELEASE])
+        .arg(chart())
+        .args(["--kube-version", "1.37.2"]);
+    for v in values {
+        cmd.args(["--set", v]);
+    }
+    cmd
+}
+
+/// What `helm template` says when `values` fail it (and that they do).
+fn refused(values: &[&str]) -> String {
+    let out = template(values).output().expect("helm");
+    assert!(!out.status.success(), "{values:?} rendered");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn bad_values_fail_at_install_with_a_clear_message() {
-    let out = Command::new(helm())
-        .args(["template", RELEASE])
-        .arg(chart())
-        .args(["--kube-version", "1.37.2", "--set", "logFormat=xml"])
-        .output()
-        .expect("helm");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&["logFormat=xml"]);
     assert!(err.contains("logFormat"), "{err}");
 
     // Two operators without leader election would reconcile the same objects at once.
-    let out = Command::new(helm())
-        .args(["template", RELEASE])
-        .arg(chart())
-        .args(["--kube-version", "1.37.2", "--set", "replicas=2"])
-        .args(["--set", "leaderElection.enabled=false"])
-        .output()
-        .expect("helm");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&["replicas=2", "leaderElection.enabled=false"]);
     assert!(
         err.contains("replicas > 1 needs leaderElection.enabled"),
         "{err}"
     );
     // With it, two replicas roll: a new pod stands by until the old one hands over.
-    let rendered = run(Command::new(helm())
-        .args(["template", RELEASE])
-        .arg(chart())
-        .args(["--kube-version", "1.37.2", "--set", "replicas=2"]));
+    let rendered = run(&mut template(&["replicas=2"]));
     assert!(rendered.contains("replicas: 2"), "{rendered}");
     assert!(rendered.contains("type: RollingUpdate"), "{rendered}");
     assert!(rendered.contains("CITYCLOUD_LEADER_ELECT"), "{rendered}");
 
     // Reconciling nothing at a time would stall every controller.
-    let out = Command::new(helm())
-        .args(["template", RELEASE])
-        .arg(chart())
-        .args(["--kube-version", "1.37.2", "--set", "concurrency=0"])
-        .output()
-        .expect("helm");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&["concurrency=0"]);
     assert!(err.contains("concurrency"), "{err}");
     // Set, it reaches the operator; unset, the operator's own default holds.
-    let rendered = run(Command::new(helm())
-        .args(["template", RELEASE])
-        .arg(chart())
-        .args(["--kube-version", "1.37.2", "--set", "concurrency=32"]));
+    let rendered = run(&mut template(&["concurrency=32"]));
     assert!(
         rendered.contains("- name: CITYCLOUD_CONCURRENCY\n              value: \"32\""),
         "{rendered}"
     );
-    let rendered = run(Command::new(helm())
-        .args(["template", RELEASE])
-        .arg(chart())
-        .args(["--kube-version", "1.37.2"]));
+    let rendered = run(&mut template(&[]));
     assert!(!rendered.contains("CITYCLOUD_CONCURRENCY"), "{rendered}");
 }
 
